@@ -12,8 +12,9 @@
 //   4. browser: A invites B via Room details -> People -> Invite
 //   5. node: B sees the invite in /sync, joins, sends a message
 //   6. browser: the message appears in Hydrogen's timeline (DOM assertion)
-//   7. browser: A types a reply into the composer and presses Enter
-//   8. node: B receives the reply via /sync
+//   7. browser: A picks "Reply" on B's message, types into the composer and
+//      presses Enter
+//   8. node: B receives the reply (with m.in_reply_to) via /sync
 //   9. screenshot of the room view -> OUT_DIR/browser-e2e.png
 //
 // Environment:
@@ -50,11 +51,14 @@ if (!SERVE_ONLY && (!BASE_URL || !/^https?:\/\//.test(BASE_URL))) {
     console.error("usage: node e2e.mjs BASE_URL [OUT_DIR]   (BASE_URL like http://127.0.0.1:8008)");
     process.exit(2);
 }
-fs.mkdirSync(OUT_DIR, { recursive: true });
 const SCREENSHOT = path.join(OUT_DIR, "browser-e2e.png");
 const FAIL_SCREENSHOT = path.join(OUT_DIR, "browser-e2e-failure.png");
 const CONSOLE_LOG = path.join(OUT_DIR, "browser-console.log");
-for (const f of [SCREENSHOT, FAIL_SCREENSHOT]) fs.rmSync(f, { force: true });
+const REQUEST_LOG = path.join(OUT_DIR, "browser-requests.log");
+if (!SERVE_ONLY) {
+    fs.mkdirSync(OUT_DIR, { recursive: true });
+    for (const f of [SCREENSHOT, FAIL_SCREENSHOT]) fs.rmSync(f, { force: true });
+}
 
 function elapsed() {
     return ((Date.now() - T0) / 1000).toFixed(1).padStart(5) + "s";
@@ -204,6 +208,7 @@ function startStaticServer(port = 0) {
         }
         if (req.method !== "GET" && req.method !== "HEAD") return send(405, "text/plain", "method not allowed");
         if (pathname === "/") pathname = "/index.html";
+        if (pathname === "/sw.js") pathname = "/hydrogen/sw.js";
         if (pathname === "/favicon.ico") return send(204, "text/plain", "");
         if (SHIMS[pathname]) return send(200, MIME[".js"], SHIMS[pathname]());
         for (const [prefix, dir] of STATIC_DIRS) {
@@ -226,15 +231,21 @@ function startStaticServer(port = 0) {
 
 // ------------------------------------------------------------------- test
 
-let browser, context, page, server, userDataDir;
+let context, page, server, userDataDir;
 const consoleLines = [];
+const requestLines = []; // the browser's requests to the homeserver
 
-async function cleanup() {
+let cleanupPromise;
+function cleanup() {
+    cleanupPromise ??= doCleanup();
+    return cleanupPromise;
+}
+async function doCleanup() {
     try { if (context) await context.close(); } catch {}
-    try { if (browser) await browser.close(); } catch {}
     try { if (server) server.close(); } catch {}
     try { if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true }); } catch {}
     try { fs.writeFileSync(CONSOLE_LOG, consoleLines.join("\n") + "\n"); } catch {}
+    try { fs.writeFileSync(REQUEST_LOG, requestLines.join("\n") + "\n"); } catch {}
 }
 
 async function main() {
@@ -262,7 +273,6 @@ async function main() {
     server = await startStaticServer();
     const pageOrigin = `http://127.0.0.1:${server.address().port}`;
     userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "haetae-e2e-chromium-"));
-    browser = null;
     context = await chromium.launchPersistentContext(userDataDir, {
         executablePath: CHROMIUM,
         headless: process.env.E2E_HEADFUL !== "1",
@@ -284,6 +294,19 @@ async function main() {
     page.on("console", (m) => consoleLines.push(`[${elapsed()}] console.${m.type()}: ${m.text()}`));
     page.on("pageerror", (e) => consoleLines.push(`[${elapsed()}] pageerror: ${e.stack || e.message}`));
     page.on("requestfailed", (r) => consoleLines.push(`[${elapsed()}] requestfailed: ${r.method()} ${r.url()} ${r.failure()?.errorText}`));
+    const hsPrefix = BASE_URL + "/";
+    context.on("requestfinished", async (req) => {
+        if (!req.url().startsWith(hsPrefix) || req.method() === "OPTIONS") return;
+        const res = await req.response().catch(() => null);
+        // GETs go through Hydrogen's service worker: log the worker's network
+        // request, not the page's copy that the worker answered
+        if (res && res.fromServiceWorker()) return;
+        requestLines.push(`[${elapsed()}] ${req.method()} ${req.url().slice(BASE_URL.length)} -> ${res ? res.status() : "?"}`);
+    });
+    context.on("requestfailed", (req) => {
+        if (!req.url().startsWith(hsPrefix)) return;
+        requestLines.push(`[${elapsed()}] ${req.method()} ${req.url().slice(BASE_URL.length)} -> FAILED ${req.failure()?.errorText}`);
+    });
     page.on("response", (r) => {
         if (r.status() >= 400) consoleLines.push(`[${elapsed()}] http ${r.status()}: ${r.request().method()} ${r.url()}`);
     });
@@ -309,6 +332,13 @@ async function main() {
     // unencrypted: the test exercises the plain Client-Server API
     await page.locator(".CreateRoomView #isEncrypted").uncheck();
     await page.locator(".CreateRoomView button[type=submit]").click();
+    // hydrogen-view-sdk 0.3.1's CreateRoomViewModel.create() does not await
+    // the (async) Session.createRoom(), so it navigates to "#/.../room/"
+    // with an empty id instead of the new room. Open the room from the room
+    // list instead, as a person would.
+    const roomTile = page.locator(".LeftPanel .RoomList li", { hasText: roomName });
+    await waitForUi(roomTile, `the new room "${roomName}" in the room list (needs POST /createRoom and /sync)`);
+    await roomTile.first().click();
     const roomId = await waitForRoomId(page);
     log(`  room created: ${roomId}`);
     await waitForUi(page.locator(".RoomView .MessageComposer textarea"), "the room view with its composer");
@@ -343,17 +373,22 @@ async function main() {
         const m = location.hash.match(/^#\/session\/[^/]+/);
         if (m) location.hash = `${m[0]}/room/${rid}`;
     }, roomId);
-    const bTile = page.locator(".RoomView .Timeline .Timeline_message", { hasText: bMessage });
-    await waitForUi(bTile, `B's message "${bMessage}" in Hydrogen's timeline`, 30000);
+    const bTile = page.locator(`.RoomView .Timeline .Timeline_message[data-event-id="${sent.event_id}"]`, { hasText: bMessage });
+    await waitForUi(bTile, `B's message "${bMessage}" (${sent.event_id}) in Hydrogen's timeline`, 30000);
     log("  found in DOM: " + JSON.stringify((await bTile.first().innerText()).replace(/\s+/g, " ").trim()));
 
-    step("A replies through Hydrogen's composer");
+    step("A replies to B's message through Hydrogen's message menu and composer");
+    await bTile.first().hover();
+    await bTile.first().locator(".Timeline_messageOptions").click();
+    await page.locator(".menu").getByText("Reply", { exact: true }).click();
+    await waitForUi(page.locator(".MessageComposer_replyPreview", { hasText: bMessage }), "the composer's reply preview quoting B's message");
     const composer = page.locator(".RoomView .MessageComposer textarea");
     await composer.click();
     await composer.fill(aReply);
     await composer.press("Enter");
-    const aTile = page.locator(".RoomView .Timeline .Timeline_message:not(.unsent)", { hasText: aReply });
+    const aTile = page.locator(".RoomView .Timeline .Timeline_message.own:not(.unsent)", { hasText: aReply });
     await waitForUi(aTile, `A's reply to be shown as sent (not pending) in the timeline`, 30000);
+    log("  shown as sent: " + JSON.stringify((await aTile.first().innerText()).replace(/\s+/g, " ").trim()));
 
     step("B receives A's reply via /sync");
     const got = await syncUntil(
@@ -361,11 +396,16 @@ async function main() {
         `A's reply "${aReply}" in B's /sync for ${roomId}`,
         (s) =>
             (s.rooms?.join?.[roomId]?.timeline?.events || []).find(
-                (e) => e.type === "m.room.message" && e.sender === A.userId && e.content?.body === aReply,
+                (e) => e.type === "m.room.message" && e.sender === A.userId && String(e.content?.body || "").endsWith(aReply),
             ),
         30000,
     );
     log(`  B got ${got.event_id} from ${got.sender}: ${JSON.stringify(got.content.body)}`);
+    const inReplyTo = got.content?.["m.relates_to"]?.["m.in_reply_to"]?.event_id;
+    if (inReplyTo !== sent.event_id) {
+        fail(`A's reply should carry m.relates_to.m.in_reply_to.event_id = ${sent.event_id}, got ${JSON.stringify(got.content?.["m.relates_to"])}`);
+    }
+    log(`  m.in_reply_to = ${inReplyTo} (B's message)`);
 
     step("screenshot of the room view");
     await page.mouse.move(5, 5); // no hover effects on the tiles
@@ -378,13 +418,19 @@ function shortUrl(u) {
     return u.replace(/^https?:\/\/[^/]+/, "");
 }
 
+// Error texts Hydrogen puts on screen (login errors, session load failure,
+// room/invite errors); waiting for UI stops early when one shows up.
+const HYDROGEN_ERRORS = ".error, .ErrorView_message, .SessionLoadStatusView .status:has(button)";
+
 async function waitForUi(locator, what, timeout = 20000) {
-    try {
-        await locator.first().waitFor({ state: "visible", timeout });
-    } catch (err) {
-        const hint = await pageHint();
-        fail(`timed out after ${timeout} ms waiting for ${what}${hint}`);
-    }
+    const outcome = await Promise.race([
+        locator.first().waitFor({ state: "visible", timeout }).then(() => "ok"),
+        page.locator(HYDROGEN_ERRORS).first().waitFor({ state: "visible", timeout: timeout + 5000 }).then(() => "error"),
+    ]).catch(() => "timeout");
+    if (outcome === "ok") return;
+    const hint = await pageHint();
+    if (outcome === "error") fail(`Hydrogen showed an error while waiting for ${what}${hint}`);
+    fail(`timed out after ${timeout} ms waiting for ${what}${hint}`);
 }
 
 async function waitForRoomId(page) {
@@ -408,7 +454,7 @@ async function pageHint() {
     if (!page) return "";
     try {
         const info = await page.evaluate(() => {
-            const errs = [...document.querySelectorAll(".error, .RoomView_error, .ErrorView, .SessionLoadStatusView, .InvitePanelView__error")]
+            const errs = [...document.querySelectorAll(".error, .ErrorView_message, .SessionLoadStatusView .status")]
                 .map((e) => e.innerText.trim())
                 .filter(Boolean);
             return { hash: location.hash, errs, state: window.__e2e };
@@ -430,22 +476,37 @@ if (SERVE_ONLY) {
     await new Promise(() => {});
 }
 
+// Only the first of "deadline hit" / "main() finished" reports and exits.
+let finished = false;
+
 const deadline = setTimeout(async () => {
+    if (finished) return;
+    finished = true;
     console.error(`browser e2e: FAILED: overall deadline of ${DEADLINE_MS} ms exceeded during step "${currentStep}"`);
-    try { if (page) await page.screenshot({ path: FAIL_SCREENSHOT, timeout: 3000 }); } catch {}
+    try {
+        if (page) {
+            await page.screenshot({ path: FAIL_SCREENSHOT, timeout: 3000 });
+            console.error(`  failure screenshot: ${FAIL_SCREENSHOT}`);
+        }
+    } catch {}
     await cleanup();
+    console.error(`  browser console log: ${CONSOLE_LOG}`);
     process.exit(1);
 }, DEADLINE_MS);
 
 try {
     await main();
+    if (finished) await new Promise(() => {});
+    finished = true;
     clearTimeout(deadline);
     await cleanup();
     console.log(`browser e2e: OK (screenshot: ${SCREENSHOT})`);
     process.exit(0);
 } catch (err) {
+    if (finished) await new Promise(() => {}); // the deadline handler exits
+    finished = true;
     clearTimeout(deadline);
-    const reason = err instanceof E2EError ? err.message : err.stack || String(err);
+    const reason = err instanceof E2EError ? err.message : (err.stack || String(err)) + (await pageHint());
     console.error(`browser e2e: FAILED in step "${currentStep}": ${reason}`);
     try {
         if (page) {

@@ -1,1 +1,166 @@
-fn main() {}
+//! The `haetae` binary: a thin command-line wrapper around the server and store crates.
+
+mod config;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use haetae_store::launcher::{NatsProcess, ServerSpec};
+
+use crate::config::Config;
+
+/// haetae: a Matrix homeserver that keeps running when a data center burns.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a homeserver node (with a private nats-server unless --nats-url is given).
+    Serve(ServeArgs),
+    /// Configuration helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file (print an example with `haetae config example`).
+    #[arg(long, short, env = "HAETAE_CONFIG")]
+    config: Option<PathBuf>,
+    /// HTTP listen address, e.g. 127.0.0.1:8008.
+    #[arg(long, env = "HAETAE_LISTEN")]
+    listen: Option<String>,
+    /// Directory for the embedded nats-server's data.
+    #[arg(long, env = "HAETAE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// NATS URL(s) of an existing deployment; without it haetae starts its own nats-server.
+    #[arg(long, env = "HAETAE_NATS_URL")]
+    nats_url: Option<String>,
+    /// Matrix server name (the part after ':' in user ids).
+    #[arg(long, env = "HAETAE_SERVER_NAME")]
+    server_name: Option<String>,
+    /// Replicas of every JetStream asset (3 for a three-DC deployment).
+    #[arg(long, env = "HAETAE_REPLICAS")]
+    replicas: Option<usize>,
+    /// Turn rate limiting off (benchmarks, drills).
+    #[arg(long)]
+    no_rate_limits: bool,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a commented configuration file with every setting at its default.
+    Example,
+    /// Print the configuration a `serve` with these arguments would use, as TOML.
+    Show(ServeArgs),
+}
+
+fn resolve(args: &ServeArgs) -> Result<Config, String> {
+    let mut config = Config::load(args.config.as_deref())?;
+    if let Some(listen) = &args.listen {
+        config.listen = listen.clone();
+    }
+    if let Some(dir) = &args.data_dir {
+        config.data_dir = dir.clone();
+    }
+    if let Some(url) = &args.nats_url {
+        config.nats.url = url.clone();
+    }
+    if let Some(name) = &args.server_name {
+        config.homeserver.server_name = name.clone();
+    }
+    if let Some(replicas) = args.replicas {
+        config.nats.replicas = replicas;
+    }
+    if args.no_rate_limits {
+        config.homeserver.rate_limits.enabled = false;
+    }
+    Ok(config)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Serve(args) => match resolve(&args) {
+            Ok(config) => serve(config),
+            Err(error) => Err(error),
+        },
+        Command::Config { command: ConfigCommand::Example } => {
+            print!("{}", config::EXAMPLE);
+            Ok(())
+        }
+        Command::Config { command: ConfigCommand::Show(args) } => resolve(&args).and_then(|config| {
+            toml::to_string(&config).map(|text| print!("{text}")).map_err(|e| e.to_string())
+        }),
+    };
+    if let Err(error) = outcome {
+        eprintln!("haetae: {error}");
+        std::process::exit(1);
+    }
+}
+
+fn serve(config: Config) -> Result<(), String> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log).map_err(|e| format!("invalid log filter: {e}"))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_target(false).init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        let mut embedded = None;
+        let url = if config.nats.url.is_empty() {
+            let mut spec = ServerSpec::single(config.data_dir.join("nats"));
+            spec.sync_always = config.nats.sync_always;
+            let process = NatsProcess::start(spec, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
+            tracing::info!(url = process.url(), pid = process.pid(), "started embedded nats-server");
+            let url = process.url().to_string();
+            embedded = Some(process);
+            url
+        } else {
+            config.nats.url.clone()
+        };
+        let store = haetae_store::Store::connect(&url, config.store_config()).await.map_err(|e| e.to_string())?;
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+        let node = haetae_server::Node::start(store, config.homeserver.clone()).await.map_err(|e| e.to_string())?;
+        let address = listener.local_addr().map_err(|e| e.to_string())?;
+        println!("haetae is serving the Matrix API at http://{address}");
+        println!("  server name: {}", config.homeserver.server_name);
+        println!("  connect a client (Element, Cinny, Hydrogen) with homeserver URL http://{address}");
+        println!("  register a user in the client, or: curl -XPOST http://{address}/_matrix/client/v3/register -d '{{\"username\":\"alice\",\"password\":\"...\",\"auth\":{{\"type\":\"m.login.dummy\"}}}}'");
+        println!("  stop with Ctrl-C");
+        node.serve(listener, shutdown_signal()).await.map_err(|e| e.to_string())?;
+        tracing::info!("stopping");
+        if let Some(process) = embedded {
+            process.stop(Duration::from_secs(10)).await;
+        }
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => {
+                let _ = interrupt.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

@@ -1,1 +1,176 @@
-//! stub
+//! The haetae homeserver node: the Matrix Client-Server API over the store.
+//!
+//! - [`config`]: what a node can be told.
+//! - [`entry`]: the meaning of event-log entries (the stored format).
+//! - [`read_model`]: the node's in-memory view, rebuilt from the log and kept current by tailing it.
+//! - [`rooms`]: the room service (event ids, idempotency, expected-sequence writes).
+//! - [`app`]: shared request plumbing (caller, JSON bodies, rate limits).
+//! - [`api`]: the HTTP endpoints, one file per group.
+//!
+//! A node is stateless apart from its read model: start one with an empty directory and it serves
+//! exactly the same data. It never talks to NATS except through `haetae_store`.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod entry;
+pub mod error;
+pub mod read_model;
+pub mod rooms;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use haetae_store::Store;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+pub use config::ServerConfig;
+
+use crate::app::{App, AppState, RateLimiter};
+use crate::read_model::ReadModel;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot read the event log: {0}")]
+    Log(String),
+    #[error("the read model did not catch up with the event log within {0:?}")]
+    CatchUp(Duration),
+}
+
+/// A running node: the shared app and its background workers (stopped when dropped).
+pub struct Node {
+    pub app: AppState,
+    workers: JoinSet<()>,
+}
+
+/// How long start-up may take to replay the log.
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
+
+impl Node {
+    /// Builds the read model from the log and starts the workers that keep it current.
+    /// Returns once the model has applied everything the log held at start.
+    pub async fn start(store: Store, config: ServerConfig) -> Result<Node, StartError> {
+        let partitions = store.log().partitions();
+        let node = config.node_name.clone().unwrap_or_else(|| rooms::random_string(6));
+        let app = Arc::new(App {
+            model: Arc::new(ReadModel::new(partitions)),
+            store,
+            config,
+            limiter: RateLimiter::new(),
+            node,
+            started: Instant::now(),
+        });
+        let mut targets = Vec::new();
+        for partition in 0..partitions {
+            targets.push(app.store.log().last_seq(partition).await.map_err(|e| StartError::Log(e.to_string()))?);
+        }
+        let mut workers = JoinSet::new();
+        for partition in 0..partitions {
+            workers.spawn(tail_partition(app.clone(), partition));
+        }
+        workers.spawn(typing_listener(app.clone()));
+        workers.spawn(typing_expiry(app.clone()));
+        let started = Instant::now();
+        let mut last_report = Instant::now();
+        loop {
+            if app.model.wait_positions(&targets, Duration::from_secs(5)).await {
+                break;
+            }
+            if started.elapsed() > CATCH_UP_TIMEOUT {
+                return Err(StartError::CatchUp(CATCH_UP_TIMEOUT));
+            }
+            if last_report.elapsed() > Duration::from_secs(5) {
+                tracing::info!(applied = ?app.model.positions(), target = ?targets, "replaying the event log");
+                last_report = Instant::now();
+            }
+        }
+        tracing::info!(positions = ?app.model.positions(), elapsed_ms = started.elapsed().as_millis() as u64, "read model caught up");
+        Ok(Node { app, workers })
+    }
+
+    /// Serves HTTP on `listener` until `shutdown` completes.
+    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+        let router = api::router(self.app.clone());
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(shutdown)
+            .await;
+        drop(self.workers);
+        result
+    }
+}
+
+/// Starts a node and serves until `shutdown`: the whole server in one call.
+pub async fn run(
+    listener: TcpListener,
+    store: Store,
+    config: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let node = Node::start(store, config).await?;
+    node.serve(listener, shutdown).await?;
+    Ok(())
+}
+
+/// Worker: applies partition `partition` of the log to the read model, forever, resuming after
+/// errors from the last applied position.
+async fn tail_partition(app: AppState, partition: u32) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let from = app.model.applied(partition);
+        match app.store.log().tail(partition, from).await {
+            Ok(entries) => {
+                let mut entries = std::pin::pin!(entries);
+                while let Some(entry) = entries.next().await {
+                    match entry {
+                        Ok(entry) => {
+                            // An ordered consumer never repeats or skips; guard anyway after a restart.
+                            if entry.seq <= app.model.applied(partition) {
+                                continue;
+                            }
+                            app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
+                            backoff = Duration::from_millis(50);
+                        }
+                        Err(error) => {
+                            tracing::warn!(partition, %error, "event log tail interrupted");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(partition, %error, "cannot tail the event log"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+/// Worker: applies typing notices that any node publishes.
+async fn typing_listener(app: AppState) {
+    loop {
+        match app.store.ephemeral().subscribe().await {
+            Ok(notices) => {
+                let mut notices = std::pin::pin!(notices);
+                while let Some(payload) = notices.next().await {
+                    let Ok(notice) = serde_json::from_slice::<serde_json::Value>(&payload) else { continue };
+                    let (Some(room_id), Some(user_id)) = (notice["room_id"].as_str(), notice["user_id"].as_str()) else { continue };
+                    let typing = notice["typing"].as_bool().unwrap_or(false);
+                    let timeout = Duration::from_millis(notice["timeout_ms"].as_u64().unwrap_or(30_000));
+                    app.model.set_typing(room_id, user_id, typing, timeout);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot subscribe to typing notices"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Worker: expires typing notices whose timeout passed.
+async fn typing_expiry(app: AppState) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        ticker.tick().await;
+        app.model.expire_typing();
+    }
+}

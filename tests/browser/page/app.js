@@ -22,6 +22,10 @@ const withOlm = params.get("olm") === "1";
 const assetPaths = {
     downloadSandbox: "/hydrogen/assets/download-sandbox.html",
     worker: "/hydrogen/assets/main.js",
+    // Hydrogen's Client needs the service worker handler (it hands the access
+    // token to sw.js for authenticated media); served from the page root so
+    // its scope covers the page.
+    serviceWorker: "/sw.js",
 };
 if (withOlm) {
     assetPaths.olm = {

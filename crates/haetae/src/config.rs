@@ -1,0 +1,167 @@
+//! The configuration file: every setting, its default, and the commented example the binary prints.
+
+use std::path::{Path, PathBuf};
+
+use haetae_server::ServerConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the HTTP API listens on.
+    pub listen: String,
+    /// Local directory for the embedded nats-server's data. A node keeps nothing else on disk.
+    pub data_dir: PathBuf,
+    /// Log filter, e.g. "info" or "haetae_server=debug,info".
+    pub log: String,
+    pub nats: NatsConfig,
+    pub homeserver: ServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: "127.0.0.1:8008".into(),
+            data_dir: PathBuf::from("data"),
+            log: "info".into(),
+            nats: NatsConfig::default(),
+            homeserver: ServerConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NatsConfig {
+    /// NATS server URL(s), comma-separated. Empty: start a private nats-server (embedded mode).
+    pub url: String,
+    /// Replicas of every stream, bucket and object store: 1 on one server, 3 across three DCs.
+    pub replicas: usize,
+    /// Event-log partitions; fixed once a deployment has started.
+    pub partitions: u32,
+    /// Embedded mode: fsync every write (`sync_interval: always`). Off trades durability on power
+    /// loss for throughput.
+    pub sync_always: bool,
+    /// One JetStream request's timeout before it is retried, milliseconds.
+    pub request_timeout_ms: u64,
+    /// How long a write keeps retrying with the same message id, milliseconds.
+    pub retry_horizon_ms: u64,
+    /// The event log's duplicate window, seconds (must exceed the retry horizon).
+    pub dedup_window_s: u64,
+}
+
+impl Default for NatsConfig {
+    fn default() -> Self {
+        NatsConfig {
+            url: String::new(),
+            replicas: 1,
+            partitions: 4,
+            sync_always: true,
+            request_timeout_ms: 2000,
+            retry_horizon_ms: 20_000,
+            dedup_window_s: 120,
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: Option<&Path>) -> Result<Config, String> {
+        let Some(path) = path else { return Ok(Config::default()) };
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        toml::from_str(&text).map_err(|e| format!("invalid config {}: {e}", path.display()))
+    }
+
+    pub fn store_config(&self) -> haetae_store::StoreConfig {
+        haetae_store::StoreConfig {
+            replicas: self.nats.replicas,
+            partitions: self.nats.partitions,
+            request_timeout: std::time::Duration::from_millis(self.nats.request_timeout_ms),
+            retry_horizon: std::time::Duration::from_millis(self.nats.retry_horizon_ms),
+            dedup_window: std::time::Duration::from_secs(self.nats.dedup_window_s),
+            max_media_bytes: self.homeserver.limits.max_upload_bytes,
+        }
+    }
+}
+
+/// The commented example `haetae config example` prints. A test keeps it equal to the defaults.
+pub const EXAMPLE: &str = r#"# haetae configuration. Every setting is optional; shown here with its default.
+# Flags (--listen, --data-dir, --nats-url, --server-name) and HAETAE_* variables override this file.
+
+# Address the HTTP API listens on.
+listen = "127.0.0.1:8008"
+# Local directory for the embedded nats-server's data (embedded mode only).
+data_dir = "data"
+# Log filter: "info", "debug", or per module, e.g. "haetae_server=debug,info".
+log = "info"
+
+[nats]
+# NATS server URL(s), comma-separated. Empty: haetae starts a private nats-server.
+url = ""
+# Replicas of every stream, KV bucket and object store (3 across three DCs).
+replicas = 1
+# Event-log partitions. Fixed once a deployment has started.
+partitions = 4
+# Embedded mode: fsync every write (sync_interval: always).
+sync_always = true
+# Timeout of one JetStream request before it is retried, ms.
+request_timeout_ms = 2000
+# How long a write keeps retrying with the same message id, ms.
+retry_horizon_ms = 20000
+# Duplicate window of the event log, s (longer than the retry horizon).
+dedup_window_s = 120
+
+[homeserver]
+# The server name in user ids (@alice:<server_name>). Fixed for the life of a deployment.
+server_name = "localhost"
+# URL clients reach this deployment at, for /.well-known/matrix/client (default: from the request).
+# public_base_url = "https://matrix.example.org"
+# Node name in logs and sync tokens (default: random).
+# node_name = "dc-a-1"
+
+[homeserver.registration]
+# Whether anyone may register.
+enabled = true
+# When set, registering needs this token (m.login.registration_token).
+# token = "secret"
+
+[homeserver.limits]
+max_body_bytes = 1048576
+max_event_bytes = 65536
+max_upload_bytes = 52428800
+max_sync_timeout_ms = 60000
+max_filter_bytes = 16384
+max_events_per_response = 1000
+
+[homeserver.rate_limits]
+# Set false for benchmarks.
+enabled = true
+per_ip_per_s = 100.0
+per_ip_burst = 500.0
+writes_per_user_per_s = 20.0
+writes_per_user_burst = 100.0
+logins_per_ip_per_s = 5.0
+logins_per_ip_burst = 30.0
+
+[homeserver.password_hashing]
+# argon2id parameters.
+memory_kib = 19456
+iterations = 2
+parallelism = 1
+"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_example_is_the_defaults() {
+        let parsed: Config = toml::from_str(EXAMPLE).unwrap();
+        let defaults = Config::default();
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), serde_json::to_value(&defaults).unwrap());
+    }
+
+    #[test]
+    fn unknown_settings_are_refused() {
+        assert!(toml::from_str::<Config>("listen = \"x\"\nnonsense = 1\n").is_err());
+    }
+}

@@ -1,0 +1,396 @@
+//! End-to-end encryption support: the server stores and relays keys and device messages, it never
+//! decrypts anything.
+//!
+//! # POST /_matrix/client/v3/keys/upload, /keys/query, /keys/claim
+//! # GET  /_matrix/client/v3/keys/changes
+//! # PUT  /_matrix/client/v3/sendToDevice/{eventType}/{txnId}
+//! # POST /_matrix/client/v3/keys/device_signing/upload, /keys/signatures/upload
+//! # GET  /_matrix/client/v3/room_keys/version
+//!
+//! Keys live in the replicated keys bucket; a change is announced with a `KeysChanged` entry in the
+//! owner's history, which drives `device_lists.changed` in everyone's sync.
+
+use std::collections::BTreeSet;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post, put};
+use haetae_store::Bucket;
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::account::append_user_entry;
+use super::client;
+use crate::app::{App, AppState, Caller, JsonBody};
+use crate::entry::{Entry, Envelope};
+use crate::error::{ApiResult, MatrixError};
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    let router = client(router, "/keys/upload", post(upload));
+    let router = client(router, "/keys/query", post(query));
+    let router = client(router, "/keys/claim", post(claim));
+    let router = client(router, "/keys/changes", get(changes));
+    let router = client(router, "/sendToDevice/{event_type}/{txn_id}", put(send_to_device));
+    let router = client(router, "/keys/device_signing/upload", post(device_signing_upload));
+    let router = client(router, "/keys/signatures/upload", post(signatures_upload));
+    client(router, "/room_keys/version", get(room_keys_version))
+}
+
+fn device_key(user_id: &str, device_id: &str) -> String {
+    format!("dev\u{0}{user_id}\u{0}{device_id}")
+}
+fn otk_key(user_id: &str, device_id: &str) -> String {
+    format!("otk\u{0}{user_id}\u{0}{device_id}")
+}
+fn cross_signing_key(user_id: &str) -> String {
+    format!("xsign\u{0}{user_id}")
+}
+
+async fn read_json(app: &App, key: &str) -> ApiResult<Option<Value>> {
+    Ok(app.store.kv().get(Bucket::Keys, key).await?.and_then(|v| serde_json::from_slice(&v.value).ok()))
+}
+
+fn to_bytes(value: &Value) -> bytes::Bytes {
+    serde_json::to_vec(value).unwrap_or_default().into()
+}
+
+/// Counts of unclaimed one-time keys per algorithm.
+fn count_keys(record: &Value) -> Value {
+    let mut counts = Map::new();
+    if let Some(keys) = record["keys"].as_object() {
+        for key_id in keys.keys() {
+            let algorithm = key_id.split(':').next().unwrap_or_default().to_string();
+            let count = counts.entry(algorithm).or_insert(json!(0));
+            *count = json!(count.as_u64().unwrap_or(0) + 1);
+        }
+    }
+    Value::Object(counts)
+}
+
+fn unused_fallback_types(record: &Value) -> Value {
+    let types: BTreeSet<String> = record["fallback"]
+        .as_object()
+        .map(|keys| {
+            keys.keys()
+                .filter(|_| record["fallback_used"] != true)
+                .map(|k| k.split(':').next().unwrap_or_default().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    json!(types)
+}
+
+/// The key counts a device's sync carries.
+pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Value, Value) {
+    match read_json(app, &otk_key(user_id, device_id)).await {
+        Ok(Some(record)) => (count_keys(&record), unused_fallback_types(&record)),
+        _ => (json!({}), json!([])),
+    }
+}
+
+/// Drops a deleted device's keys.
+pub async fn forget_device_keys(app: &App, user_id: &str, device_id: &str) -> ApiResult<()> {
+    app.store.kv().delete(Bucket::Keys, &device_key(user_id, device_id)).await?;
+    app.store.kv().delete(Bucket::Keys, &otk_key(user_id, device_id)).await?;
+    Ok(())
+}
+
+#[derive(Deserialize)]
+struct UploadRequest {
+    device_keys: Option<Value>,
+    one_time_keys: Option<Map<String, Value>>,
+    fallback_keys: Option<Map<String, Value>>,
+}
+
+async fn upload(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<UploadRequest>) -> ApiResult<Json<Value>> {
+    let mut changed = false;
+    if let Some(device_keys) = body.device_keys {
+        if device_keys["user_id"] != caller.user_id.as_str() || device_keys["device_id"] != caller.device_id.as_str() {
+            return Err(MatrixError::bad_json("device_keys must be for the calling device"));
+        }
+        let key = device_key(&caller.user_id, &caller.device_id);
+        let current = read_json(&app, &key).await?;
+        if current.as_ref() != Some(&device_keys) {
+            app.store.kv().put(Bucket::Keys, &key, to_bytes(&device_keys)).await?;
+            changed = true;
+        }
+    }
+    let key = otk_key(&caller.user_id, &caller.device_id);
+    let record = app
+        .store
+        .kv()
+        .modify(Bucket::Keys, &key, |current| -> Result<Option<bytes::Bytes>, ()> {
+            let mut record: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({"keys": {}, "fallback": {}}));
+            let mut touched = false;
+            if let Some(keys) = &body.one_time_keys {
+                for (id, value) in keys {
+                    record["keys"][id] = value.clone();
+                    touched = true;
+                }
+            }
+            if let Some(keys) = &body.fallback_keys {
+                if !keys.is_empty() {
+                    record["fallback"] = Value::Object(keys.clone());
+                    record["fallback_used"] = json!(false);
+                    touched = true;
+                }
+            }
+            Ok(touched.then(|| to_bytes(&record)))
+        })
+        .await?
+        .unwrap_or_default();
+    if changed {
+        append_user_entry(&app, &caller.user_id, Entry::KeysChanged).await?;
+    }
+    let record: Value = serde_json::from_slice(&record).unwrap_or_else(|_| json!({}));
+    Ok(Json(json!({ "one_time_key_counts": count_keys(&record) })))
+}
+
+async fn user_devices(app: &App, user_id: &str) -> ApiResult<Value> {
+    Ok(app
+        .store
+        .kv()
+        .get(Bucket::Devices, user_id)
+        .await?
+        .and_then(|v| serde_json::from_slice(&v.value).ok())
+        .unwrap_or_else(|| json!({})))
+}
+
+#[derive(Deserialize)]
+struct QueryRequest {
+    device_keys: Map<String, Value>,
+}
+
+async fn query(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<QueryRequest>) -> ApiResult<Json<Value>> {
+    if body.device_keys.len() > 1000 {
+        return Err(MatrixError::too_large("too many users in one query"));
+    }
+    let mut device_keys = Map::new();
+    let mut master_keys = Map::new();
+    let mut self_signing_keys = Map::new();
+    let mut user_signing_keys = Map::new();
+    for (user_id, wanted) in &body.device_keys {
+        let wanted: Vec<&str> = wanted.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let devices = user_devices(&app, user_id).await?;
+        let mut keys = Map::new();
+        if let Some(devices) = devices.as_object() {
+            for (device_id, device) in devices {
+                if !wanted.is_empty() && !wanted.contains(&device_id.as_str()) {
+                    continue;
+                }
+                if let Some(mut stored) = read_json(&app, &device_key(user_id, device_id)).await? {
+                    stored["unsigned"] = json!({ "device_display_name": device["display_name"] });
+                    keys.insert(device_id.clone(), stored);
+                }
+            }
+        }
+        device_keys.insert(user_id.clone(), Value::Object(keys));
+        if let Some(cross) = read_json(&app, &cross_signing_key(user_id)).await? {
+            if !cross["master_key"].is_null() {
+                master_keys.insert(user_id.clone(), cross["master_key"].clone());
+            }
+            if !cross["self_signing_key"].is_null() {
+                self_signing_keys.insert(user_id.clone(), cross["self_signing_key"].clone());
+            }
+            if user_id == &caller.user_id && !cross["user_signing_key"].is_null() {
+                user_signing_keys.insert(user_id.clone(), cross["user_signing_key"].clone());
+            }
+        }
+    }
+    Ok(Json(json!({
+        "device_keys": device_keys,
+        "master_keys": master_keys,
+        "self_signing_keys": self_signing_keys,
+        "user_signing_keys": user_signing_keys,
+        "failures": {},
+    })))
+}
+
+#[derive(Deserialize)]
+struct ClaimRequest {
+    one_time_keys: Map<String, Value>,
+}
+
+async fn claim(State(app): State<AppState>, _caller: Caller, JsonBody(body): JsonBody<ClaimRequest>) -> ApiResult<Json<Value>> {
+    let mut claimed = Map::new();
+    for (user_id, devices) in &body.one_time_keys {
+        let Some(devices) = devices.as_object() else { continue };
+        let mut user_keys = Map::new();
+        for (device_id, algorithm) in devices {
+            let Some(algorithm) = algorithm.as_str() else { continue };
+            let prefix = format!("{algorithm}:");
+            let mut taken: Option<(String, Value)> = None;
+            app.store
+                .kv()
+                .modify(Bucket::Keys, &otk_key(user_id, device_id), |current| -> Result<Option<bytes::Bytes>, ()> {
+                    taken = None;
+                    let Some(mut record) = current.and_then(|c| serde_json::from_slice::<Value>(c).ok()) else { return Ok(None) };
+                    // One-time keys first, each handed out once; then the fallback key (reused).
+                    let one_time = record["keys"].as_object().and_then(|keys| keys.keys().find(|k| k.starts_with(&prefix)).cloned());
+                    if let Some(key_id) = one_time {
+                        let value = record["keys"][&key_id].take();
+                        if let Some(keys) = record["keys"].as_object_mut() {
+                            keys.remove(&key_id);
+                        }
+                        taken = Some((key_id, value));
+                        return Ok(Some(to_bytes(&record)));
+                    }
+                    let fallback = record["fallback"].as_object().and_then(|keys| keys.iter().find(|(k, _)| k.starts_with(&prefix)).map(|(k, v)| (k.clone(), v.clone())));
+                    if let Some(found) = fallback {
+                        taken = Some(found);
+                        record["fallback_used"] = json!(true);
+                        return Ok(Some(to_bytes(&record)));
+                    }
+                    Ok(None)
+                })
+                .await?
+                .ok();
+            if let Some((key_id, value)) = taken {
+                user_keys.insert(device_id.clone(), json!({ key_id: value }));
+            }
+        }
+        claimed.insert(user_id.clone(), Value::Object(user_keys));
+    }
+    Ok(Json(json!({ "one_time_keys": claimed, "failures": {} })))
+}
+
+#[derive(Deserialize)]
+struct ChangesQuery {
+    from: String,
+    to: String,
+}
+
+async fn changes(State(app): State<AppState>, caller: Caller, Query(query): Query<ChangesQuery>) -> ApiResult<Json<Value>> {
+    let partitions = app.model.partitions();
+    let parse = |t: &str| super::sync::SyncToken::parse(t, partitions).ok_or_else(|| MatrixError::invalid_param("invalid token"));
+    let (from, to) = (parse(&query.from)?, parse(&query.to)?);
+    let model = app.model.model.read().expect("model lock");
+    let mut changed = BTreeSet::new();
+    for (partition, list) in model.key_changes.iter().enumerate() {
+        for (seq, user_id) in list {
+            if *seq > from.positions[partition] && *seq <= to.positions[partition] {
+                let shares = model.users.get(&caller.user_id).is_some_and(|me| {
+                    me.rooms.iter().any(|(room, m)| m == "join" && model.users.get(user_id).is_some_and(|u| u.rooms.get(room).is_some_and(|m| m == "join")))
+                });
+                if shares || user_id == &caller.user_id {
+                    changed.insert(user_id.clone());
+                }
+            }
+        }
+    }
+    Ok(Json(json!({ "changed": changed, "left": [] })))
+}
+
+#[derive(Deserialize)]
+struct ToDeviceRequest {
+    messages: Map<String, Value>,
+}
+
+async fn send_to_device(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((event_type, txn_id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<ToDeviceRequest>,
+) -> ApiResult<Json<Value>> {
+    app.limit_writes(&caller.user_id)?;
+    for (user_id, devices) in &body.messages {
+        let Some(devices) = devices.as_object() else { return Err(MatrixError::bad_json("messages must map users to devices")) };
+        for (device_id, content) in devices {
+            let entry = Entry::ToDevice {
+                sender: caller.user_id.clone(),
+                device_id: device_id.clone(),
+                event_type: event_type.clone(),
+                content: content.clone(),
+            };
+            // Idempotent per (sending device, txn, target): a retry is stored once.
+            let identity = format!("{}\u{0}{}\u{0}{}\u{0}{txn_id}\u{0}{user_id}\u{0}{device_id}", caller.user_id, caller.device_id, caller.session);
+            let message_id = format!("td{:x}", Sha256::digest(identity.as_bytes()));
+            let appended = app
+                .store
+                .log()
+                .append(user_id, Envelope::new(entry).to_bytes(), &message_id, None)
+                .await
+                .map_err(MatrixError::unavailable)?;
+            app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await;
+        }
+    }
+    Ok(Json(json!({})))
+}
+
+async fn device_signing_upload(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+    let key = cross_signing_key(&caller.user_id);
+    let current = read_json(&app, &key).await?.unwrap_or_else(|| json!({}));
+    let replacing = ["master_key", "self_signing_key", "user_signing_key"]
+        .iter()
+        .any(|k| !current[*k].is_null() && !body[*k].is_null() && current[*k] != body[*k]);
+    if replacing {
+        super::account::require_password_public(&app, &caller, body.get("auth")).await?;
+    }
+    let mut next = current.clone();
+    for field in ["master_key", "self_signing_key", "user_signing_key"] {
+        if !body[field].is_null() {
+            next[field] = body[field].clone();
+        }
+    }
+    app.store.kv().put(Bucket::Keys, &key, to_bytes(&next)).await?;
+    append_user_entry(&app, &caller.user_id, Entry::KeysChanged).await?;
+    Ok(Json(json!({})))
+}
+
+/// Merges the `signatures` of `signed` into `target`.
+fn merge_signatures(target: &mut Value, signed: &Value) {
+    if let Some(signatures) = signed["signatures"].as_object() {
+        for (signer, keys) in signatures {
+            if let Some(keys) = keys.as_object() {
+                for (key_id, signature) in keys {
+                    target["signatures"][signer][key_id] = signature.clone();
+                }
+            }
+        }
+    }
+}
+
+async fn signatures_upload(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Map<String, Value>>) -> ApiResult<Json<Value>> {
+    let mut failures = Map::new();
+    let mut changed_users = BTreeSet::new();
+    for (user_id, keys) in &body {
+        let Some(keys) = keys.as_object() else { continue };
+        for (key_id, signed) in keys {
+            // A device id names device keys; otherwise it is a cross-signing public key.
+            let device = device_key(user_id, key_id);
+            if let Some(mut stored) = read_json(&app, &device).await? {
+                merge_signatures(&mut stored, signed);
+                app.store.kv().put(Bucket::Keys, &device, to_bytes(&stored)).await?;
+                changed_users.insert(user_id.clone());
+                continue;
+            }
+            let cross_key = cross_signing_key(user_id);
+            let mut cross = read_json(&app, &cross_key).await?.unwrap_or_else(|| json!({}));
+            let field = ["master_key", "self_signing_key", "user_signing_key"].into_iter().find(|field| {
+                cross[*field]["keys"].as_object().is_some_and(|k| k.values().any(|v| v.as_str() == Some(key_id.as_str())))
+            });
+            match field {
+                Some(field) => {
+                    merge_signatures(&mut cross[field], signed);
+                    app.store.kv().put(Bucket::Keys, &cross_key, to_bytes(&cross)).await?;
+                    changed_users.insert(user_id.clone());
+                }
+                None => {
+                    failures.entry(user_id.clone()).or_insert_with(|| json!({}))[key_id] =
+                        json!({ "errcode": "M_NOT_FOUND", "error": "Unknown key" });
+                }
+            }
+        }
+    }
+    for user_id in changed_users {
+        if user_id == caller.user_id || app.store.kv().get(Bucket::Devices, &user_id).await?.is_some() {
+            append_user_entry(&app, &user_id, Entry::KeysChanged).await?;
+        }
+    }
+    Ok(Json(json!({ "failures": failures })))
+}
+
+async fn room_keys_version(_caller: Caller) -> MatrixError {
+    MatrixError::not_found("No current backup version")
+}

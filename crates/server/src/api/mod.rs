@@ -1,0 +1,83 @@
+//! HTTP: the Matrix Client-Server API routes, one file per endpoint group, plus the cross-cutting
+//! layers (CORS, per-IP rate limit, unknown endpoints). Handlers reach data only through the app
+//! (read model, store handle, room service).
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+
+use crate::app::{AppState, client_ip};
+use crate::error::MatrixError;
+
+pub mod account;
+pub mod discovery;
+pub mod events;
+pub mod keys;
+pub mod media;
+pub mod membership;
+pub mod rooms;
+pub mod sync;
+pub mod user_data;
+
+/// Registers `route` under every client API version prefix clients use.
+pub(crate) fn client(router: Router<AppState>, path: &str, route: MethodRouter<AppState>) -> Router<AppState> {
+    let mut router = router;
+    for prefix in ["/_matrix/client/v3", "/_matrix/client/r0", "/_matrix/client/unstable"] {
+        router = router.route(&format!("{prefix}{path}"), route.clone());
+    }
+    router
+}
+
+pub fn router(app: AppState) -> Router {
+    let mut router = Router::new();
+    router = discovery::routes(router);
+    router = account::routes(router);
+    router = rooms::routes(router);
+    router = membership::routes(router);
+    router = sync::routes(router);
+    router = user_data::routes(router);
+    router = keys::routes(router);
+    router = media::routes(router);
+    router
+        .fallback(|| async { MatrixError::unrecognized() })
+        .method_not_allowed_fallback(|| async {
+            MatrixError::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Method not allowed for this endpoint")
+        })
+        .layer(axum::middleware::from_fn_with_state(app.clone(), per_ip_limit))
+        .layer(axum::middleware::from_fn(cors))
+        .with_state(app)
+}
+
+/// Browsers (Element Web, Hydrogen) call from another origin: answer preflights and allow all.
+async fn cors(request: Request, next: Next) -> Response {
+    let mut response =
+        if request.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(request).await };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
+    );
+    headers.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
+    );
+    response
+}
+
+async fn per_ip_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let limits = &app.config.rate_limits;
+    if limits.enabled {
+        let (parts, body) = request.into_parts();
+        if let Some(ip) = client_ip(&parts) {
+            if let Err(error) = app.limiter.check(&format!("ip:{ip}"), limits.per_ip_per_s, limits.per_ip_burst) {
+                return error.into_response();
+            }
+        }
+        return next.run(Request::from_parts(parts, body)).await;
+    }
+    next.run(request).await
+}

@@ -1,0 +1,534 @@
+//! Rooms: creating them, sending into them, reading their state and history, aliases.
+//!
+//! # POST /_matrix/client/v3/createRoom
+//! # PUT  /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}
+//! # GET|PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}
+//! # GET  /_matrix/client/v3/rooms/{roomId}/state
+//! # GET  /_matrix/client/v3/rooms/{roomId}/event/{eventId}
+//! # GET  /_matrix/client/v3/rooms/{roomId}/context/{eventId}
+//! # GET  /_matrix/client/v3/rooms/{roomId}/messages
+//! # GET  /_matrix/client/v3/rooms/{roomId}/members, /joined_members
+//! # GET  /_matrix/client/v3/joined_rooms
+//! # PUT  /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}
+//! # GET|PUT|DELETE /_matrix/client/v3/directory/room/{roomAlias}
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use haetae_matrix::filter::RoomEventFilter;
+use haetae_store::{Bucket, KvError};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::client;
+use super::events::client_event;
+use crate::app::{AppState, Caller, JsonBody, parse_json};
+use crate::error::{ApiResult, MatrixError};
+use crate::rooms::{self, NewEvent, member_content, readable_until, send_event};
+
+pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
+    let router = client(router, "/createRoom", post(create_room));
+    let router = client(router, "/rooms/{room_id}/send/{event_type}/{txn_id}", put(send_message));
+    let router = client(router, "/rooms/{room_id}/state", get(get_full_state));
+    let router = client(router, "/rooms/{room_id}/state/{event_type}", get(get_state_empty_key).put(put_state_empty_key));
+    let router = client(router, "/rooms/{room_id}/state/{event_type}/", get(get_state_empty_key).put(put_state_empty_key));
+    let router = client(router, "/rooms/{room_id}/state/{event_type}/{state_key}", get(get_state).put(put_state));
+    let router = client(router, "/rooms/{room_id}/event/{event_id}", get(get_event));
+    let router = client(router, "/rooms/{room_id}/context/{event_id}", get(get_context));
+    let router = client(router, "/rooms/{room_id}/messages", get(get_messages));
+    let router = client(router, "/rooms/{room_id}/members", get(get_members));
+    let router = client(router, "/rooms/{room_id}/joined_members", get(get_joined_members));
+    let router = client(router, "/joined_rooms", get(joined_rooms));
+    let router = client(router, "/rooms/{room_id}/redact/{event_id}/{txn_id}", put(redact));
+    client(router, "/directory/room/{alias}", get(get_alias).put(put_alias).delete(delete_alias))
+}
+
+async fn create_room(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+    app.limit_writes(&caller.user_id)?;
+    if !body.is_object() {
+        return Err(MatrixError::bad_json("request body must be an object"));
+    }
+    let plan = haetae_matrix::room_creation::plan_create_room(&caller.user_id, &app.config.server_name, &body)
+        .map_err(|error| {
+            use haetae_matrix::room_creation::CreateRoomError;
+            match error {
+                CreateRoomError::UnsupportedRoomVersion(v) => MatrixError::new(
+                    StatusCode::BAD_REQUEST,
+                    "M_UNSUPPORTED_ROOM_VERSION",
+                    format!("Unsupported room version {v}"),
+                ),
+                CreateRoomError::InvalidParam(m) => MatrixError::invalid_param(m),
+                other => MatrixError::bad_json(other.to_string()),
+            }
+        })?;
+    let room_id = rooms::new_room_id(&app.config.server_name);
+    if let Some(localpart) = &plan.alias_localpart {
+        let alias = format!("#{localpart}:{}", app.config.server_name);
+        if !haetae_matrix::ids::is_valid_room_alias(&alias) {
+            return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_INVALID_PARAM", "Invalid room alias"));
+        }
+        match app.store.kv().create(Bucket::Aliases, &alias, room_id.clone().into()).await {
+            Ok(_) => {}
+            Err(KvError::Exists) => {
+                return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_ROOM_IN_USE", "Room alias already taken"));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    for planned in &plan.events {
+        let mut content = planned.content.clone();
+        if planned.event_type == "m.room.member" && planned.state_key == caller.user_id {
+            content = member_content(&app, &caller.user_id, "join", Some(&planned.content));
+        }
+        send_event(
+            &app,
+            &caller,
+            NewEvent {
+                room_id: &room_id,
+                event_type: &planned.event_type,
+                state_key: Some(&planned.state_key),
+                content,
+                redacts: None,
+                txn_id: None,
+            },
+        )
+        .await?;
+    }
+    for invitee in &plan.invites {
+        let extra = plan.is_direct.then(|| json!({ "is_direct": true }));
+        let content = member_content(&app, invitee, "invite", extra.as_ref());
+        send_event(
+            &app,
+            &caller,
+            NewEvent { room_id: &room_id, event_type: "m.room.member", state_key: Some(invitee), content, redacts: None, txn_id: None },
+        )
+        .await?;
+    }
+    Ok(Json(json!({ "room_id": room_id })))
+}
+
+fn content_object(body: &Bytes) -> ApiResult<Value> {
+    let content: Value = parse_json(body)?;
+    if !content.is_object() {
+        return Err(MatrixError::bad_json("event content must be a JSON object"));
+    }
+    Ok(content)
+}
+
+async fn send_message(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_type, txn_id)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    app.limit_writes(&caller.user_id)?;
+    if body.len() > app.config.limits.max_event_bytes {
+        return Err(MatrixError::too_large("event too large"));
+    }
+    let content = content_object(&body)?;
+    let event_id = send_event(
+        &app,
+        &caller,
+        NewEvent { room_id: &room_id, event_type: &event_type, state_key: None, content, redacts: None, txn_id: Some(&txn_id) },
+    )
+    .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+async fn put_state_empty_key(
+    state: State<AppState>,
+    caller: Caller,
+    Path((room_id, event_type)): Path<(String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    put_state(state, caller, Path((room_id, event_type, String::new())), body).await
+}
+
+async fn put_state(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_type, state_key)): Path<(String, String, String)>,
+    body: Bytes,
+) -> ApiResult<Json<Value>> {
+    app.limit_writes(&caller.user_id)?;
+    if body.len() > app.config.limits.max_event_bytes {
+        return Err(MatrixError::too_large("event too large"));
+    }
+    let content = content_object(&body)?;
+    if event_type == "m.room.canonical_alias" {
+        check_canonical_alias(&app, &room_id, &content).await?;
+    }
+    let event_id = send_event(
+        &app,
+        &caller,
+        NewEvent { room_id: &room_id, event_type: &event_type, state_key: Some(&state_key), content, redacts: None, txn_id: None },
+    )
+    .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+/// A canonical alias must point at this room (spec: M_BAD_ALIAS otherwise).
+async fn check_canonical_alias(app: &crate::app::App, room_id: &str, content: &Value) -> ApiResult<()> {
+    let mut aliases: Vec<&str> = content["alt_aliases"].as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+    if let Some(alias) = content["alias"].as_str() {
+        aliases.push(alias);
+    }
+    for alias in aliases {
+        let target = app.store.kv().get(Bucket::Aliases, alias).await?;
+        if target.map(|t| t.value) != Some(room_id.as_bytes().to_vec().into()) {
+            return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_BAD_ALIAS", format!("{alias} does not point to this room")));
+        }
+    }
+    Ok(())
+}
+
+async fn get_full_state(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
+    readable_until(&app, &caller.user_id, &room_id)?;
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let events: Vec<Value> = room.state.iter().cloned().collect();
+    Ok(Json(Value::Array(events)))
+}
+
+async fn get_state_empty_key(
+    state: State<AppState>,
+    caller: Caller,
+    Path((room_id, event_type)): Path<(String, String)>,
+    query: Query<FormatQuery>,
+) -> ApiResult<Json<Value>> {
+    get_state(state, caller, Path((room_id, event_type, String::new())), query).await
+}
+
+#[derive(Deserialize)]
+struct FormatQuery {
+    format: Option<String>,
+}
+
+async fn get_state(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_type, state_key)): Path<(String, String, String)>,
+    Query(query): Query<FormatQuery>,
+) -> ApiResult<Json<Value>> {
+    readable_until(&app, &caller.user_id, &room_id)?;
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let event = room.state.get(&event_type, &state_key).ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    if query.format.as_deref() == Some("event") {
+        return Ok(Json(event.clone()));
+    }
+    Ok(Json(event["content"].clone()))
+}
+
+async fn get_event(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_id)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    let until = readable_until(&app, &caller.user_id, &room_id)?;
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    match room.find(&event_id) {
+        Some(item) if item.seq <= until => Ok(Json(client_event(item, Some(&caller)))),
+        _ => Err(MatrixError::not_found("Event not found")),
+    }
+}
+
+#[derive(Deserialize)]
+struct ContextQuery {
+    limit: Option<usize>,
+    filter: Option<String>,
+}
+
+fn parse_room_event_filter(text: Option<&str>) -> ApiResult<RoomEventFilter> {
+    match text {
+        None => Ok(RoomEventFilter::default()),
+        Some(text) => {
+            let value: Value = serde_json::from_str(text).map_err(|e| MatrixError::not_json(format!("filter: {e}")))?;
+            serde_json::from_value(value).map_err(|e| MatrixError::bad_json(format!("filter: {e}")))
+        }
+    }
+}
+
+async fn get_context(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_id)): Path<(String, String)>,
+    Query(query): Query<ContextQuery>,
+) -> ApiResult<Json<Value>> {
+    let until = readable_until(&app, &caller.user_id, &room_id)?;
+    let filter = parse_room_event_filter(query.filter.as_deref())?;
+    let limit = query.limit.unwrap_or(10).min(app.config.limits.max_events_per_response);
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let index = room
+        .timeline
+        .iter()
+        .position(|item| item.event["event_id"].as_str() == Some(event_id.as_str()) && item.seq <= until)
+        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let half = limit / 2;
+    let before: Vec<&_> =
+        room.timeline[..index].iter().rev().filter(|i| filter.matches(&i.event)).take(limit - half.min(limit)).collect();
+    let after: Vec<&_> =
+        room.timeline[index + 1..].iter().filter(|i| i.seq <= until && filter.matches(&i.event)).take(half).collect();
+    let start = before.last().map(|i| i.seq).unwrap_or(room.timeline[index].seq);
+    let end = after.last().map(|i| i.seq + 1).unwrap_or(room.timeline[index].seq + 1);
+    Ok(Json(json!({
+        "event": client_event(&room.timeline[index], Some(&caller)),
+        "events_before": before.iter().map(|i| client_event(i, Some(&caller))).collect::<Vec<_>>(),
+        "events_after": after.iter().map(|i| client_event(i, Some(&caller))).collect::<Vec<_>>(),
+        "state": room.state.iter().cloned().collect::<Vec<_>>(),
+        "start": super::sync::room_token(start),
+        "end": super::sync::room_token(end),
+    })))
+}
+
+#[derive(Deserialize)]
+struct MessagesQuery {
+    from: Option<String>,
+    to: Option<String>,
+    dir: Option<String>,
+    limit: Option<String>,
+    filter: Option<String>,
+}
+
+async fn get_messages(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    Query(query): Query<MessagesQuery>,
+) -> ApiResult<Json<Value>> {
+    let until = readable_until(&app, &caller.user_id, &room_id)?;
+    let backwards = match query.dir.as_deref() {
+        Some("b") => true,
+        Some("f") => false,
+        _ => return Err(MatrixError::invalid_param("dir must be 'b' or 'f'")),
+    };
+    let limit = match &query.limit {
+        Some(text) => text.parse::<usize>().map_err(|_| MatrixError::invalid_param("limit must be a number"))?,
+        None => 10,
+    }
+    .clamp(1, app.config.limits.max_events_per_response);
+    let filter = parse_room_event_filter(query.filter.as_deref())?;
+    let partition = app.model.partition_of(&room_id);
+    let parse = |token: &str| {
+        super::sync::position_in(token, partition).ok_or_else(|| MatrixError::invalid_param("invalid pagination token"))
+    };
+    let from = query.from.as_deref().map(parse).transpose()?;
+    let to = query.to.as_deref().map(parse).transpose()?;
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let mut chunk = Vec::new();
+    let mut next = None;
+    if backwards {
+        let from = from.unwrap_or(u64::MAX).min(until.saturating_add(1));
+        let end_index = room.index_at(from);
+        let mut position = from;
+        for item in room.timeline[..end_index].iter().rev() {
+            if to.is_some_and(|to| item.seq < to) {
+                break;
+            }
+            position = item.seq;
+            if filter.matches(&item.event) {
+                chunk.push(client_event(item, Some(&caller)));
+                if chunk.len() == limit {
+                    break;
+                }
+            }
+        }
+        let more = room.index_at(position) > 0 && to.is_none_or(|to| position > to);
+        if more && chunk.len() == limit {
+            next = Some(position);
+        }
+    } else {
+        let start_index = room.index_at(from.unwrap_or(0));
+        let mut position = from.unwrap_or(0);
+        for item in &room.timeline[start_index..] {
+            if item.seq > until || to.is_some_and(|to| item.seq >= to) {
+                break;
+            }
+            position = item.seq + 1;
+            if filter.matches(&item.event) {
+                chunk.push(client_event(item, Some(&caller)));
+                if chunk.len() == limit {
+                    break;
+                }
+            }
+        }
+        next = Some(position);
+    }
+    let start = query.from.clone().unwrap_or_else(|| {
+        super::sync::room_token(if backwards { room.timeline.last().map(|i| i.seq + 1).unwrap_or(0) } else { 0 })
+    });
+    let mut state = Vec::new();
+    if filter.lazy_load_members {
+        let mut senders: Vec<&str> = chunk.iter().filter_map(|e| e["sender"].as_str()).collect();
+        senders.sort();
+        senders.dedup();
+        for sender in senders {
+            if let Some(member) = room.state.get("m.room.member", sender) {
+                state.push(member.clone());
+            }
+        }
+    }
+    let mut response = json!({ "start": start, "chunk": chunk, "state": state });
+    if let Some(next) = next {
+        response["end"] = json!(super::sync::room_token(next));
+    }
+    Ok(Json(response))
+}
+
+#[derive(Deserialize)]
+struct MembersQuery {
+    membership: Option<String>,
+    not_membership: Option<String>,
+}
+
+async fn get_members(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+    Query(query): Query<MembersQuery>,
+) -> ApiResult<Json<Value>> {
+    readable_until(&app, &caller.user_id, &room_id)?;
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let chunk: Vec<Value> = room
+        .state
+        .iter()
+        .filter(|e| e["type"] == "m.room.member")
+        .filter(|e| {
+            let membership = e["content"]["membership"].as_str().unwrap_or("");
+            query.membership.as_deref().is_none_or(|m| m == membership)
+                && query.not_membership.as_deref().is_none_or(|m| m != membership)
+        })
+        .cloned()
+        .collect();
+    Ok(Json(json!({ "chunk": chunk })))
+}
+
+async fn get_joined_members(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room_id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    if room.state.membership(&caller.user_id) != Some("join") {
+        return Err(MatrixError::forbidden("You are not in this room"));
+    }
+    let mut joined = serde_json::Map::new();
+    for event in room.state.iter().filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join") {
+        if let Some(user_id) = event["state_key"].as_str() {
+            joined.insert(
+                user_id.to_string(),
+                json!({ "display_name": event["content"]["displayname"], "avatar_url": event["content"]["avatar_url"] }),
+            );
+        }
+    }
+    Ok(Json(json!({ "joined": joined })))
+}
+
+async fn joined_rooms(State(app): State<AppState>, caller: Caller) -> Json<Value> {
+    let model = app.model.model.read().expect("model lock");
+    let rooms: Vec<&String> = model
+        .users
+        .get(&caller.user_id)
+        .map(|user| user.rooms.iter().filter(|(_, m)| m.as_str() == "join").map(|(r, _)| r).collect())
+        .unwrap_or_default();
+    Json(json!({ "joined_rooms": rooms }))
+}
+
+#[derive(Deserialize)]
+struct RedactBody {
+    reason: Option<String>,
+}
+
+async fn redact(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((room_id, event_id, txn_id)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<RedactBody>,
+) -> ApiResult<Json<Value>> {
+    app.limit_writes(&caller.user_id)?;
+    let mut content = json!({ "redacts": event_id });
+    if let Some(reason) = body.reason {
+        content["reason"] = json!(reason);
+    }
+    let event_id = send_event(
+        &app,
+        &caller,
+        NewEvent {
+            room_id: &room_id,
+            event_type: "m.room.redaction",
+            state_key: None,
+            content,
+            redacts: Some(&event_id),
+            txn_id: Some(&txn_id),
+        },
+    )
+    .await?;
+    Ok(Json(json!({ "event_id": event_id })))
+}
+
+fn check_alias(app: &crate::app::App, alias: &str) -> ApiResult<()> {
+    if !haetae_matrix::ids::is_valid_room_alias(alias) {
+        return Err(MatrixError::invalid_param("Invalid room alias"));
+    }
+    if haetae_matrix::ids::server_name(alias) != Some(app.config.server_name.as_str()) {
+        return Err(MatrixError::invalid_param("Alias is not on this server"));
+    }
+    Ok(())
+}
+
+async fn get_alias(State(app): State<AppState>, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+    check_alias(&app, &alias)?;
+    let room_id = rooms::resolve_room(&app, &alias).await?;
+    Ok(Json(json!({ "room_id": room_id, "servers": [app.config.server_name] })))
+}
+
+#[derive(Deserialize)]
+struct PutAlias {
+    room_id: String,
+}
+
+async fn put_alias(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(alias): Path<String>,
+    JsonBody(body): JsonBody<PutAlias>,
+) -> ApiResult<Json<Value>> {
+    check_alias(&app, &alias)?;
+    {
+        let model = app.model.model.read().expect("model lock");
+        let room = model.rooms.get(&body.room_id).ok_or_else(|| MatrixError::not_found("Room not found"))?;
+        if room.state.membership(&caller.user_id) != Some("join") {
+            return Err(MatrixError::forbidden("You are not in this room"));
+        }
+    }
+    match app.store.kv().create(Bucket::Aliases, &alias, body.room_id.into()).await {
+        Ok(_) => Ok(Json(json!({}))),
+        Err(KvError::Exists) => Err(MatrixError::new(StatusCode::CONFLICT, "M_UNKNOWN", "Room alias already exists")),
+        Err(error) => Err(error.into()),
+    }
+}
+
+async fn delete_alias(State(app): State<AppState>, caller: Caller, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
+    check_alias(&app, &alias)?;
+    let room_id = rooms::resolve_room(&app, &alias).await?;
+    {
+        let model = app.model.model.read().expect("model lock");
+        let allowed = model.rooms.get(&room_id).is_some_and(|room| {
+            let levels = room.state.power_levels();
+            room.state.membership(&caller.user_id) == Some("join")
+                && levels.user_level(&caller.user_id) >= levels.event_level("m.room.canonical_alias", true)
+        });
+        if !allowed {
+            return Err(MatrixError::forbidden("Not allowed to remove this alias"));
+        }
+    }
+    app.store.kv().delete(Bucket::Aliases, &alias).await?;
+    Ok(Json(json!({})))
+}

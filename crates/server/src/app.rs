@@ -1,0 +1,261 @@
+//! The node: its configuration, its store handle, its read model, and the request extractors every
+//! handler shares (who is calling, their JSON body, rate limits).
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use haetae_store::{Bucket, Store};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use crate::config::ServerConfig;
+use crate::error::{ApiResult, MatrixError};
+use crate::read_model::{ReadModel, Session};
+
+pub struct App {
+    pub store: Store,
+    pub config: ServerConfig,
+    pub model: Arc<ReadModel>,
+    pub limiter: RateLimiter,
+    /// This node's name (logs, typing part of sync tokens).
+    pub node: String,
+    pub started: Instant,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    pub fn user_id(&self, localpart: &str) -> String {
+        haetae_matrix::ids::user_id(localpart, &self.config.server_name)
+    }
+
+    /// Looks an access token up: cache first, then the tokens bucket (from its leader).
+    pub async fn session_for_token(&self, token: &str) -> ApiResult<Option<Session>> {
+        let hash = token_hash(token);
+        if let Some(session) = self.model.model.read().expect("model lock").tokens.get(&hash) {
+            return Ok(Some(session.clone()));
+        }
+        let Some(stored) = self.store.kv().get(Bucket::Tokens, &hash).await? else {
+            return Ok(None);
+        };
+        let value: serde_json::Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+        let (Some(user_id), Some(device_id)) = (value["user_id"].as_str(), value["device_id"].as_str()) else {
+            return Ok(None);
+        };
+        let session = Session {
+            user_id: user_id.to_string(),
+            device_id: device_id.to_string(),
+            session: value["session"].as_str().unwrap_or_default().to_string(),
+        };
+        let mut model = self.model.model.write().expect("model lock");
+        // A revocation applied while we read the bucket must win over our (older) read.
+        if model.revoked_tokens.contains(&hash) {
+            return Ok(None);
+        }
+        model.tokens.insert(hash, session.clone());
+        Ok(Some(session))
+    }
+}
+
+/// The hash under which an access token is stored; tokens themselves are never stored or logged.
+pub fn token_hash(token: &str) -> String {
+    let digest = Sha256::digest(token.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The authenticated caller.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub user_id: String,
+    pub device_id: String,
+    pub session: String,
+    pub ip: Option<IpAddr>,
+}
+
+pub fn access_token(parts: &Parts) -> Option<String> {
+    if let Some(header) = parts.headers.get(axum::http::header::AUTHORIZATION) {
+        let value = header.to_str().ok()?;
+        return value.strip_prefix("Bearer ").map(|t| t.trim().to_string());
+    }
+    let query = parts.uri.query()?;
+    query.split('&').find_map(|pair| {
+        let (key, value) = pair.split_once('=')?;
+        (key == "access_token").then(|| percent_decode(value))
+    })
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
+                out.push(byte);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+    parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = MatrixError;
+
+    async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
+        let token = access_token(parts).ok_or_else(|| {
+            MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
+        })?;
+        let session = app.session_for_token(&token).await?.ok_or_else(|| {
+            MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Unknown access token")
+                .with_extra(serde_json::json!({"soft_logout": false}))
+        })?;
+        Ok(Caller {
+            user_id: session.user_id,
+            device_id: session.device_id,
+            session: session.session,
+            ip: client_ip(parts),
+        })
+    }
+}
+
+/// A JSON request body with the spec's errors: too large -> M_TOO_LARGE, not JSON -> M_NOT_JSON,
+/// wrong shape -> M_BAD_JSON, missing field -> M_MISSING_PARAM. An empty body reads as `{}`.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
+    type Rejection = MatrixError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = app.config.limits.max_body_bytes;
+        let bytes = axum::body::to_bytes(request.into_body(), limit)
+            .await
+            .map_err(|_| MatrixError::too_large(format!("request body larger than {limit} bytes")))?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| MatrixError::not_json(format!("Content not JSON: {e}")))?
+    };
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("missing field") {
+            MatrixError::missing_param(message)
+        } else {
+            MatrixError::bad_json(message)
+        }
+    })
+}
+
+/// Token buckets keyed by client IP or user.
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+/// Bound on remembered keys; beyond it the oldest-idle state is forgotten (a fresh, full bucket).
+const MAX_RATE_KEYS: usize = 100_000;
+
+impl RateLimiter {
+    pub fn new() -> RateLimiter {
+        RateLimiter { buckets: Mutex::new(HashMap::new()) }
+    }
+
+    /// Takes one token from `key`'s bucket or says how long to wait.
+    pub fn check(&self, key: &str, per_s: f64, burst: f64) -> Result<(), MatrixError> {
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().expect("limiter lock");
+        if buckets.len() > MAX_RATE_KEYS {
+            buckets.retain(|_, (tokens, last)| now.duration_since(*last).as_secs_f64() * per_s + *tokens < burst);
+        }
+        let (tokens, last) = buckets.entry(key.to_string()).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * per_s).min(burst);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            let wait_ms = ((1.0 - *tokens) / per_s.max(1e-9) * 1000.0).ceil() as u64;
+            Err(MatrixError::limit_exceeded(wait_ms.max(1)))
+        }
+    }
+}
+
+impl Default for RateLimiter {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// Per-user limit on writes (sends, state changes, room creation).
+    pub fn limit_writes(&self, user_id: &str) -> ApiResult<()> {
+        let limits = &self.config.rate_limits;
+        if !limits.enabled {
+            return Ok(());
+        }
+        self.limiter.check(&format!("w:{user_id}"), limits.writes_per_user_per_s, limits.writes_per_user_burst)
+    }
+
+    /// Per-IP limit on logins and registrations.
+    pub fn limit_logins(&self, ip: Option<IpAddr>) -> ApiResult<()> {
+        let limits = &self.config.rate_limits;
+        match ip {
+            Some(ip) if limits.enabled => {
+                self.limiter.check(&format!("l:{ip}"), limits.logins_per_ip_per_s, limits.logins_per_ip_burst)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_map_to_the_spec_errors() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Body {
+            #[allow(dead_code)]
+            name: String,
+        }
+        assert_eq!(parse_json::<Body>(b"{not json").unwrap_err().errcode, "M_NOT_JSON");
+        assert_eq!(parse_json::<Body>(b"{\"name\": 3}").unwrap_err().errcode, "M_BAD_JSON");
+        assert_eq!(parse_json::<Body>(b"{}").unwrap_err().errcode, "M_MISSING_PARAM");
+        assert_eq!(parse_json::<Body>(b"[]").unwrap_err().errcode, "M_BAD_JSON");
+        assert!(parse_json::<Body>(b"{\"name\": \"x\"}").is_ok());
+    }
+
+    #[test]
+    fn rate_limiter_allows_a_burst_then_refuses() {
+        let limiter = RateLimiter::new();
+        for _ in 0..3 {
+            limiter.check("k", 0.001, 3.0).unwrap();
+        }
+        let error = limiter.check("k", 0.001, 3.0).unwrap_err();
+        assert_eq!(error.errcode, "M_LIMIT_EXCEEDED");
+        assert!(error.retry_after_ms.unwrap() > 0);
+        limiter.check("other", 0.001, 3.0).unwrap();
+    }
+
+    #[test]
+    fn token_query_parameter_is_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c"), "a+b c");
+        assert_eq!(percent_decode("%"), "%");
+    }
+}

@@ -1,0 +1,124 @@
+//! What a homeserver node can be told. Every field has a default that works on a laptop; the
+//! binary's TOML file and flags map onto these structs.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// The Matrix server name: the part after `:` in user ids. Fixed for the life of a deployment.
+    pub server_name: String,
+    /// The URL clients use to reach this deployment (for `/.well-known/matrix/client`).
+    pub public_base_url: Option<String>,
+    /// A name for this node in logs and sync tokens (defaults to a random one).
+    pub node_name: Option<String>,
+    pub registration: RegistrationConfig,
+    pub limits: Limits,
+    pub rate_limits: RateLimits,
+    pub password_hashing: PasswordHashing,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            server_name: "localhost".into(),
+            public_base_url: None,
+            node_name: None,
+            registration: RegistrationConfig::default(),
+            limits: Limits::default(),
+            rate_limits: RateLimits::default(),
+            password_hashing: PasswordHashing::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Whether anyone may create an account through `/register`.
+    pub enabled: bool,
+    /// When set, registration requires this token (`m.login.registration_token`).
+    pub token: Option<String>,
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig { enabled: true, token: None }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest JSON request body, bytes.
+    pub max_body_bytes: usize,
+    /// Largest event (the spec's limit is 65536 bytes), bytes.
+    pub max_event_bytes: usize,
+    /// Largest media upload, bytes.
+    pub max_upload_bytes: u64,
+    /// Longest `/sync` long-poll a client may ask for, milliseconds.
+    pub max_sync_timeout_ms: u64,
+    /// Largest filter definition, bytes.
+    pub max_filter_bytes: usize,
+    /// Most events `/messages` and sync timelines return at once.
+    pub max_events_per_response: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 1024 * 1024,
+            max_event_bytes: 65536,
+            max_upload_bytes: 50 * 1024 * 1024,
+            max_sync_timeout_ms: 60_000,
+            max_filter_bytes: 16 * 1024,
+            max_events_per_response: 1000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimits {
+    /// Turns every limit below off (benchmarks).
+    pub enabled: bool,
+    /// Requests per second one client IP may make (sustained).
+    pub per_ip_per_s: f64,
+    /// Requests one client IP may make in a burst.
+    pub per_ip_burst: f64,
+    /// Writes (sends, state changes, room creation) per second per user (sustained).
+    pub writes_per_user_per_s: f64,
+    pub writes_per_user_burst: f64,
+    /// Login and registration attempts per second per client IP (guards password guessing).
+    pub logins_per_ip_per_s: f64,
+    pub logins_per_ip_burst: f64,
+}
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        RateLimits {
+            enabled: true,
+            per_ip_per_s: 100.0,
+            per_ip_burst: 500.0,
+            writes_per_user_per_s: 20.0,
+            writes_per_user_burst: 100.0,
+            logins_per_ip_per_s: 5.0,
+            logins_per_ip_burst: 30.0,
+        }
+    }
+}
+
+/// argon2id parameters. The defaults are OWASP's recommendation (19 MiB, 2 passes, 1 lane).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PasswordHashing {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for PasswordHashing {
+    fn default() -> Self {
+        PasswordHashing { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}

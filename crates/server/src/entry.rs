@@ -1,0 +1,69 @@
+//! What an event-log entry means: the one format every node writes and every node's read model
+//! applies. Room entries go to the room's history, user entries to the user's.
+//!
+//! Stored format, versioned by the `v` field: a change here is a migration.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+pub const ENTRY_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Envelope {
+    #[serde(default = "default_version")]
+    pub v: u32,
+    #[serde(flatten)]
+    pub entry: Entry,
+}
+
+fn default_version() -> u32 {
+    ENTRY_VERSION
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "k", rename_all = "snake_case")]
+pub enum Entry {
+    // ---- room entries ----
+    /// A room event in client format (no `unsigned`).
+    Event {
+        event: Value,
+        /// The sending device's transaction, echoed to that device as `unsigned.transaction_id`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        txn: Option<Txn>,
+    },
+    /// A read receipt.
+    Receipt { user_id: String, receipt_type: String, event_id: String, ts: u64, thread_id: Option<String> },
+
+    // ---- user entries ----
+    /// Global (room_id None) or per-room account data.
+    AccountData { room_id: Option<String>, event_type: String, content: Value },
+    /// A message for one device (or `*`: all of the user's devices).
+    ToDevice { sender: String, device_id: String, event_type: String, content: Value },
+    /// The user's end-to-end keys or device list changed.
+    KeysChanged,
+    /// Access tokens that stopped being valid (logout, device deletion, password change).
+    TokensRevoked { token_hashes: Vec<String> },
+    /// A filter the user stored.
+    Filter { filter_id: String, filter: Value },
+    /// The user's profile (display name, avatar).
+    Profile { displayname: Option<String>, avatar_url: Option<String> },
+    /// Pushers, stored whole.
+    Pushers { pushers: Vec<Value> },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Txn {
+    pub device_id: String,
+    pub txn_id: String,
+}
+
+impl Envelope {
+    pub fn new(entry: Entry) -> Envelope {
+        Envelope { v: ENTRY_VERSION, entry }
+    }
+
+    pub fn to_bytes(&self) -> bytes::Bytes {
+        // Serializing a tree of strings and JSON values cannot fail.
+        bytes::Bytes::from(serde_json::to_vec(self).expect("entries serialize"))
+    }
+}

@@ -1,0 +1,216 @@
+//! The room service: turning a client's intent into an event in a room's history.
+//!
+//! Owns event ids, transaction idempotency, the pre-check against the read model, the
+//! expected-sequence append for state events (one serial history per room, no leader of our own),
+//! and waiting until this node has applied its own write (read-your-writes).
+
+use std::time::Duration;
+
+use base64::Engine;
+use haetae_store::{AppendError, Bucket, KvError};
+use rand::Rng;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::app::{App, Caller};
+use crate::entry::{Entry, Envelope, Txn};
+use crate::error::{ApiResult, MatrixError};
+
+/// How long a write waits for this node to apply it before answering anyway.
+const APPLY_WAIT: Duration = Duration::from_secs(15);
+/// Attempts of a state write that keeps losing races with other writers to the same room.
+const MAX_STATE_ATTEMPTS: usize = 16;
+
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn hash_id(sigil: char, input: &[u8]) -> String {
+    let digest = Sha256::digest(input);
+    format!("{sigil}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+}
+
+pub fn random_string(length: usize) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    let mut rng = rand::rng();
+    (0..length).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+pub fn random_event_id() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hash_id('$', &bytes)
+}
+
+/// The key a (device, room, txn id) is remembered under; the same on every node.
+fn txn_key(caller: &Caller, room_id: &str, txn_id: &str) -> String {
+    let input = format!("{}\u{0}{}\u{0}{}\u{0}{}\u{0}{}", caller.user_id, caller.device_id, caller.session, room_id, txn_id);
+    hash_id('t', input.as_bytes())
+}
+
+/// What to append.
+pub struct NewEvent<'a> {
+    pub room_id: &'a str,
+    pub event_type: &'a str,
+    pub state_key: Option<&'a str>,
+    pub content: Value,
+    /// For redactions: the redacted event.
+    pub redacts: Option<&'a str>,
+    pub txn_id: Option<&'a str>,
+}
+
+/// Appends an event from `caller` and returns its id once this node has applied it.
+pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiResult<String> {
+    let txn_key = new.txn_id.map(|txn| txn_key(caller, new.room_id, txn));
+    if let Some(key) = &txn_key {
+        if let Some(stored) = app.store.kv().get(Bucket::Txns, key).await? {
+            return Ok(String::from_utf8_lossy(&stored.value).into_owned());
+        }
+    }
+    let event_id = match &txn_key {
+        // Deterministic: a retry through any node produces the same id, so the log's duplicate
+        // window (keyed by it) stores the event once.
+        Some(key) => hash_id('$', key.as_bytes()),
+        None => random_event_id(),
+    };
+    let mut event = json!({
+        "event_id": event_id,
+        "type": new.event_type,
+        "sender": caller.user_id,
+        "room_id": new.room_id,
+        "content": new.content,
+        "origin_server_ts": now_ms(),
+    });
+    if let Some(state_key) = new.state_key {
+        event["state_key"] = json!(state_key);
+    }
+    if let Some(redacts) = new.redacts {
+        event["redacts"] = json!(redacts);
+    }
+    let txn = new.txn_id.map(|txn_id| Txn { device_id: caller.device_id.clone(), txn_id: txn_id.to_string() });
+    let payload = Envelope::new(Entry::Event { event: event.clone(), txn }).to_bytes();
+    if payload.len() > app.config.limits.max_event_bytes {
+        return Err(MatrixError::too_large(format!("event larger than {} bytes", app.config.limits.max_event_bytes)));
+    }
+    let is_state = new.state_key.is_some();
+    let partition = app.model.partition_of(new.room_id);
+    for _attempt in 0..MAX_STATE_ATTEMPTS {
+        let expected = precheck(app, new.room_id, &event)?;
+        let appended = app
+            .store
+            .log()
+            .append(new.room_id, payload.clone(), &event_id, is_state.then_some(expected))
+            .await;
+        match appended {
+            Ok(appended) => {
+                if !app.model.wait_applied(partition, appended.seq, APPLY_WAIT).await {
+                    return Err(MatrixError::unavailable("this node is behind the event log"));
+                }
+                let rejection = app.model.model.read().expect("model lock").rejected.get(&event_id).cloned();
+                if let Some(reason) = rejection {
+                    return Err(MatrixError::forbidden(reason));
+                }
+                if let Some(key) = &txn_key {
+                    match app.store.kv().create(Bucket::Txns, key, event_id.clone().into()).await {
+                        Ok(_) | Err(KvError::Exists) => {}
+                        // The event is stored; the log's duplicate window still guards retries.
+                        Err(error) => tracing::warn!(%error, "could not record a transaction id"),
+                    }
+                }
+                return Ok(event_id);
+            }
+            Err(AppendError::Conflict { .. }) => {
+                // Another write reached the room first: catch up with it and check again.
+                let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
+                if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
+                    return Err(MatrixError::unavailable("this node is behind the event log"));
+                }
+            }
+            Err(AppendError::TooLarge(message)) => return Err(MatrixError::too_large(message)),
+            Err(AppendError::Unavailable(message)) => return Err(MatrixError::unavailable(message)),
+        }
+    }
+    Err(MatrixError::unavailable("too many concurrent changes to this room; retry"))
+}
+
+/// Checks `event` against the room's current state on this node; returns the room's last sequence.
+fn precheck(app: &App, room_id: &str, event: &Value) -> ApiResult<u64> {
+    let model = app.model.model.read().expect("model lock");
+    match model.rooms.get(room_id) {
+        Some(room) => {
+            haetae_matrix::auth::check(&room.state, event).map_err(|e| MatrixError::forbidden(e.to_string()))?;
+            Ok(room.last_seq)
+        }
+        None if event["type"] == "m.room.create" => Ok(0),
+        None => Err(MatrixError::forbidden("You are not in this room (or it does not exist)")),
+    }
+}
+
+pub fn new_room_id(server_name: &str) -> String {
+    format!("!{}:{server_name}", random_string(18))
+}
+
+/// The content of a membership event, with the target's profile for joins.
+pub fn member_content(app: &App, user_id: &str, membership: &str, extra: Option<&Value>) -> Value {
+    let mut content = json!({ "membership": membership });
+    if membership == "join" || membership == "invite" {
+        let model = app.model.model.read().expect("model lock");
+        if let Some(user) = model.users.get(user_id) {
+            if let Some(name) = &user.displayname {
+                content["displayname"] = json!(name);
+            }
+            if let Some(avatar) = &user.avatar_url {
+                content["avatar_url"] = json!(avatar);
+            }
+        }
+    }
+    if let Some(Value::Object(extra)) = extra {
+        for (key, value) in extra {
+            if key != "membership" {
+                content[key] = value.clone();
+            }
+        }
+    }
+    content
+}
+
+/// Resolves a room id or alias to a room id.
+pub async fn resolve_room(app: &App, room_id_or_alias: &str) -> ApiResult<String> {
+    if room_id_or_alias.starts_with('#') {
+        match app.store.kv().get(Bucket::Aliases, room_id_or_alias).await? {
+            Some(stored) => Ok(String::from_utf8_lossy(&stored.value).into_owned()),
+            None => Err(MatrixError::not_found("Room alias not found")),
+        }
+    } else if haetae_matrix::ids::is_valid_room_id(room_id_or_alias) {
+        Ok(room_id_or_alias.to_string())
+    } else {
+        Err(MatrixError::invalid_param("Not a room id or alias"))
+    }
+}
+
+/// Whether `user_id` may read `room_id`'s history, and up to which position (inclusive):
+/// members read everything; former members read up to their departure.
+pub fn readable_until(app: &App, user_id: &str, room_id: &str) -> ApiResult<u64> {
+    let model = app.model.model.read().expect("model lock");
+    let room = model.rooms.get(room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    match room.state.membership(user_id) {
+        Some("join") => Ok(u64::MAX),
+        Some("leave") | Some("ban") => {
+            let was_member = room.timeline.iter().any(|item| {
+                item.event["type"] == "m.room.member"
+                    && item.event["state_key"] == user_id
+                    && item.event["content"]["membership"] == "join"
+            });
+            if was_member {
+                Ok(room.membership_seq.get(user_id).copied().unwrap_or(0))
+            } else {
+                Err(MatrixError::forbidden("You are not in this room"))
+            }
+        }
+        _ => {
+            let world_readable = room.state.content("m.room.history_visibility", "")
+                .and_then(|c| c["history_visibility"].as_str())
+                == Some("world_readable");
+            if world_readable { Ok(u64::MAX) } else { Err(MatrixError::forbidden("You are not in this room")) }
+        }
+    }
+}
