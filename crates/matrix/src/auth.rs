@@ -85,18 +85,30 @@ fn parts(event: &Value) -> Result<Parts<'_>, AuthError> {
     if !event.is_object() {
         return Err(malformed("an event must be a JSON object"));
     }
-    let event_type = str_field(event, "type").ok_or_else(|| malformed("`type` must be a string"))?;
-    let sender = str_field(event, "sender").ok_or_else(|| malformed("`sender` must be a string"))?;
+    let event_type =
+        str_field(event, "type").ok_or_else(|| malformed("`type` must be a string"))?;
+    let sender =
+        str_field(event, "sender").ok_or_else(|| malformed("`sender` must be a string"))?;
     if !ids::is_valid_user_id(sender) {
-        return Err(malformed(format!("sender {sender:?} is not a valid user ID")));
+        return Err(malformed(format!(
+            "sender {sender:?} is not a valid user ID"
+        )));
     }
-    let content = event.get("content").filter(|c| c.is_object()).ok_or_else(|| malformed("`content` must be an object"))?;
+    let content = event
+        .get("content")
+        .filter(|c| c.is_object())
+        .ok_or_else(|| malformed("`content` must be an object"))?;
     let state_key = match event.get("state_key") {
         None => None,
         Some(Value::String(key)) => Some(key.as_str()),
         Some(_) => return Err(malformed("`state_key` must be a string")),
     };
-    Ok(Parts { event_type, sender, state_key, content })
+    Ok(Parts {
+        event_type,
+        sender,
+        state_key,
+        content,
+    })
 }
 
 /// Checks `event` against the authorization rules, the room being in
@@ -119,8 +131,11 @@ pub fn check(state: &RoomState, event: &Value) -> Result<(), AuthError> {
         return Err(AuthError::WrongRoom);
     }
     // Rule 3.
-    let federates = create.get("content").and_then(|c| c.get("m.federate")) != Some(&Value::Bool(false));
-    if !federates && ids::server_name(parts.sender) != str_field(create, "sender").and_then(ids::server_name) {
+    let federates =
+        create.get("content").and_then(|c| c.get("m.federate")) != Some(&Value::Bool(false));
+    if !federates
+        && ids::server_name(parts.sender) != str_field(create, "sender").and_then(ids::server_name)
+    {
         return Err(AuthError::NotFederated);
     }
 
@@ -142,7 +157,10 @@ pub fn check(state: &RoomState, event: &Value) -> Result<(), AuthError> {
     // Rule 7.
     let needed = levels.event_level(parts.event_type, parts.state_key.is_some());
     if needed > sender_level {
-        return Err(AuthError::InsufficientPowerLevel { needed, has: sender_level });
+        return Err(AuthError::InsufficientPowerLevel {
+            needed,
+            has: sender_level,
+        });
     }
     // Rule 8.
     if let Some(state_key) = parts.state_key
@@ -169,7 +187,8 @@ fn check_create(state: &RoomState, event: &Value, parts: &Parts<'_>) -> Result<(
     if parts.state_key != Some("") {
         return Err(malformed("m.room.create needs an empty state_key"));
     }
-    let room_id = str_field(event, "room_id").ok_or_else(|| malformed("m.room.create needs a room_id"))?;
+    let room_id =
+        str_field(event, "room_id").ok_or_else(|| malformed("m.room.create needs a room_id"))?;
     if ids::server_name(room_id) != ids::server_name(parts.sender) {
         return Err(AuthError::CreateDomainMismatch);
     }
@@ -182,7 +201,9 @@ fn check_create(state: &RoomState, event: &Value, parts: &Parts<'_>) -> Result<(
         return Err(AuthError::UnsupportedRoomVersion(version.to_owned()));
     }
     if version == "10" && str_field(parts.content, "creator").is_none() {
-        return Err(malformed("room version 10 needs `creator` in m.room.create content"));
+        return Err(malformed(
+            "room version 10 needs `creator` in m.room.create content",
+        ));
     }
     Ok(())
 }
@@ -199,21 +220,36 @@ fn creator_for_first_join(state: &RoomState) -> Option<&str> {
 }
 
 /// The error for a kick or ban that the sender may not perform.
-fn over_target_error(levels: &PowerLevels, needed: i64, sender_level: i64, target: &str) -> AuthError {
+fn over_target_error(
+    levels: &PowerLevels,
+    needed: i64,
+    sender_level: i64,
+    target: &str,
+) -> AuthError {
     if sender_level < needed {
-        AuthError::InsufficientPowerLevel { needed, has: sender_level }
+        AuthError::InsufficientPowerLevel {
+            needed,
+            has: sender_level,
+        }
     } else {
-        AuthError::TargetPowerTooHigh { target: levels.user_level(target), sender: sender_level }
+        AuthError::TargetPowerTooHigh {
+            target: levels.user_level(target),
+            sender: sender_level,
+        }
     }
 }
 
 /// Rule 4.
 fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
-    let target = parts.state_key.ok_or_else(|| malformed("m.room.member needs a state_key"))?;
+    let target = parts
+        .state_key
+        .ok_or_else(|| malformed("m.room.member needs a state_key"))?;
     let membership = str_field(parts.content, "membership")
         .ok_or_else(|| malformed("m.room.member content needs a string `membership`"))?;
     if !ids::is_valid_user_id(target) {
-        return Err(malformed(format!("member state_key {target:?} is not a valid user ID")));
+        return Err(malformed(format!(
+            "member state_key {target:?} is not a valid user ID"
+        )));
     }
     let sender = parts.sender;
     let sender_membership = state.membership(sender);
@@ -228,7 +264,9 @@ fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
             // Rule 4.3.2 is checked first so the creator's join, too, can
             // only be sent by the creator.
             if sender != target {
-                return Err(AuthError::InvalidMembership("only the user themselves can join".into()));
+                return Err(AuthError::InvalidMembership(
+                    "only the user themselves can join".into(),
+                ));
             }
             // Rule 4.3.1: the only state so far is the create event.
             if state.len() == 1 && creator_for_first_join(state) == Some(target) {
@@ -244,7 +282,11 @@ fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
                 // cannot be trusted without the signature federation
                 // would carry, since any client could write it.
                 "invite" | "knock" | "restricted" | "knock_restricted" => {
-                    if invited_or_joined { Ok(()) } else { Err(AuthError::NotInvited) }
+                    if invited_or_joined {
+                        Ok(())
+                    } else {
+                        Err(AuthError::NotInvited)
+                    }
                 }
                 "public" => Ok(()),
                 other => Err(AuthError::JoinRuleForbids(other.to_owned())),
@@ -265,7 +307,10 @@ fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
             if sender_level >= levels.invite {
                 Ok(())
             } else {
-                Err(AuthError::InsufficientPowerLevel { needed: levels.invite, has: sender_level })
+                Err(AuthError::InsufficientPowerLevel {
+                    needed: levels.invite,
+                    has: sender_level,
+                })
             }
         }
         "leave" => {
@@ -280,12 +325,20 @@ fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
                 return Err(AuthError::NotInRoom);
             }
             if target_membership == Some("ban") && sender_level < levels.ban {
-                return Err(AuthError::InsufficientPowerLevel { needed: levels.ban, has: sender_level });
+                return Err(AuthError::InsufficientPowerLevel {
+                    needed: levels.ban,
+                    has: sender_level,
+                });
             }
             if sender_level >= levels.kick && target_level < sender_level {
                 Ok(())
             } else {
-                Err(over_target_error(&levels, levels.kick, sender_level, target))
+                Err(over_target_error(
+                    &levels,
+                    levels.kick,
+                    sender_level,
+                    target,
+                ))
             }
         }
         "ban" => {
@@ -303,17 +356,21 @@ fn check_member(state: &RoomState, parts: &Parts<'_>) -> Result<(), AuthError> {
                 return Err(AuthError::KnockNotAllowed(join_rule.to_owned()));
             }
             if sender != target {
-                return Err(AuthError::InvalidMembership("only the user themselves can knock".into()));
+                return Err(AuthError::InvalidMembership(
+                    "only the user themselves can knock".into(),
+                ));
             }
             match sender_membership {
                 Some("ban") => Err(AuthError::Banned),
-                Some(current @ ("invite" | "join")) => {
-                    Err(AuthError::InvalidMembership(format!("cannot knock while {current}")))
-                }
+                Some(current @ ("invite" | "join")) => Err(AuthError::InvalidMembership(format!(
+                    "cannot knock while {current}"
+                ))),
                 _ => Ok(()),
             }
         }
-        other => Err(AuthError::InvalidMembership(format!("unknown membership {other:?}"))),
+        other => Err(AuthError::InvalidMembership(format!(
+            "unknown membership {other:?}"
+        ))),
     }
 }
 
@@ -323,7 +380,12 @@ fn level_map(content: Option<&Value>, key: &str) -> BTreeMap<String, i64> {
     content
         .and_then(|c| c.get(key))
         .and_then(Value::as_object)
-        .map(|object| object.iter().filter_map(|(k, v)| Some((k.clone(), as_level(v)?))).collect())
+        .map(|object| {
+            object
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), as_level(v)?)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -356,12 +418,16 @@ fn check_power_levels_change(
         if let Some(old) = old
             && old > sender_level
         {
-            return Err(forbidden_change(format!("`{key}` is {old}, above the sender's level {sender_level}")));
+            return Err(forbidden_change(format!(
+                "`{key}` is {old}, above the sender's level {sender_level}"
+            )));
         }
         if let Some(new) = new
             && new > sender_level
         {
-            return Err(forbidden_change(format!("`{key}` cannot be raised to {new}, above the sender's level {sender_level}")));
+            return Err(forbidden_change(format!(
+                "`{key}` cannot be raised to {new}, above the sender's level {sender_level}"
+            )));
         }
     }
 
@@ -421,7 +487,10 @@ fn check_power_levels_change(
 /// The event ID a redaction targets: `content.redacts` (room version 11) or
 /// the top-level `redacts` (earlier versions).
 pub fn redaction_target_id(redaction: &Value) -> Option<&str> {
-    redaction.get("content").and_then(|c| str_field(c, "redacts")).or_else(|| str_field(redaction, "redacts"))
+    redaction
+        .get("content")
+        .and_then(|c| str_field(c, "redacts"))
+        .or_else(|| str_field(redaction, "redacts"))
 }
 
 /// Whether a redaction that passed [`check`] should actually be applied
@@ -429,12 +498,17 @@ pub fn redaction_target_id(redaction: &Value) -> Option<&str> {
 /// the original sender", would let every local user redact every event on a
 /// single server, so it becomes "same user": a redaction is applied when
 /// its sender has the redact level or sent the target themselves.
-pub fn check_redaction(state: &RoomState, redaction: &Value, target: Option<&Value>) -> Result<(), AuthError> {
+pub fn check_redaction(
+    state: &RoomState,
+    redaction: &Value,
+    target: Option<&Value>,
+) -> Result<(), AuthError> {
     let parts = parts(redaction)?;
     if parts.event_type != "m.room.redaction" {
         return Err(malformed("not an m.room.redaction event"));
     }
-    let target_id = redaction_target_id(redaction).ok_or_else(|| malformed("the redaction names no event"))?;
+    let target_id =
+        redaction_target_id(redaction).ok_or_else(|| malformed("the redaction names no event"))?;
     if !ids::is_valid_event_id(target_id) {
         return Err(malformed(format!("{target_id:?} is not a valid event ID")));
     }
@@ -442,10 +516,14 @@ pub fn check_redaction(state: &RoomState, redaction: &Value, target: Option<&Val
     if let Some(event_id) = str_field(target, "event_id")
         && event_id != target_id
     {
-        return Err(malformed("the given target is not the event the redaction names"));
+        return Err(malformed(
+            "the given target is not the event the redaction names",
+        ));
     }
-    if let (Some(redaction_room), Some(target_room)) = (str_field(redaction, "room_id"), str_field(target, "room_id"))
-        && redaction_room != target_room
+    if let (Some(redaction_room), Some(target_room)) = (
+        str_field(redaction, "room_id"),
+        str_field(target, "room_id"),
+    ) && redaction_room != target_room
     {
         return Err(AuthError::WrongRoom);
     }
@@ -457,7 +535,10 @@ pub fn check_redaction(state: &RoomState, redaction: &Value, target: Option<&Val
     if has >= levels.redact {
         Ok(())
     } else {
-        Err(AuthError::InsufficientPowerLevel { needed: levels.redact, has })
+        Err(AuthError::InsufficientPowerLevel {
+            needed: levels.redact,
+            has,
+        })
     }
 }
 
@@ -473,7 +554,8 @@ mod tests {
     const MALLORY: &str = "@mallory:x";
 
     fn ev(event_type: &str, sender: &str, state_key: Option<&str>, content: Value) -> Value {
-        let mut event = json!({"type": event_type, "sender": sender, "room_id": ROOM, "content": content});
+        let mut event =
+            json!({"type": event_type, "sender": sender, "room_id": ROOM, "content": content});
         if let Some(key) = state_key {
             event["state_key"] = json!(key);
         }
@@ -481,7 +563,12 @@ mod tests {
     }
 
     fn member(sender: &str, target: &str, membership: &str) -> Value {
-        ev("m.room.member", sender, Some(target), json!({"membership": membership}))
+        ev(
+            "m.room.member",
+            sender,
+            Some(target),
+            json!({"membership": membership}),
+        )
     }
 
     fn create(version: &str) -> Value {
@@ -513,7 +600,15 @@ mod tests {
                 json!({"users": {ALICE: 100, BOB: 50}, "events": {"m.room.power_levels": 100}}),
             ),
         );
-        apply(&mut state, ev("m.room.join_rules", ALICE, Some(""), json!({"join_rule": join_rule})));
+        apply(
+            &mut state,
+            ev(
+                "m.room.join_rules",
+                ALICE,
+                Some(""),
+                json!({"join_rule": join_rule}),
+            ),
+        );
         for user in [BOB, CAROL] {
             apply(&mut state, member(ALICE, user, "invite"));
             apply(&mut state, member(user, user, "join"));
@@ -527,8 +622,14 @@ mod tests {
         assert_eq!(check(&state, &create("11")), Ok(()));
         assert_eq!(check(&state, &create("10")), Ok(()));
         let room = room_with("invite");
-        assert_eq!(check(&room, &create("11")), Err(AuthError::RoomAlreadyCreated));
-        assert_eq!(check(&state, &member(ALICE, ALICE, "join")), Err(AuthError::NoCreateEvent));
+        assert_eq!(
+            check(&room, &create("11")),
+            Err(AuthError::RoomAlreadyCreated)
+        );
+        assert_eq!(
+            check(&state, &member(ALICE, ALICE, "join")),
+            Err(AuthError::NoCreateEvent)
+        );
     }
 
     #[test]
@@ -536,9 +637,20 @@ mod tests {
         let state = RoomState::new();
         let mut other_domain = create("11");
         other_domain["room_id"] = json!("!room:elsewhere");
-        assert_eq!(check(&state, &other_domain), Err(AuthError::CreateDomainMismatch));
         assert_eq!(
-            check(&state, &ev("m.room.create", ALICE, Some(""), json!({"room_version": "9"}))),
+            check(&state, &other_domain),
+            Err(AuthError::CreateDomainMismatch)
+        );
+        assert_eq!(
+            check(
+                &state,
+                &ev(
+                    "m.room.create",
+                    ALICE,
+                    Some(""),
+                    json!({"room_version": "9"})
+                )
+            ),
             Err(AuthError::UnsupportedRoomVersion("9".into()))
         );
         assert_eq!(
@@ -546,15 +658,34 @@ mod tests {
             Err(AuthError::UnsupportedRoomVersion("1".into()))
         );
         assert!(matches!(
-            check(&state, &ev("m.room.create", ALICE, Some(""), json!({"room_version": "10"}))),
+            check(
+                &state,
+                &ev(
+                    "m.room.create",
+                    ALICE,
+                    Some(""),
+                    json!({"room_version": "10"})
+                )
+            ),
             Err(AuthError::MalformedEvent(_))
         ));
         assert!(matches!(
-            check(&state, &ev("m.room.create", ALICE, Some("x"), json!({"room_version": "11"}))),
+            check(
+                &state,
+                &ev(
+                    "m.room.create",
+                    ALICE,
+                    Some("x"),
+                    json!({"room_version": "11"})
+                )
+            ),
             Err(AuthError::MalformedEvent(_))
         ));
         assert!(matches!(
-            check(&state, &ev("m.room.create", ALICE, None, json!({"room_version": "11"}))),
+            check(
+                &state,
+                &ev("m.room.create", ALICE, None, json!({"room_version": "11"}))
+            ),
             Err(AuthError::MalformedEvent(_))
         ));
     }
@@ -564,8 +695,14 @@ mod tests {
         for version in ["10", "11"] {
             let mut state = RoomState::new();
             apply(&mut state, create(version));
-            assert_eq!(check(&state, &member(BOB, BOB, "join")), Err(AuthError::NotInvited));
-            assert!(matches!(check(&state, &member(BOB, ALICE, "join")), Err(AuthError::InvalidMembership(_))));
+            assert_eq!(
+                check(&state, &member(BOB, BOB, "join")),
+                Err(AuthError::NotInvited)
+            );
+            assert!(matches!(
+                check(&state, &member(BOB, ALICE, "join")),
+                Err(AuthError::InvalidMembership(_))
+            ));
             assert_eq!(check(&state, &member(ALICE, ALICE, "join")), Ok(()));
         }
     }
@@ -573,7 +710,10 @@ mod tests {
     #[test]
     fn stranger_cannot_join_invite_only_room() {
         let state = room_with("invite");
-        assert_eq!(check(&state, &member(MALLORY, MALLORY, "join")), Err(AuthError::NotInvited));
+        assert_eq!(
+            check(&state, &member(MALLORY, MALLORY, "join")),
+            Err(AuthError::NotInvited)
+        );
         // Restricted rooms behave like invite-only ones, whatever the join claims.
         let state = room_with("restricted");
         let mut join = member(MALLORY, MALLORY, "join");
@@ -581,9 +721,20 @@ mod tests {
         assert_eq!(check(&state, &join), Err(AuthError::NotInvited));
         // Unknown join rules ("private" is reserved) admit nobody, not even the invited.
         let mut state = room_with("invite");
-        apply(&mut state, ev("m.room.join_rules", ALICE, Some(""), json!({"join_rule": "private"})));
+        apply(
+            &mut state,
+            ev(
+                "m.room.join_rules",
+                ALICE,
+                Some(""),
+                json!({"join_rule": "private"}),
+            ),
+        );
         apply(&mut state, member(ALICE, MALLORY, "invite"));
-        assert_eq!(check(&state, &member(MALLORY, MALLORY, "join")), Err(AuthError::JoinRuleForbids("private".into())));
+        assert_eq!(
+            check(&state, &member(MALLORY, MALLORY, "join")),
+            Err(AuthError::JoinRuleForbids("private".into()))
+        );
     }
 
     #[test]
@@ -591,7 +742,11 @@ mod tests {
         for rule in ["invite", "knock", "restricted", "knock_restricted"] {
             let mut state = room_with(rule);
             apply(&mut state, member(ALICE, MALLORY, "invite"));
-            assert_eq!(check(&state, &member(MALLORY, MALLORY, "join")), Ok(()), "{rule}");
+            assert_eq!(
+                check(&state, &member(MALLORY, MALLORY, "join")),
+                Ok(()),
+                "{rule}"
+            );
         }
     }
 
@@ -599,27 +754,48 @@ mod tests {
     fn anyone_can_join_public_room_but_not_for_others() {
         let state = room_with("public");
         assert_eq!(check(&state, &member(MALLORY, MALLORY, "join")), Ok(()));
-        assert!(matches!(check(&state, &member(MALLORY, "@dave:x", "join")), Err(AuthError::InvalidMembership(_))));
+        assert!(matches!(
+            check(&state, &member(MALLORY, "@dave:x", "join")),
+            Err(AuthError::InvalidMembership(_))
+        ));
     }
 
     #[test]
     fn banned_user_cannot_join() {
         let mut state = room_with("public");
         apply(&mut state, member(ALICE, MALLORY, "ban"));
-        assert_eq!(check(&state, &member(MALLORY, MALLORY, "join")), Err(AuthError::Banned));
-        assert_eq!(check(&state, &member(ALICE, MALLORY, "invite")), Err(AuthError::TargetBanned));
-        assert_eq!(check(&state, &member(MALLORY, MALLORY, "leave")), Err(AuthError::Banned));
+        assert_eq!(
+            check(&state, &member(MALLORY, MALLORY, "join")),
+            Err(AuthError::Banned)
+        );
+        assert_eq!(
+            check(&state, &member(ALICE, MALLORY, "invite")),
+            Err(AuthError::TargetBanned)
+        );
+        assert_eq!(
+            check(&state, &member(MALLORY, MALLORY, "leave")),
+            Err(AuthError::Banned)
+        );
     }
 
     #[test]
     fn invites() {
         let mut state = room_with("invite");
         assert_eq!(check(&state, &member(CAROL, MALLORY, "invite")), Ok(()));
-        assert_eq!(check(&state, &member(MALLORY, "@dave:x", "invite")), Err(AuthError::NotInRoom));
-        assert_eq!(check(&state, &member(ALICE, BOB, "invite")), Err(AuthError::TargetAlreadyJoined));
+        assert_eq!(
+            check(&state, &member(MALLORY, "@dave:x", "invite")),
+            Err(AuthError::NotInRoom)
+        );
+        assert_eq!(
+            check(&state, &member(ALICE, BOB, "invite")),
+            Err(AuthError::TargetAlreadyJoined)
+        );
         let mut third_party = member(ALICE, MALLORY, "invite");
         third_party["content"]["third_party_invite"] = json!({"signed": {}});
-        assert_eq!(check(&state, &third_party), Err(AuthError::ThirdPartyInviteUnsupported));
+        assert_eq!(
+            check(&state, &third_party),
+            Err(AuthError::ThirdPartyInviteUnsupported)
+        );
         apply(
             &mut state,
             ev(
@@ -642,7 +818,10 @@ mod tests {
         assert_eq!(check(&state, &member(CAROL, CAROL, "leave")), Ok(()));
         apply(&mut state, member(ALICE, MALLORY, "invite"));
         assert_eq!(check(&state, &member(MALLORY, MALLORY, "leave")), Ok(()));
-        assert_eq!(check(&state, &member("@dave:x", "@dave:x", "leave")), Err(AuthError::NotInRoom));
+        assert_eq!(
+            check(&state, &member("@dave:x", "@dave:x", "leave")),
+            Err(AuthError::NotInRoom)
+        );
     }
 
     #[test]
@@ -657,11 +836,17 @@ mod tests {
         assert_eq!(check(&state, &member(BOB, CAROL, "leave")), Ok(()));
         assert_eq!(
             check(&state, &member(BOB, ALICE, "leave")),
-            Err(AuthError::TargetPowerTooHigh { target: 100, sender: 50 })
+            Err(AuthError::TargetPowerTooHigh {
+                target: 100,
+                sender: 50
+            })
         );
         assert_eq!(check(&state, &member(ALICE, BOB, "leave")), Ok(()));
         // A non-member cannot kick.
-        assert_eq!(check(&state, &member(MALLORY, CAROL, "leave")), Err(AuthError::NotInRoom));
+        assert_eq!(
+            check(&state, &member(MALLORY, CAROL, "leave")),
+            Err(AuthError::NotInRoom)
+        );
     }
 
     #[test]
@@ -673,7 +858,10 @@ mod tests {
         );
         assert_eq!(
             check(&state, &member(BOB, ALICE, "ban")),
-            Err(AuthError::TargetPowerTooHigh { target: 100, sender: 50 })
+            Err(AuthError::TargetPowerTooHigh {
+                target: 100,
+                sender: 50
+            })
         );
         apply(&mut state, member(BOB, MALLORY, "ban"));
         assert_eq!(state.membership(MALLORY), Some("ban"));
@@ -689,7 +877,10 @@ mod tests {
         );
         assert_eq!(
             check(&state, &member(CAROL, MALLORY, "leave")),
-            Err(AuthError::InsufficientPowerLevel { needed: 70, has: 60 })
+            Err(AuthError::InsufficientPowerLevel {
+                needed: 70,
+                has: 60
+            })
         );
         assert_eq!(check(&state, &member(ALICE, MALLORY, "leave")), Ok(()));
     }
@@ -703,8 +894,14 @@ mod tests {
         );
         let state = room_with("knock");
         assert_eq!(check(&state, &member(MALLORY, MALLORY, "knock")), Ok(()));
-        assert!(matches!(check(&state, &member(ALICE, MALLORY, "knock")), Err(AuthError::InvalidMembership(_))));
-        assert!(matches!(check(&state, &member(CAROL, CAROL, "knock")), Err(AuthError::InvalidMembership(_))));
+        assert!(matches!(
+            check(&state, &member(ALICE, MALLORY, "knock")),
+            Err(AuthError::InvalidMembership(_))
+        ));
+        assert!(matches!(
+            check(&state, &member(CAROL, CAROL, "knock")),
+            Err(AuthError::InvalidMembership(_))
+        ));
         let mut state = room_with("knock_restricted");
         apply(&mut state, member(MALLORY, MALLORY, "knock"));
         // Retracting a knock is a leave.
@@ -714,18 +911,51 @@ mod tests {
     #[test]
     fn malformed_member_events() {
         let state = room_with("public");
-        assert!(matches!(check(&state, &ev("m.room.member", CAROL, None, json!({"membership": "join"}))), Err(AuthError::MalformedEvent(_))));
-        assert!(matches!(check(&state, &ev("m.room.member", CAROL, Some(CAROL), json!({}))), Err(AuthError::MalformedEvent(_))));
-        assert!(matches!(check(&state, &ev("m.room.member", CAROL, Some("carol"), json!({"membership": "join"}))), Err(AuthError::MalformedEvent(_))));
-        assert!(matches!(check(&state, &member(CAROL, CAROL, "dance")), Err(AuthError::InvalidMembership(_))));
+        assert!(matches!(
+            check(
+                &state,
+                &ev("m.room.member", CAROL, None, json!({"membership": "join"}))
+            ),
+            Err(AuthError::MalformedEvent(_))
+        ));
+        assert!(matches!(
+            check(&state, &ev("m.room.member", CAROL, Some(CAROL), json!({}))),
+            Err(AuthError::MalformedEvent(_))
+        ));
+        assert!(matches!(
+            check(
+                &state,
+                &ev(
+                    "m.room.member",
+                    CAROL,
+                    Some("carol"),
+                    json!({"membership": "join"})
+                )
+            ),
+            Err(AuthError::MalformedEvent(_))
+        ));
+        assert!(matches!(
+            check(&state, &member(CAROL, CAROL, "dance")),
+            Err(AuthError::InvalidMembership(_))
+        ));
     }
 
     #[test]
     fn message_from_non_member_denied() {
         let state = room_with("public");
-        let message = ev("m.room.message", MALLORY, None, json!({"msgtype": "m.text", "body": "hi"}));
+        let message = ev(
+            "m.room.message",
+            MALLORY,
+            None,
+            json!({"msgtype": "m.text", "body": "hi"}),
+        );
         assert_eq!(check(&state, &message), Err(AuthError::NotInRoom));
-        let message = ev("m.room.message", CAROL, None, json!({"msgtype": "m.text", "body": "hi"}));
+        let message = ev(
+            "m.room.message",
+            CAROL,
+            None,
+            json!({"msgtype": "m.text", "body": "hi"}),
+        );
         assert_eq!(check(&state, &message), Ok(()));
         // An invited user is not joined either.
         let mut state = state;
@@ -738,7 +968,10 @@ mod tests {
     fn state_event_below_state_default_denied() {
         let state = room_with("invite");
         let topic = |sender| ev("m.room.topic", sender, Some(""), json!({"topic": "t"}));
-        assert_eq!(check(&state, &topic(CAROL)), Err(AuthError::InsufficientPowerLevel { needed: 50, has: 0 }));
+        assert_eq!(
+            check(&state, &topic(CAROL)),
+            Err(AuthError::InsufficientPowerLevel { needed: 50, has: 0 })
+        );
         assert_eq!(check(&state, &topic(BOB)), Ok(()));
         // events_default governs messages; an explicit `events` entry beats both defaults.
         let power = ev(
@@ -751,7 +984,10 @@ mod tests {
         apply(&mut state, power);
         assert_eq!(check(&state, &topic(CAROL)), Ok(()));
         let message = ev("m.room.message", CAROL, None, json!({"body": "hi"}));
-        assert_eq!(check(&state, &message), Err(AuthError::InsufficientPowerLevel { needed: 10, has: 0 }));
+        assert_eq!(
+            check(&state, &message),
+            Err(AuthError::InsufficientPowerLevel { needed: 10, has: 0 })
+        );
     }
 
     #[test]
@@ -759,7 +995,10 @@ mod tests {
         let state = room_with("invite");
         let custom = |sender, key| ev("org.example.profile", sender, Some(key), json!({}));
         assert_eq!(check(&state, &custom(ALICE, ALICE)), Ok(()));
-        assert_eq!(check(&state, &custom(ALICE, BOB)), Err(AuthError::StateKeyNotSender(BOB.into())));
+        assert_eq!(
+            check(&state, &custom(ALICE, BOB)),
+            Err(AuthError::StateKeyNotSender(BOB.into()))
+        );
         assert_eq!(check(&state, &custom(ALICE, "plain")), Ok(()));
     }
 
@@ -772,22 +1011,38 @@ mod tests {
         // Bob (50) cannot send power levels at all: the event needs 100.
         assert_eq!(
             check(&state, &power(BOB, base.clone())),
-            Err(AuthError::InsufficientPowerLevel { needed: 100, has: 50 })
+            Err(AuthError::InsufficientPowerLevel {
+                needed: 100,
+                has: 50
+            })
         );
 
         // Let Bob send them (level 50) and see what he may change.
         let mut state = state;
-        apply(&mut state, power(ALICE, json!({"users": {ALICE: 100, BOB: 50}, "events": {"m.room.power_levels": 50}})));
-        let bob_base = json!({"users": {ALICE: 100, BOB: 50}, "events": {"m.room.power_levels": 50}});
+        apply(
+            &mut state,
+            power(
+                ALICE,
+                json!({"users": {ALICE: 100, BOB: 50}, "events": {"m.room.power_levels": 50}}),
+            ),
+        );
+        let bob_base =
+            json!({"users": {ALICE: 100, BOB: 50}, "events": {"m.room.power_levels": 50}});
 
         // Granting himself more than he has.
         let mut content = bob_base.clone();
         content["users"][BOB] = json!(100);
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Granting Carol more than he has.
         let mut content = bob_base.clone();
         content["users"][CAROL] = json!(51);
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Granting Carol up to his own level is fine.
         let mut content = bob_base.clone();
         content["users"][CAROL] = json!(50);
@@ -795,10 +1050,16 @@ mod tests {
         // Demoting Alice, who is above him.
         let mut content = bob_base.clone();
         content["users"][ALICE] = json!(0);
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Removing Alice's entry is a change too.
         let content = json!({"users": {BOB: 50}, "events": {"m.room.power_levels": 50}});
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Demoting himself is allowed.
         let mut content = bob_base.clone();
         content["users"][BOB] = json!(10);
@@ -806,7 +1067,10 @@ mod tests {
         // Raising a threshold above his level.
         let mut content = bob_base.clone();
         content["ban"] = json!(60);
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Lowering a threshold that is at or below his level is fine.
         let mut content = bob_base.clone();
         content["kick"] = json!(20);
@@ -814,11 +1078,17 @@ mod tests {
         // Setting an event level above his own.
         let mut content = bob_base.clone();
         content["events"]["m.room.name"] = json!(75);
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
         // Changing a notification level above his own.
         let mut content = bob_base;
         content["notifications"] = json!({"room": 60});
-        assert!(matches!(check(&state, &power(BOB, content)), Err(AuthError::PowerLevelChangeForbidden(_))));
+        assert!(matches!(
+            check(&state, &power(BOB, content)),
+            Err(AuthError::PowerLevelChangeForbidden(_))
+        ));
     }
 
     #[test]
@@ -831,7 +1101,10 @@ mod tests {
             json!({"users": {"alice": 100}}),
         ] {
             let event = ev("m.room.power_levels", ALICE, Some(""), content);
-            assert!(matches!(check(&state, &event), Err(AuthError::InvalidPowerLevels(_))), "{event}");
+            assert!(
+                matches!(check(&state, &event), Err(AuthError::InvalidPowerLevels(_))),
+                "{event}"
+            );
         }
     }
 
@@ -841,7 +1114,12 @@ mod tests {
         apply(&mut state, create("11"));
         apply(&mut state, member(ALICE, ALICE, "join"));
         // No previous power levels: anything well formed goes, even levels above 100.
-        let event = ev("m.room.power_levels", ALICE, Some(""), json!({"users": {ALICE: 100, BOB: 200}}));
+        let event = ev(
+            "m.room.power_levels",
+            ALICE,
+            Some(""),
+            json!({"users": {ALICE: 100, BOB: 200}}),
+        );
         assert_eq!(check(&state, &event), Ok(()));
     }
 
@@ -849,7 +1127,10 @@ mod tests {
     fn third_party_invite_events_refused() {
         let state = room_with("invite");
         let event = ev("m.room.third_party_invite", ALICE, Some("token"), json!({}));
-        assert_eq!(check(&state, &event), Err(AuthError::ThirdPartyInviteUnsupported));
+        assert_eq!(
+            check(&state, &event),
+            Err(AuthError::ThirdPartyInviteUnsupported)
+        );
     }
 
     #[test]
@@ -860,17 +1141,41 @@ mod tests {
         assert_eq!(check(&state, &message), Err(AuthError::WrongRoom));
 
         let mut state = RoomState::new();
-        apply(&mut state, ev("m.room.create", ALICE, Some(""), json!({"room_version": "11", "m.federate": false})));
+        apply(
+            &mut state,
+            ev(
+                "m.room.create",
+                ALICE,
+                Some(""),
+                json!({"room_version": "11", "m.federate": false}),
+            ),
+        );
         apply(&mut state, member(ALICE, ALICE, "join"));
-        apply(&mut state, ev("m.room.join_rules", ALICE, Some(""), json!({"join_rule": "public"})));
-        assert_eq!(check(&state, &member("@eve:y", "@eve:y", "join")), Err(AuthError::NotFederated));
+        apply(
+            &mut state,
+            ev(
+                "m.room.join_rules",
+                ALICE,
+                Some(""),
+                json!({"join_rule": "public"}),
+            ),
+        );
+        assert_eq!(
+            check(&state, &member("@eve:y", "@eve:y", "join")),
+            Err(AuthError::NotFederated)
+        );
         assert_eq!(check(&state, &member(BOB, BOB, "join")), Ok(()));
     }
 
     #[test]
     fn unsupported_room_version_in_state() {
         let mut state = RoomState::new();
-        state.insert(ev("m.room.create", ALICE, Some(""), json!({"room_version": "9"})));
+        state.insert(ev(
+            "m.room.create",
+            ALICE,
+            Some(""),
+            json!({"room_version": "9"}),
+        ));
         assert_eq!(
             check(&state, &member(ALICE, ALICE, "join")),
             Err(AuthError::UnsupportedRoomVersion("9".into()))
@@ -891,7 +1196,10 @@ mod tests {
             json!({"type": "m.room.message", "sender": ALICE}),
             json!({"type": "m.room.topic", "sender": ALICE, "state_key": 0, "content": {}}),
         ] {
-            assert!(matches!(check(&state, &event), Err(AuthError::MalformedEvent(_))), "{event}");
+            assert!(
+                matches!(check(&state, &event), Err(AuthError::MalformedEvent(_))),
+                "{event}"
+            );
         }
     }
 
@@ -903,14 +1211,23 @@ mod tests {
         // Sending the redaction event itself only needs the event level.
         assert_eq!(check(&state, &redaction(CAROL)), Ok(()));
         // Own events: yes. Others' events: only with the redact level.
-        assert_eq!(check_redaction(&state, &redaction(CAROL), Some(&target)), Ok(()));
-        assert_eq!(check_redaction(&state, &redaction(BOB), Some(&target)), Ok(()));
+        assert_eq!(
+            check_redaction(&state, &redaction(CAROL), Some(&target)),
+            Ok(())
+        );
+        assert_eq!(
+            check_redaction(&state, &redaction(BOB), Some(&target)),
+            Ok(())
+        );
         let bob_target = json!({"event_id": "$t", "sender": BOB, "room_id": ROOM});
         assert_eq!(
             check_redaction(&state, &redaction(CAROL), Some(&bob_target)),
             Err(AuthError::InsufficientPowerLevel { needed: 50, has: 0 })
         );
-        assert_eq!(check_redaction(&state, &redaction(CAROL), None), Err(AuthError::RedactionTargetNotFound));
+        assert_eq!(
+            check_redaction(&state, &redaction(CAROL), None),
+            Err(AuthError::RedactionTargetNotFound)
+        );
         // Pre-v11 top-level `redacts` is understood too.
         let mut old_style = ev("m.room.redaction", CAROL, None, json!({}));
         old_style["redacts"] = json!("$t");
@@ -918,12 +1235,24 @@ mod tests {
         assert_eq!(check_redaction(&state, &old_style, Some(&target)), Ok(()));
         // Mismatches.
         let other = json!({"event_id": "$other", "sender": CAROL, "room_id": ROOM});
-        assert!(matches!(check_redaction(&state, &redaction(CAROL), Some(&other)), Err(AuthError::MalformedEvent(_))));
+        assert!(matches!(
+            check_redaction(&state, &redaction(CAROL), Some(&other)),
+            Err(AuthError::MalformedEvent(_))
+        ));
         let elsewhere = json!({"event_id": "$t", "sender": CAROL, "room_id": "!else:x"});
-        assert_eq!(check_redaction(&state, &redaction(CAROL), Some(&elsewhere)), Err(AuthError::WrongRoom));
+        assert_eq!(
+            check_redaction(&state, &redaction(CAROL), Some(&elsewhere)),
+            Err(AuthError::WrongRoom)
+        );
         let no_target = ev("m.room.redaction", CAROL, None, json!({}));
-        assert!(matches!(check_redaction(&state, &no_target, Some(&target)), Err(AuthError::MalformedEvent(_))));
+        assert!(matches!(
+            check_redaction(&state, &no_target, Some(&target)),
+            Err(AuthError::MalformedEvent(_))
+        ));
         let not_redaction = ev("m.room.message", CAROL, None, json!({"redacts": "$t"}));
-        assert!(matches!(check_redaction(&state, &not_redaction, Some(&target)), Err(AuthError::MalformedEvent(_))));
+        assert!(matches!(
+            check_redaction(&state, &not_redaction, Some(&target)),
+            Err(AuthError::MalformedEvent(_))
+        ));
     }
 }

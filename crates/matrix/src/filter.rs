@@ -26,7 +26,11 @@ pub enum FilterError {
     #[error("invalid filter: {0}")]
     BadJson(String),
     #[error("`{field}` has {len} entries; at most {max} are allowed")]
-    TooManyEntries { field: String, len: usize, max: usize },
+    TooManyEntries {
+        field: String,
+        len: usize,
+        max: usize,
+    },
 }
 
 /// `null` means the same as an absent list.
@@ -74,13 +78,25 @@ pub struct Filter {
     /// Dotted paths of the fields to keep in every event; `None` keeps all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub event_fields: Option<Vec<String>>,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "EventFormat::is_client")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "EventFormat::is_client"
+    )]
     pub event_format: EventFormat,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "EventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "EventFilter::is_empty"
+    )]
     pub presence: EventFilter,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "EventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "EventFilter::is_empty"
+    )]
     pub account_data: EventFilter,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "RoomFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "RoomFilter::is_empty"
+    )]
     pub room: RoomFilter,
 }
 
@@ -88,19 +104,34 @@ pub struct Filter {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RoomFilter {
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_rooms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "RoomEventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "RoomEventFilter::is_empty"
+    )]
     pub ephemeral: RoomEventFilter,
     #[serde(deserialize_with = "null_as_false", skip_serializing_if = "is_false")]
     pub include_leave: bool,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "RoomEventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "RoomEventFilter::is_empty"
+    )]
     pub state: RoomEventFilter,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "RoomEventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "RoomEventFilter::is_empty"
+    )]
     pub timeline: RoomEventFilter,
-    #[serde(deserialize_with = "null_as_default", skip_serializing_if = "RoomEventFilter::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_default",
+        skip_serializing_if = "RoomEventFilter::is_empty"
+    )]
     pub account_data: RoomEventFilter,
 }
 
@@ -110,9 +141,15 @@ pub struct RoomFilter {
 pub struct EventFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_senders: Vec<String>,
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub senders: Option<Vec<String>>,
@@ -126,9 +163,15 @@ pub struct EventFilter {
 pub struct RoomEventFilter {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<u64>,
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_senders: Vec<String>,
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_types: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub senders: Option<Vec<String>>,
@@ -142,7 +185,10 @@ pub struct RoomEventFilter {
     pub include_redundant_members: bool,
     #[serde(deserialize_with = "null_as_false", skip_serializing_if = "is_false")]
     pub lazy_load_members: bool,
-    #[serde(deserialize_with = "null_as_empty", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub not_rooms: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rooms: Option<Vec<String>>,
@@ -177,7 +223,9 @@ fn wildcard_match(pattern: &str, text: &str) -> bool {
 }
 
 fn any_type_matches(patterns: &[String], event_type: &str) -> bool {
-    patterns.iter().any(|pattern| wildcard_match(pattern, event_type))
+    patterns
+        .iter()
+        .any(|pattern| wildcard_match(pattern, event_type))
 }
 
 fn str_of<'a>(event: &'a Value, key: &str) -> Option<&'a str> {
@@ -230,9 +278,11 @@ fn bounded_limit(limit: Option<u64>, default: usize) -> usize {
 
 fn check_len(field: &str, list: Option<&Vec<String>>) -> Result<(), FilterError> {
     match list {
-        Some(list) if list.len() > MAX_LIST_ENTRIES => {
-            Err(FilterError::TooManyEntries { field: field.to_owned(), len: list.len(), max: MAX_LIST_ENTRIES })
-        }
+        Some(list) if list.len() > MAX_LIST_ENTRIES => Err(FilterError::TooManyEntries {
+            field: field.to_owned(),
+            len: list.len(),
+            max: MAX_LIST_ENTRIES,
+        }),
         _ => Ok(()),
     }
 }
@@ -245,7 +295,13 @@ impl EventFilter {
     /// Whether the event passes. `not_*` lists win over their positive
     /// counterparts.
     pub fn matches(&self, event: &Value) -> bool {
-        sender_and_type_match(&self.not_senders, self.senders.as_deref(), &self.not_types, self.types.as_deref(), event)
+        sender_and_type_match(
+            &self.not_senders,
+            self.senders.as_deref(),
+            &self.not_types,
+            self.types.as_deref(),
+            event,
+        )
     }
 
     /// `limit` bounded to `1..=1000`, or `default` when absent.
@@ -275,8 +331,13 @@ impl RoomEventFilter {
         {
             return false;
         }
-        if !sender_and_type_match(&self.not_senders, self.senders.as_deref(), &self.not_types, self.types.as_deref(), event)
-        {
+        if !sender_and_type_match(
+            &self.not_senders,
+            self.senders.as_deref(),
+            &self.not_types,
+            self.types.as_deref(),
+            event,
+        ) {
             return false;
         }
         match self.contains_url {
@@ -287,7 +348,11 @@ impl RoomEventFilter {
 
     /// Whether the room passes this filter's own room lists.
     pub fn room_allowed(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
     }
 
     /// `limit` bounded to `1..=1000`, or `default` when absent.
@@ -313,15 +378,23 @@ impl RoomFilter {
     /// Whether the room passes the top-level room lists, which apply before
     /// any of the per-section filters. `not_rooms` wins.
     pub fn room_allowed(&self, room_id: &str) -> bool {
-        !self.not_rooms.iter().any(|r| r == room_id) && self.rooms.as_ref().is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
+        !self.not_rooms.iter().any(|r| r == room_id)
+            && self
+                .rooms
+                .as_ref()
+                .is_none_or(|rooms| rooms.iter().any(|r| r == room_id))
     }
 }
 
 /// Copies the value at `path` from `source` into `target`, creating the
 /// objects on the way.
 fn copy_path(source: &Value, target: &mut Map<String, Value>, path: &[String]) {
-    let Some((first, rest)) = path.split_first() else { return };
-    let Some(value) = source.as_object().and_then(|o| o.get(first)) else { return };
+    let Some((first, rest)) = path.split_first() else {
+        return;
+    };
+    let Some(value) = source.as_object().and_then(|o| o.get(first)) else {
+        return;
+    };
     if rest.is_empty() {
         target.insert(first.clone(), value.clone());
         return;
@@ -329,7 +402,9 @@ fn copy_path(source: &Value, target: &mut Map<String, Value>, path: &[String]) {
     if !value.is_object() {
         return;
     }
-    let entry = target.entry(first.clone()).or_insert_with(|| Value::Object(Map::new()));
+    let entry = target
+        .entry(first.clone())
+        .or_insert_with(|| Value::Object(Map::new()));
     if let Some(child) = entry.as_object_mut() {
         copy_path(value, child, rest);
     }
@@ -341,7 +416,9 @@ impl Filter {
     /// ignored, as the API's objects are open.
     pub fn parse(json: &Value) -> Result<Filter, FilterError> {
         if !json.is_object() {
-            return Err(FilterError::BadJson("a filter must be a JSON object".into()));
+            return Err(FilterError::BadJson(
+                "a filter must be a JSON object".into(),
+            ));
         }
         // serde would also build these structs from JSON arrays; the API
         // only knows objects.
@@ -356,10 +433,14 @@ impl Filter {
         ] {
             let value = path.iter().try_fold(json, |node, key| node.get(key));
             if value.is_some_and(|v| !v.is_object() && !v.is_null()) {
-                return Err(FilterError::BadJson(format!("`{}` must be an object", path.join("."))));
+                return Err(FilterError::BadJson(format!(
+                    "`{}` must be an object",
+                    path.join(".")
+                )));
             }
         }
-        let filter: Filter = Filter::deserialize(json).map_err(|e| FilterError::BadJson(e.to_string()))?;
+        let filter: Filter =
+            Filter::deserialize(json).map_err(|e| FilterError::BadJson(e.to_string()))?;
         check_len("event_fields", filter.event_fields.as_ref())?;
         filter.presence.validate("presence")?;
         filter.account_data.validate("account_data")?;
@@ -388,7 +469,9 @@ impl Filter {
     /// spec lets a server include more than was asked for, so nothing is
     /// forced in; paths into non-objects are simply skipped.
     pub fn apply_event_fields(&self, event: &Value) -> Value {
-        let Some(fields) = &self.event_fields else { return event.clone() };
+        let Some(fields) = &self.event_fields else {
+            return event.clone();
+        };
         let mut reduced = Map::new();
         for field in fields {
             copy_path(event, &mut reduced, &json_path::split(field));
@@ -421,7 +504,10 @@ mod tests {
         .unwrap();
         assert_eq!(filter.room.timeline.limit, Some(10));
         assert_eq!(filter.room.state.types, Some(vec!["m.room.*".to_owned()]));
-        assert_eq!(filter.presence.not_senders, vec!["@alice:example.com".to_owned()]);
+        assert_eq!(
+            filter.presence.not_senders,
+            vec!["@alice:example.com".to_owned()]
+        );
         assert_eq!(filter.event_format, EventFormat::Client);
         assert_eq!(filter.timeline_limit(20), 10);
         // Round trip through JSON.
@@ -433,7 +519,10 @@ mod tests {
         let filter = Filter::parse(&json!({})).unwrap();
         assert_eq!(filter, Filter::default());
         assert_eq!(filter.to_json(), json!({}));
-        let filter = Filter::parse(&json!({"room": null, "presence": {"not_types": null}, "event_format": null})).unwrap();
+        let filter = Filter::parse(
+            &json!({"room": null, "presence": {"not_types": null}, "event_format": null}),
+        )
+        .unwrap();
         assert_eq!(filter, Filter::default());
         assert_eq!(filter.timeline_limit(20), 20);
     }
@@ -453,7 +542,10 @@ mod tests {
             json!({"room": {"timeline": [10]}}),
             json!({"room": 5}),
         ] {
-            assert!(matches!(Filter::parse(&bad), Err(FilterError::BadJson(_))), "{bad}");
+            assert!(
+                matches!(Filter::parse(&bad), Err(FilterError::BadJson(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -463,22 +555,33 @@ mod tests {
         let err = Filter::parse(&json!({"room": {"timeline": {"types": many}}})).unwrap_err();
         assert_eq!(
             err,
-            FilterError::TooManyEntries { field: "room.timeline.types".into(), len: 1001, max: 1000 }
+            FilterError::TooManyEntries {
+                field: "room.timeline.types".into(),
+                len: 1001,
+                max: 1000
+            }
         );
         let enough: Vec<String> = (0..MAX_LIST_ENTRIES).map(|i| format!("t{i}")).collect();
         assert!(Filter::parse(&json!({"room": {"rooms": enough}})).is_ok());
         let many_rooms: Vec<String> = (0..=MAX_LIST_ENTRIES).map(|i| format!("!r{i}:x")).collect();
-        assert!(matches!(Filter::parse(&json!({"room": {"not_rooms": many_rooms}})), Err(FilterError::TooManyEntries { .. })));
+        assert!(matches!(
+            Filter::parse(&json!({"room": {"not_rooms": many_rooms}})),
+            Err(FilterError::TooManyEntries { .. })
+        ));
     }
 
     #[test]
     fn limit_is_clamped() {
-        let with_limit = |limit: u64| Filter::parse(&json!({"room": {"timeline": {"limit": limit}}})).unwrap();
+        let with_limit =
+            |limit: u64| Filter::parse(&json!({"room": {"timeline": {"limit": limit}}})).unwrap();
         assert_eq!(with_limit(0).timeline_limit(10), 1);
         assert_eq!(with_limit(5).timeline_limit(10), 5);
         assert_eq!(with_limit(1_000_000).timeline_limit(10), 1000);
         assert_eq!(with_limit(u64::MAX).timeline_limit(10), 1000);
-        let presence = EventFilter { limit: Some(7), ..Default::default() };
+        let presence = EventFilter {
+            limit: Some(7),
+            ..Default::default()
+        };
         assert_eq!(presence.limit_or(3), 7);
         assert_eq!(EventFilter::default().limit_or(3), 3);
     }
@@ -508,9 +611,16 @@ mod tests {
         assert!(filter.matches(&event("m.room.message", "@a:x")));
         assert!(!filter.matches(&event("m.room.member", "@a:x")));
         assert!(!filter.matches(&event("m.presence", "@a:x")));
-        let not_everything = EventFilter { not_types: vec!["*".into()], types: Some(vec!["m.room.message".into()]), ..Default::default() };
+        let not_everything = EventFilter {
+            not_types: vec!["*".into()],
+            types: Some(vec!["m.room.message".into()]),
+            ..Default::default()
+        };
         assert!(!not_everything.matches(&event("m.room.message", "@a:x")));
-        let none = EventFilter { types: Some(vec![]), ..Default::default() };
+        let none = EventFilter {
+            types: Some(vec![]),
+            ..Default::default()
+        };
         assert!(!none.matches(&event("m.room.message", "@a:x")));
         assert!(EventFilter::default().matches(&event("anything", "@a:x")));
         assert!(EventFilter::default().matches(&json!(null)));
@@ -527,7 +637,10 @@ mod tests {
         assert!(!filter.matches(&event("m.room.message", "@b:x")));
         assert!(!filter.matches(&event("m.room.message", "@c:x")));
         assert!(!filter.matches(&json!({"type": "m.typing"})));
-        let only_not = RoomEventFilter { not_senders: vec!["@b:x".into()], ..Default::default() };
+        let only_not = RoomEventFilter {
+            not_senders: vec!["@b:x".into()],
+            ..Default::default()
+        };
         assert!(only_not.matches(&json!({"type": "m.typing"})));
     }
 
@@ -548,8 +661,14 @@ mod tests {
 
         let with_url = json!({"type": "m.room.message", "content": {"url": "mxc://x/y"}});
         let without_url = json!({"type": "m.room.message", "content": {"body": "x"}});
-        let only_urls = RoomEventFilter { contains_url: Some(true), ..Default::default() };
-        let no_urls = RoomEventFilter { contains_url: Some(false), ..Default::default() };
+        let only_urls = RoomEventFilter {
+            contains_url: Some(true),
+            ..Default::default()
+        };
+        let no_urls = RoomEventFilter {
+            contains_url: Some(false),
+            ..Default::default()
+        };
         assert!(only_urls.matches(&with_url));
         assert!(!only_urls.matches(&without_url));
         assert!(!no_urls.matches(&with_url));
@@ -558,7 +677,9 @@ mod tests {
 
     #[test]
     fn room_filter_room_allowed() {
-        let filter = Filter::parse(&json!({"room": {"rooms": ["!a:x", "!b:x"], "not_rooms": ["!b:x"]}})).unwrap();
+        let filter =
+            Filter::parse(&json!({"room": {"rooms": ["!a:x", "!b:x"], "not_rooms": ["!b:x"]}}))
+                .unwrap();
         assert!(filter.room.room_allowed("!a:x"));
         assert!(!filter.room.room_allowed("!b:x"));
         assert!(!filter.room.room_allowed("!c:x"));

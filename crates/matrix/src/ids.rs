@@ -15,7 +15,9 @@ pub const MAX_ID_LEN_BYTES: usize = 255;
 pub enum IdError {
     #[error("the localpart is empty")]
     Empty,
-    #[error("the localpart contains {0:?}; only a-z, 0-9, '.', '_', '=', '-', '/' and '+' are allowed")]
+    #[error(
+        "the localpart contains {0:?}; only a-z, 0-9, '.', '_', '=', '-', '/' and '+' are allowed"
+    )]
     InvalidCharacter(char),
     #[error("the user ID would be {len_bytes} bytes long; the maximum is {max_bytes}")]
     TooLong { len_bytes: usize, max_bytes: usize },
@@ -44,7 +46,10 @@ pub fn validate_user_localpart(localpart: &str) -> Result<(), IdError> {
     // "@" + localpart + ":" + at least one byte of domain.
     let shortest_len_bytes = localpart.len() + 3;
     if shortest_len_bytes > MAX_ID_LEN_BYTES {
-        return Err(IdError::TooLong { len_bytes: shortest_len_bytes, max_bytes: MAX_ID_LEN_BYTES });
+        return Err(IdError::TooLong {
+            len_bytes: shortest_len_bytes,
+            max_bytes: MAX_ID_LEN_BYTES,
+        });
     }
     Ok(())
 }
@@ -57,7 +62,10 @@ pub fn validate_new_user_id(localpart: &str, server_name: &str) -> Result<(), Id
     }
     let len_bytes = localpart.len() + server_name.len() + 2;
     if len_bytes > MAX_ID_LEN_BYTES {
-        return Err(IdError::TooLong { len_bytes, max_bytes: MAX_ID_LEN_BYTES });
+        return Err(IdError::TooLong {
+            len_bytes,
+            max_bytes: MAX_ID_LEN_BYTES,
+        });
     }
     Ok(())
 }
@@ -95,10 +103,14 @@ pub fn server_name(id: &str) -> Option<&str> {
 /// literal, a bracketed IPv6 literal or a DNS name.
 pub fn is_valid_server_name(name: &str) -> bool {
     let (host, port) = if name.starts_with('[') {
-        let Some(close) = name.find(']') else { return false };
+        let Some(close) = name.find(']') else {
+            return false;
+        };
         let inner = &name[1..close];
         let inner_ok = (2..=45).contains(&inner.len())
-            && inner.chars().all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
         if !inner_ok {
             return false;
         }
@@ -118,7 +130,9 @@ pub fn is_valid_server_name(name: &str) -> bool {
     };
     if let Some(host) = host {
         let host_ok = (1..=255).contains(&host.len())
-            && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
+            && host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.');
         if !host_ok {
             return false;
         }
@@ -139,7 +153,9 @@ pub fn is_valid_user_id(s: &str) -> bool {
     }
     match split_sigilled(s) {
         Some(('@', local, domain)) => {
-            !local.is_empty() && local.chars().all(is_user_localpart_char) && is_valid_server_name(domain)
+            !local.is_empty()
+                && local.chars().all(is_user_localpart_char)
+                && is_valid_server_name(domain)
         }
         _ => false,
     }
@@ -152,7 +168,9 @@ fn is_valid_opaque_localpart(local: &str) -> bool {
 
 /// The URL-safe unpadded base64 alphabet that domainless IDs are made of.
 fn is_url_safe_base64(s: &str) -> bool {
-    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// A room ID: `!opaque:domain` (room versions 1 to 11) or the domainless
@@ -162,7 +180,9 @@ pub fn is_valid_room_id(s: &str) -> bool {
         return false;
     }
     match split_sigilled(s) {
-        Some((_, local, domain)) => is_valid_opaque_localpart(local) && is_valid_server_name(domain),
+        Some((_, local, domain)) => {
+            is_valid_opaque_localpart(local) && is_valid_server_name(domain)
+        }
         None => is_url_safe_base64(&s[1..]),
     }
 }
@@ -173,7 +193,9 @@ pub fn is_valid_room_alias(s: &str) -> bool {
         return false;
     }
     match split_sigilled(s) {
-        Some(('#', local, domain)) => is_valid_opaque_localpart(local) && is_valid_server_name(domain),
+        Some(('#', local, domain)) => {
+            is_valid_opaque_localpart(local) && is_valid_server_name(domain)
+        }
         _ => false,
     }
 }
@@ -186,7 +208,9 @@ pub fn is_valid_event_id(s: &str) -> bool {
     if s.len() > MAX_ID_LEN_BYTES {
         return false;
     }
-    let Some(rest) = s.strip_prefix('$') else { return false };
+    let Some(rest) = s.strip_prefix('$') else {
+        return false;
+    };
     if rest.is_empty() || rest.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return false;
     }
@@ -205,12 +229,27 @@ mod tests {
         assert_eq!(validate_user_localpart("alice"), Ok(()));
         assert_eq!(validate_user_localpart("a.b_c=d-e/f+g9"), Ok(()));
         assert_eq!(validate_user_localpart(""), Err(IdError::Empty));
-        assert_eq!(validate_user_localpart("Alice"), Err(IdError::InvalidCharacter('A')));
-        assert_eq!(validate_user_localpart("a b"), Err(IdError::InvalidCharacter(' ')));
-        assert_eq!(validate_user_localpart("a:b"), Err(IdError::InvalidCharacter(':')));
-        assert_eq!(validate_user_localpart("é"), Err(IdError::InvalidCharacter('é')));
+        assert_eq!(
+            validate_user_localpart("Alice"),
+            Err(IdError::InvalidCharacter('A'))
+        );
+        assert_eq!(
+            validate_user_localpart("a b"),
+            Err(IdError::InvalidCharacter(' '))
+        );
+        assert_eq!(
+            validate_user_localpart("a:b"),
+            Err(IdError::InvalidCharacter(':'))
+        );
+        assert_eq!(
+            validate_user_localpart("é"),
+            Err(IdError::InvalidCharacter('é'))
+        );
         assert_eq!(validate_user_localpart(&"a".repeat(252)), Ok(()));
-        assert!(matches!(validate_user_localpart(&"a".repeat(253)), Err(IdError::TooLong { .. })));
+        assert!(matches!(
+            validate_user_localpart(&"a".repeat(253)),
+            Err(IdError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -219,16 +258,28 @@ mod tests {
         let long = "a".repeat(250);
         assert_eq!(
             validate_new_user_id(&long, "example.org"),
-            Err(IdError::TooLong { len_bytes: 250 + 11 + 2, max_bytes: 255 })
+            Err(IdError::TooLong {
+                len_bytes: 250 + 11 + 2,
+                max_bytes: 255
+            })
         );
-        assert!(matches!(validate_new_user_id("alice", "bad host"), Err(IdError::InvalidServerName(_))));
+        assert!(matches!(
+            validate_new_user_id("alice", "bad host"),
+            Err(IdError::InvalidServerName(_))
+        ));
     }
 
     #[test]
     fn split_ids() {
-        assert_eq!(user_id("alice", "example.org:8448"), "@alice:example.org:8448");
+        assert_eq!(
+            user_id("alice", "example.org:8448"),
+            "@alice:example.org:8448"
+        );
         assert_eq!(localpart("@alice:example.org:8448"), Some("alice"));
-        assert_eq!(server_name("@alice:example.org:8448"), Some("example.org:8448"));
+        assert_eq!(
+            server_name("@alice:example.org:8448"),
+            Some("example.org:8448")
+        );
         assert_eq!(server_name("!room:example.org"), Some("example.org"));
         assert_eq!(localpart("#alias:example.org"), Some("alias"));
         assert_eq!(localpart("alice"), None);
@@ -238,10 +289,28 @@ mod tests {
 
     #[test]
     fn server_names() {
-        for ok in ["matrix.org", "matrix.org:8888", "1.2.3.4", "1.2.3.4:1234", "[1234:5678::abcd]", "[1234:5678::abcd]:5678", "localhost"] {
+        for ok in [
+            "matrix.org",
+            "matrix.org:8888",
+            "1.2.3.4",
+            "1.2.3.4:1234",
+            "[1234:5678::abcd]",
+            "[1234:5678::abcd]:5678",
+            "localhost",
+        ] {
             assert!(is_valid_server_name(ok), "{ok}");
         }
-        for bad in ["", "matrix.org:", "matrix.org:123456", "matrix.org:abc", "[::1", "[zz]", "under_score.org", "a b", "[1234::1]x"] {
+        for bad in [
+            "",
+            "matrix.org:",
+            "matrix.org:123456",
+            "matrix.org:abc",
+            "[::1",
+            "[zz]",
+            "under_score.org",
+            "a b",
+            "[1234::1]x",
+        ] {
             assert!(!is_valid_server_name(bad), "{bad}");
         }
     }
@@ -255,13 +324,18 @@ mod tests {
         assert!(!is_valid_user_id("alice:example.org"));
         assert!(!is_valid_user_id("@alice"));
         assert!(!is_valid_user_id("!alice:example.org"));
-        assert!(!is_valid_user_id(&format!("@{}:example.org", "a".repeat(250))));
+        assert!(!is_valid_user_id(&format!(
+            "@{}:example.org",
+            "a".repeat(250)
+        )));
     }
 
     #[test]
     fn room_ids_aliases_event_ids() {
         assert!(is_valid_room_id("!abcDEF123:example.org"));
-        assert!(is_valid_room_id("!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"));
+        assert!(is_valid_room_id(
+            "!31hneApxJ_1o-63DmFrpeqnkFfWppnzWso1JvH3ogLM"
+        ));
         assert!(!is_valid_room_id("!:example.org"));
         assert!(!is_valid_room_id("!abc:"));
         assert!(!is_valid_room_id("abc:example.org"));
@@ -273,7 +347,9 @@ mod tests {
         assert!(!is_valid_room_alias("#room"));
         assert!(!is_valid_room_alias("@room:example.org"));
 
-        assert!(is_valid_event_id("$acR1l0raoZnm60CBwAVgqbZqoO_mYU81xysh1u7XcJk"));
+        assert!(is_valid_event_id(
+            "$acR1l0raoZnm60CBwAVgqbZqoO_mYU81xysh1u7XcJk"
+        ));
         assert!(is_valid_event_id("$abc:example.org"));
         assert!(!is_valid_event_id("$"));
         assert!(!is_valid_event_id("abc"));

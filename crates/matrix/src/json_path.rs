@@ -32,7 +32,9 @@ pub(crate) fn split(path: &str) -> Vec<String> {
 
 /// The value at `path` inside `value`, walking objects only.
 pub(crate) fn lookup<'a>(value: &'a Value, path: &str) -> Option<&'a Value> {
-    split(path).iter().try_fold(value, |node, key| node.as_object()?.get(key))
+    split(path)
+        .iter()
+        .try_fold(value, |node, key| node.as_object()?.get(key))
 }
 
 #[cfg(test)]
@@ -43,7 +45,10 @@ mod tests {
     #[test]
     fn splits_with_escapes() {
         assert_eq!(split("content.body"), vec!["content", "body"]);
-        assert_eq!(split(r"content.m\.relates_to"), vec!["content", "m.relates_to"]);
+        assert_eq!(
+            split(r"content.m\.relates_to"),
+            vec!["content", "m.relates_to"]
+        );
         assert_eq!(split(r"content.m\\foo"), vec!["content", r"m\foo"]);
         assert_eq!(split(r"content.m\xfoo"), vec!["content", r"m\xfoo"]);
         assert_eq!(split("type"), vec!["type"]);
@@ -54,7 +59,10 @@ mod tests {
     #[test]
     fn looks_up_nested_values() {
         let event = json!({"content": {"m.mentions": {"room": true}, "body": "hi"}, "list": [1]});
-        assert_eq!(lookup(&event, r"content.m\.mentions.room"), Some(&json!(true)));
+        assert_eq!(
+            lookup(&event, r"content.m\.mentions.room"),
+            Some(&json!(true))
+        );
         assert_eq!(lookup(&event, "content.body"), Some(&json!("hi")));
         assert_eq!(lookup(&event, "content.missing"), None);
         assert_eq!(lookup(&event, "list.0"), None);

@@ -22,8 +22,15 @@ pub const MIN_POWER_LEVEL: i64 = -MAX_POWER_LEVEL;
 pub const CREATOR_LEVEL: i64 = 100;
 
 /// The scalar keys of the content, in the order the auth rules list them.
-pub(crate) const SCALAR_KEYS: [&str; 7] =
-    ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"];
+pub(crate) const SCALAR_KEYS: [&str; 7] = [
+    "users_default",
+    "events_default",
+    "state_default",
+    "ban",
+    "redact",
+    "kick",
+    "invite",
+];
 
 /// The parsed content of an `m.room.power_levels` event, with the spec's
 /// defaults filled in for absent keys.
@@ -63,7 +70,9 @@ impl Default for PowerLevels {
 /// A power level value: an integer (never a string or float in v10+) in the
 /// canonical JSON range.
 pub(crate) fn as_level(value: &Value) -> Option<i64> {
-    value.as_i64().filter(|level| (MIN_POWER_LEVEL..=MAX_POWER_LEVEL).contains(level))
+    value
+        .as_i64()
+        .filter(|level| (MIN_POWER_LEVEL..=MAX_POWER_LEVEL).contains(level))
 }
 
 fn invalid(message: impl Into<String>) -> AuthError {
@@ -71,17 +80,25 @@ fn invalid(message: impl Into<String>) -> AuthError {
 }
 
 /// Parses an object of integer levels, refusing the first bad entry.
-fn strict_level_map(value: &Value, field: &str, keys_are_users: bool) -> Result<BTreeMap<String, i64>, AuthError> {
+fn strict_level_map(
+    value: &Value,
+    field: &str,
+    keys_are_users: bool,
+) -> Result<BTreeMap<String, i64>, AuthError> {
     let Some(object) = value.as_object() else {
         return Err(invalid(format!("`{field}` must be an object")));
     };
     let mut levels = BTreeMap::new();
     for (key, raw) in object {
         if keys_are_users && !ids::is_valid_user_id(key) {
-            return Err(invalid(format!("`{field}` key {key:?} is not a valid user ID")));
+            return Err(invalid(format!(
+                "`{field}` key {key:?} is not a valid user ID"
+            )));
         }
         let Some(level) = as_level(raw) else {
-            return Err(invalid(format!("`{field}.{key}` must be an integer in the canonical JSON range")));
+            return Err(invalid(format!(
+                "`{field}.{key}` must be an integer in the canonical JSON range"
+            )));
         };
         levels.insert(key.clone(), level);
     }
@@ -92,7 +109,12 @@ fn strict_level_map(value: &Value, field: &str, keys_are_users: bool) -> Result<
 fn lenient_level_map(value: Option<&Value>) -> BTreeMap<String, i64> {
     value
         .and_then(Value::as_object)
-        .map(|object| object.iter().filter_map(|(key, raw)| Some((key.clone(), as_level(raw)?))).collect())
+        .map(|object| {
+            object
+                .iter()
+                .filter_map(|(key, raw)| Some((key.clone(), as_level(raw)?)))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -109,7 +131,9 @@ impl PowerLevels {
         for key in SCALAR_KEYS {
             let Some(raw) = object.get(key) else { continue };
             let Some(level) = as_level(raw) else {
-                return Err(invalid(format!("`{key}` must be an integer in the canonical JSON range")));
+                return Err(invalid(format!(
+                    "`{key}` must be an integer in the canonical JSON range"
+                )));
             };
             *levels.scalar_mut(key) = level;
         }
@@ -134,7 +158,9 @@ impl PowerLevels {
     /// matters for data written before validation existed.
     pub fn from_content_lenient(content: &Value) -> Self {
         let mut levels = PowerLevels::default();
-        let Some(object) = content.as_object() else { return levels };
+        let Some(object) = content.as_object() else {
+            return levels;
+        };
         for key in SCALAR_KEYS {
             if let Some(level) = object.get(key).and_then(as_level) {
                 *levels.scalar_mut(key) = level;
@@ -173,7 +199,10 @@ impl PowerLevels {
 
     /// The user's level: their entry in `users`, else `users_default`.
     pub fn user_level(&self, user_id: &str) -> i64 {
-        self.users.get(user_id).copied().unwrap_or(self.users_default)
+        self.users
+            .get(user_id)
+            .copied()
+            .unwrap_or(self.users_default)
     }
 
     /// The level needed to send an event of this type (the auth rules'
@@ -190,7 +219,11 @@ impl PowerLevels {
     /// The level needed to trigger a notification of this kind (`room` for
     /// `@room`). Kinds other than `room` are not kept and default to 50.
     pub fn notification_level(&self, key: &str) -> i64 {
-        if key == "room" { self.notifications_room } else { 50 }
+        if key == "room" {
+            self.notifications_room
+        } else {
+            50
+        }
     }
 
     /// Whether the user may send an event of this type.
@@ -200,8 +233,16 @@ impl PowerLevels {
 
     /// The full content, every default written out.
     pub fn to_content(&self) -> Value {
-        let users: Map<String, Value> = self.users.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-        let events: Map<String, Value> = self.events.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+        let users: Map<String, Value> = self
+            .users
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
+        let events: Map<String, Value> = self
+            .events
+            .iter()
+            .map(|(k, v)| (k.clone(), json!(v)))
+            .collect();
         json!({
             "users": users,
             "users_default": self.users_default,
@@ -250,7 +291,10 @@ mod tests {
         assert_eq!(levels.event_level("m.room.message", false), 10);
         assert_eq!(levels.event_level("m.other", false), 2);
         assert_eq!(levels.event_level("m.other", true), 60);
-        assert_eq!((levels.ban, levels.kick, levels.invite, levels.redact), (70, 65, 5, 40));
+        assert_eq!(
+            (levels.ban, levels.kick, levels.invite, levels.redact),
+            (70, 65, 5, 40)
+        );
         assert_eq!(levels.notifications_room, 20);
         assert_eq!(levels.notification_level("room"), 20);
         assert!(levels.can_send("@bob:x", "m.room.message", false));
@@ -273,7 +317,10 @@ mod tests {
             json!([]),
         ] {
             assert!(
-                matches!(PowerLevels::from_content(&content), Err(AuthError::InvalidPowerLevels(_))),
+                matches!(
+                    PowerLevels::from_content(&content),
+                    Err(AuthError::InvalidPowerLevels(_))
+                ),
                 "{content}"
             );
         }
@@ -283,14 +330,18 @@ mod tests {
 
     #[test]
     fn lenient_parse_skips_bad_entries() {
-        let content = json!({"ban": "10", "kick": 20, "users": {"@a:x": 5, "@b:x": "7"}, "events": 3});
+        let content =
+            json!({"ban": "10", "kick": 20, "users": {"@a:x": 5, "@b:x": "7"}, "events": 3});
         let levels = PowerLevels::from_content_lenient(&content);
         assert_eq!(levels.ban, 50);
         assert_eq!(levels.kick, 20);
         assert_eq!(levels.user_level("@a:x"), 5);
         assert_eq!(levels.user_level("@b:x"), 0);
         assert!(levels.events.is_empty());
-        assert_eq!(PowerLevels::from_content_lenient(&json!("nope")), PowerLevels::default());
+        assert_eq!(
+            PowerLevels::from_content_lenient(&json!("nope")),
+            PowerLevels::default()
+        );
     }
 
     #[test]

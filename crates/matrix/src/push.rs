@@ -25,7 +25,11 @@ pub const KINDS: [&str; 5] = ["override", "content", "room", "sender", "underrid
 /// behaviour they had when `m.mentions` was introduced: they do not match
 /// events that carry `m.mentions`, so that a client using intentional
 /// mentions is not second-guessed by body text.
-const LEGACY_MENTION_RULES: [&str; 3] = [".m.rule.contains_display_name", ".m.rule.contains_user_name", ".m.rule.roomnotif"];
+const LEGACY_MENTION_RULES: [&str; 3] = [
+    ".m.rule.contains_display_name",
+    ".m.rule.contains_user_name",
+    ".m.rule.roomnotif",
+];
 
 /// Why a push rule request was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -92,7 +96,12 @@ fn highlight() -> Value {
 fn default_override_rules(user_id: &str) -> Vec<Value> {
     vec![
         rule(".m.rule.master", false, json!([]), json!([])),
-        rule(".m.rule.suppress_notices", true, json!([event_match("content.msgtype", "m.notice")]), json!([])),
+        rule(
+            ".m.rule.suppress_notices",
+            true,
+            json!([event_match("content.msgtype", "m.notice")]),
+            json!([]),
+        ),
         rule(
             ".m.rule.invite_for_me",
             true,
@@ -103,7 +112,12 @@ fn default_override_rules(user_id: &str) -> Vec<Value> {
             ]),
             json!(["notify", sound("default")]),
         ),
-        rule(".m.rule.member_event", true, json!([event_match("type", "m.room.member")]), json!([])),
+        rule(
+            ".m.rule.member_event",
+            true,
+            json!([event_match("type", "m.room.member")]),
+            json!([]),
+        ),
         rule(
             ".m.rule.is_user_mention",
             true,
@@ -122,14 +136,25 @@ fn default_override_rules(user_id: &str) -> Vec<Value> {
         rule(
             ".m.rule.tombstone",
             true,
-            json!([event_match("type", "m.room.tombstone"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.tombstone"),
+                event_match("state_key", "")
+            ]),
             json!(["notify", highlight()]),
         ),
-        rule(".m.rule.reaction", true, json!([event_match("type", "m.reaction")]), json!([])),
+        rule(
+            ".m.rule.reaction",
+            true,
+            json!([event_match("type", "m.reaction")]),
+            json!([]),
+        ),
         rule(
             ".m.rule.room.server_acl",
             true,
-            json!([event_match("type", "m.room.server_acl"), event_match("state_key", "")]),
+            json!([
+                event_match("type", "m.room.server_acl"),
+                event_match("state_key", "")
+            ]),
             json!([]),
         ),
         rule(
@@ -143,7 +168,12 @@ fn default_override_rules(user_id: &str) -> Vec<Value> {
 
 fn default_underride_rules() -> Vec<Value> {
     vec![
-        rule(".m.rule.call", true, json!([event_match("type", "m.call.invite")]), json!(["notify", sound("ring")])),
+        rule(
+            ".m.rule.call",
+            true,
+            json!([event_match("type", "m.call.invite")]),
+            json!(["notify", sound("ring")]),
+        ),
         rule(
             ".m.rule.encrypted_room_one_to_one",
             true,
@@ -156,8 +186,18 @@ fn default_underride_rules() -> Vec<Value> {
             json!([{"kind": "room_member_count", "is": "2"}, event_match("type", "m.room.message")]),
             json!(["notify", sound("default")]),
         ),
-        rule(".m.rule.message", true, json!([event_match("type", "m.room.message")]), json!(["notify"])),
-        rule(".m.rule.encrypted", true, json!([event_match("type", "m.room.encrypted")]), json!(["notify"])),
+        rule(
+            ".m.rule.message",
+            true,
+            json!([event_match("type", "m.room.message")]),
+            json!(["notify"]),
+        ),
+        rule(
+            ".m.rule.encrypted",
+            true,
+            json!([event_match("type", "m.room.encrypted")]),
+            json!(["notify"]),
+        ),
     ]
 }
 
@@ -183,7 +223,10 @@ pub fn default_ruleset(user_id: &str) -> Value {
 pub fn default_ruleset_with_legacy_mentions(user_id: &str) -> Value {
     let mut overrides = default_override_rules(user_id);
     let position = |rules: &[Value], after: &str| {
-        rules.iter().position(|r| r["rule_id"] == after).map_or(rules.len(), |i| i + 1)
+        rules
+            .iter()
+            .position(|r| r["rule_id"] == after)
+            .map_or(rules.len(), |i| i + 1)
     };
     let at = position(&overrides, ".m.rule.is_user_mention");
     overrides.insert(
@@ -275,9 +318,7 @@ fn tokens_match(tokens: &[Token], text: &[char], within_words: bool) -> bool {
         if states[m] && can_end(i) {
             return true;
         }
-        if i == n {
-            break;
-        }
+        let Some(&c) = text.get(i) else { break };
         next.iter_mut().for_each(|s| *s = false);
         let mut any = false;
         for k in 0..m {
@@ -287,7 +328,7 @@ fn tokens_match(tokens: &[Token], text: &[char], within_words: bool) -> bool {
             match tokens[k] {
                 Token::AnyMany => next[k] = true,
                 Token::AnyOne => next[k + 1] = true,
-                Token::Literal(c) if c == text[i] => next[k + 1] = true,
+                Token::Literal(literal) if literal == c => next[k + 1] = true,
                 Token::Literal(_) => continue,
             }
             any = true;
@@ -336,7 +377,9 @@ fn member_count_matches(is: &str, count: u64) -> bool {
     if number.is_empty() || !number.chars().all(|c| c.is_ascii_digit()) {
         return false;
     }
-    let Ok(number) = number.parse::<u64>() else { return false };
+    let Ok(number) = number.parse::<u64>() else {
+        return false;
+    };
     match op {
         "==" => count == number,
         "<=" => count <= number,
@@ -350,29 +393,47 @@ fn condition_matches(condition: &Value, event: &Value, ctx: &PushContext<'_>) ->
     let param = |name: &str| condition.get(name).and_then(Value::as_str);
     match param("kind") {
         Some("event_match") => {
-            let (Some(key), Some(pattern)) = (param("key"), param("pattern")) else { return false };
-            let Some(value) = json_path::lookup(event, key).and_then(Value::as_str) else { return false };
+            let (Some(key), Some(pattern)) = (param("key"), param("pattern")) else {
+                return false;
+            };
+            let Some(value) = json_path::lookup(event, key).and_then(Value::as_str) else {
+                return false;
+            };
             glob_match(pattern, value, key == "content.body")
         }
         Some("event_property_is") => {
-            let (Some(key), Some(wanted)) = (param("key"), condition.get("value")) else { return false };
-            is_plain_value(wanted) && json_path::lookup(event, key).is_some_and(|v| is_plain_value(v) && v == wanted)
+            let (Some(key), Some(wanted)) = (param("key"), condition.get("value")) else {
+                return false;
+            };
+            is_plain_value(wanted)
+                && json_path::lookup(event, key).is_some_and(|v| is_plain_value(v) && v == wanted)
         }
         Some("event_property_contains") => {
-            let (Some(key), Some(wanted)) = (param("key"), condition.get("value")) else { return false };
+            let (Some(key), Some(wanted)) = (param("key"), condition.get("value")) else {
+                return false;
+            };
             is_plain_value(wanted)
                 && json_path::lookup(event, key)
                     .and_then(Value::as_array)
                     .is_some_and(|items| items.iter().any(|v| is_plain_value(v) && v == wanted))
         }
         Some("contains_display_name") => {
-            let Some(name) = ctx.display_name.filter(|n| !n.is_empty()) else { return false };
-            let Some(body) = json_path::lookup(event, "content.body").and_then(Value::as_str) else { return false };
+            let Some(name) = ctx.display_name.filter(|n| !n.is_empty()) else {
+                return false;
+            };
+            let Some(body) = json_path::lookup(event, "content.body").and_then(Value::as_str)
+            else {
+                return false;
+            };
             contains_words(body, name)
         }
-        Some("room_member_count") => param("is").is_some_and(|is| member_count_matches(is, ctx.member_count)),
+        Some("room_member_count") => {
+            param("is").is_some_and(|is| member_count_matches(is, ctx.member_count))
+        }
         Some("sender_notification_permission") => {
-            let (Some(key), Some(sender)) = (param("key"), event.get("sender").and_then(Value::as_str)) else {
+            let (Some(key), Some(sender)) =
+                (param("key"), event.get("sender").and_then(Value::as_str))
+            else {
                 return false;
             };
             ctx.power_levels.user_level(sender) >= ctx.power_levels.notification_level(key)
@@ -387,20 +448,35 @@ fn rule_matches(kind: &str, rule: &Value, event: &Value, ctx: &PushContext<'_>) 
     if !rule.is_object() || rule.get("enabled").and_then(Value::as_bool) == Some(false) {
         return false;
     }
-    let rule_id = rule.get("rule_id").and_then(Value::as_str).unwrap_or_default();
-    if LEGACY_MENTION_RULES.contains(&rule_id) && event.get("content").and_then(|c| c.get("m.mentions")).is_some() {
+    let rule_id = rule
+        .get("rule_id")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    if LEGACY_MENTION_RULES.contains(&rule_id)
+        && event
+            .get("content")
+            .and_then(|c| c.get("m.mentions"))
+            .is_some()
+    {
         return false;
     }
     let event_str = |key: &str| event.get(key).and_then(Value::as_str);
     match kind {
         "override" | "underride" => match rule.get("conditions") {
             None | Some(Value::Null) => true,
-            Some(Value::Array(conditions)) => conditions.iter().all(|c| condition_matches(c, event, ctx)),
+            Some(Value::Array(conditions)) => {
+                conditions.iter().all(|c| condition_matches(c, event, ctx))
+            }
             Some(_) => false,
         },
         "content" => {
-            let Some(pattern) = rule.get("pattern").and_then(Value::as_str) else { return false };
-            let Some(body) = json_path::lookup(event, "content.body").and_then(Value::as_str) else { return false };
+            let Some(pattern) = rule.get("pattern").and_then(Value::as_str) else {
+                return false;
+            };
+            let Some(body) = json_path::lookup(event, "content.body").and_then(Value::as_str)
+            else {
+                return false;
+            };
             glob_match(pattern, body, true)
         }
         "room" => !rule_id.is_empty() && event_str("room_id") == Some(rule_id),
@@ -416,14 +492,21 @@ fn scope(ruleset: &Value) -> &Value {
 
 /// The first enabled rule that matches, with its kind. Events the user sent
 /// themselves match nothing: homeservers must never notify for those.
-pub fn first_match<'a>(ruleset: &'a Value, event: &Value, ctx: &PushContext<'_>) -> Option<(&'static str, &'a Value)> {
+pub fn first_match<'a>(
+    ruleset: &'a Value,
+    event: &Value,
+    ctx: &PushContext<'_>,
+) -> Option<(&'static str, &'a Value)> {
     if event.get("sender").and_then(Value::as_str) == Some(ctx.user_id) {
         return None;
     }
     let scope = scope(ruleset);
     KINDS.iter().find_map(|kind| {
         let rules = scope.get(*kind)?.as_array()?;
-        rules.iter().find(|rule| rule_matches(kind, rule, event, ctx)).map(|rule| (*kind, rule))
+        rules
+            .iter()
+            .find(|rule| rule_matches(kind, rule, event, ctx))
+            .map(|rule| (*kind, rule))
     })
 }
 
@@ -444,7 +527,12 @@ pub fn outcome(actions: &Value) -> PushOutcome {
                     Some(value) => value.as_bool() == Some(true),
                 };
             }
-            Some("sound") => result.sound = action.get("value").and_then(Value::as_str).map(str::to_owned),
+            Some("sound") => {
+                result.sound = action
+                    .get("value")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            }
             _ => {}
         }
     }
@@ -465,19 +553,27 @@ pub fn evaluate(ruleset: &Value, event: &Value, ctx: &PushContext<'_>) -> PushOu
 }
 
 fn check_kind(kind: &str) -> Result<(), PushRuleError> {
-    if KINDS.contains(&kind) { Ok(()) } else { Err(PushRuleError::UnknownKind(kind.to_owned())) }
+    if KINDS.contains(&kind) {
+        Ok(())
+    } else {
+        Err(PushRuleError::UnknownKind(kind.to_owned()))
+    }
 }
 
 /// Validates an actions array, dropping the historical `dont_notify` and
 /// `coalesce` actions as the spec tells servers to.
 pub fn validate_actions(actions: &Value) -> Result<Value, PushRuleError> {
-    let Some(actions) = actions.as_array() else { return Err(PushRuleError::MissingActions) };
+    let Some(actions) = actions.as_array() else {
+        return Err(PushRuleError::MissingActions);
+    };
     let mut kept = Vec::with_capacity(actions.len());
     for action in actions {
         match action {
             Value::String(name) if name == "notify" => kept.push(action.clone()),
             Value::String(name) if name == "dont_notify" || name == "coalesce" => {}
-            Value::Object(object) if object.get("set_tweak").is_some_and(Value::is_string) => kept.push(action.clone()),
+            Value::Object(object) if object.get("set_tweak").is_some_and(Value::is_string) => {
+                kept.push(action.clone())
+            }
             other => return Err(PushRuleError::InvalidAction(other.to_string())),
         }
     }
@@ -486,7 +582,9 @@ pub fn validate_actions(actions: &Value) -> Result<Value, PushRuleError> {
 
 fn validate_condition(condition: &Value) -> Result<(), PushRuleError> {
     let invalid = |message: &str| Err(PushRuleError::InvalidCondition(message.to_owned()));
-    let Some(object) = condition.as_object() else { return invalid("a condition must be an object") };
+    let Some(object) = condition.as_object() else {
+        return invalid("a condition must be an object");
+    };
     let string_param = |name: &str| object.get(name).is_some_and(Value::is_string);
     match object.get("kind").and_then(Value::as_str) {
         None => invalid("a condition needs a string `kind`"),
@@ -498,7 +596,9 @@ fn validate_condition(condition: &Value) -> Result<(), PushRuleError> {
         {
             invalid("event_property_is/contains need a string `key` and a non-compound `value`")
         }
-        Some("room_member_count") if !string_param("is") => invalid("room_member_count needs a string `is`"),
+        Some("room_member_count") if !string_param("is") => {
+            invalid("room_member_count needs a string `is`")
+        }
         Some("sender_notification_permission") if !string_param("key") => {
             invalid("sender_notification_permission needs a string `key`")
         }
@@ -527,7 +627,9 @@ pub fn validate_rule(kind: &str, rule_id: &str, body: &Value) -> Result<Value, P
     check_kind(kind)?;
     check_user_rule_id(rule_id)?;
     let Some(object) = body.as_object() else {
-        return Err(PushRuleError::BadJson("the rule must be a JSON object".into()));
+        return Err(PushRuleError::BadJson(
+            "the rule must be a JSON object".into(),
+        ));
     };
     let actions = validate_actions(object.get("actions").unwrap_or(&Value::Null))?;
     let mut stored = Map::new();
@@ -540,17 +642,28 @@ pub fn validate_rule(kind: &str, rule_id: &str, body: &Value) -> Result<Value, P
             let conditions = match object.get("conditions") {
                 None | Some(Value::Null) => Vec::new(),
                 Some(Value::Array(conditions)) => conditions.clone(),
-                Some(_) => return Err(PushRuleError::BadJson("`conditions` must be an array".into())),
+                Some(_) => {
+                    return Err(PushRuleError::BadJson(
+                        "`conditions` must be an array".into(),
+                    ));
+                }
             };
             conditions.iter().try_for_each(validate_condition)?;
             stored.insert("conditions".into(), Value::Array(conditions));
         }
         "content" => {
-            let pattern = object.get("pattern").and_then(Value::as_str).ok_or(PushRuleError::MissingPattern)?;
+            let pattern = object
+                .get("pattern")
+                .and_then(Value::as_str)
+                .ok_or(PushRuleError::MissingPattern)?;
             stored.insert("pattern".into(), json!(pattern));
         }
-        "room" if !ids::is_valid_room_id(rule_id) => return Err(PushRuleError::InvalidRuleId(rule_id.to_owned())),
-        "sender" if !ids::is_valid_user_id(rule_id) => return Err(PushRuleError::InvalidRuleId(rule_id.to_owned())),
+        "room" if !ids::is_valid_room_id(rule_id) => {
+            return Err(PushRuleError::InvalidRuleId(rule_id.to_owned()));
+        }
+        "sender" if !ids::is_valid_user_id(rule_id) => {
+            return Err(PushRuleError::InvalidRuleId(rule_id.to_owned()));
+        }
         _ => {}
     }
     Ok(Value::Object(stored))
@@ -558,7 +671,11 @@ pub fn validate_rule(kind: &str, rule_id: &str, body: &Value) -> Result<Value, P
 
 /// The rule `rule_id` of `kind`, if the ruleset has it.
 pub fn find_rule<'a>(ruleset: &'a Value, kind: &str, rule_id: &str) -> Option<&'a Value> {
-    scope(ruleset).get(kind)?.as_array()?.iter().find(|r| r.get("rule_id").and_then(Value::as_str) == Some(rule_id))
+    scope(ruleset)
+        .get(kind)?
+        .as_array()?
+        .iter()
+        .find(|r| r.get("rule_id").and_then(Value::as_str) == Some(rule_id))
 }
 
 /// The list of rules of `kind`, made into a well-formed `{"global": {kind:
@@ -568,21 +685,29 @@ fn rules_mut<'a>(ruleset: &'a mut Value, kind: &str) -> Result<&'a mut Vec<Value
     if !ruleset.is_object() {
         *ruleset = json!({"global": {}});
     }
-    let root = ruleset.as_object_mut().ok_or_else(|| PushRuleError::BadJson("ruleset is not an object".into()))?;
+    let root = ruleset
+        .as_object_mut()
+        .ok_or_else(|| PushRuleError::BadJson("ruleset is not an object".into()))?;
     let global = root.entry("global").or_insert_with(|| json!({}));
     if !global.is_object() {
         *global = json!({});
     }
-    let global = global.as_object_mut().ok_or_else(|| PushRuleError::BadJson("global is not an object".into()))?;
+    let global = global
+        .as_object_mut()
+        .ok_or_else(|| PushRuleError::BadJson("global is not an object".into()))?;
     let rules = global.entry(kind).or_insert_with(|| json!([]));
     if !rules.is_array() {
         *rules = json!([]);
     }
-    rules.as_array_mut().ok_or_else(|| PushRuleError::BadJson("rules are not an array".into()))
+    rules
+        .as_array_mut()
+        .ok_or_else(|| PushRuleError::BadJson("rules are not an array".into()))
 }
 
 fn index_of(rules: &[Value], rule_id: &str) -> Option<usize> {
-    rules.iter().position(|r| r.get("rule_id").and_then(Value::as_str) == Some(rule_id))
+    rules
+        .iter()
+        .position(|r| r.get("rule_id").and_then(Value::as_str) == Some(rule_id))
 }
 
 /// Adds or replaces a user-defined rule (as built by [`validate_rule`]).
@@ -621,11 +746,16 @@ pub fn put_rule(
     let position = if let Some(anchor) = before {
         relative(anchor, rules).ok_or_else(|| PushRuleError::UnknownRelativeRule(anchor.to_owned()))
     } else if let Some(anchor) = after {
-        relative(anchor, rules).map(|i| i + 1).ok_or_else(|| PushRuleError::UnknownRelativeRule(anchor.to_owned()))
+        relative(anchor, rules)
+            .map(|i| i + 1)
+            .ok_or_else(|| PushRuleError::UnknownRelativeRule(anchor.to_owned()))
     } else if let Some((i, _)) = &previous {
         Ok(*i)
     } else {
-        Ok(rules.iter().position(|r| r["rule_id"] != ".m.rule.master").unwrap_or(rules.len()))
+        Ok(rules
+            .iter()
+            .position(|r| r["rule_id"] != ".m.rule.master")
+            .unwrap_or(rules.len()))
     };
     match position {
         Ok(at) => {
@@ -654,19 +784,33 @@ pub fn remove_rule(ruleset: &mut Value, kind: &str, rule_id: &str) -> Result<Val
 }
 
 /// Enables or disables any rule, server-default ones included.
-pub fn set_enabled(ruleset: &mut Value, kind: &str, rule_id: &str, enabled: bool) -> Result<(), PushRuleError> {
+pub fn set_enabled(
+    ruleset: &mut Value,
+    kind: &str,
+    rule_id: &str,
+    enabled: bool,
+) -> Result<(), PushRuleError> {
     let rules = rules_mut(ruleset, kind)?;
-    let rule = index_of(rules, rule_id).and_then(|i| rules.get_mut(i)).and_then(Value::as_object_mut);
+    let rule = index_of(rules, rule_id)
+        .and_then(|i| rules.get_mut(i))
+        .and_then(Value::as_object_mut);
     let rule = rule.ok_or_else(|| PushRuleError::NotFound(rule_id.to_owned()))?;
     rule.insert("enabled".into(), json!(enabled));
     Ok(())
 }
 
 /// Replaces the actions of any rule, server-default ones included.
-pub fn set_actions(ruleset: &mut Value, kind: &str, rule_id: &str, actions: &Value) -> Result<(), PushRuleError> {
+pub fn set_actions(
+    ruleset: &mut Value,
+    kind: &str,
+    rule_id: &str,
+    actions: &Value,
+) -> Result<(), PushRuleError> {
     let actions = validate_actions(actions)?;
     let rules = rules_mut(ruleset, kind)?;
-    let rule = index_of(rules, rule_id).and_then(|i| rules.get_mut(i)).and_then(Value::as_object_mut);
+    let rule = index_of(rules, rule_id)
+        .and_then(|i| rules.get_mut(i))
+        .and_then(Value::as_object_mut);
     let rule = rule.ok_or_else(|| PushRuleError::NotFound(rule_id.to_owned()))?;
     rule.insert("actions".into(), actions);
     Ok(())
@@ -691,12 +835,22 @@ mod tests {
 
     fn eval(ruleset: &Value, event: &Value, member_count: u64) -> PushOutcome {
         let levels = PowerLevels::creator_default(OTHER);
-        let ctx = PushContext { user_id: ME, display_name: Some("Alice Liddell"), member_count, power_levels: &levels };
+        let ctx = PushContext {
+            user_id: ME,
+            display_name: Some("Alice Liddell"),
+            member_count,
+            power_levels: &levels,
+        };
         evaluate(ruleset, event, &ctx)
     }
 
     fn rule_ids(ruleset: &Value, kind: &str) -> Vec<String> {
-        ruleset["global"][kind].as_array().unwrap().iter().map(|r| r["rule_id"].as_str().unwrap().to_owned()).collect()
+        ruleset["global"][kind]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["rule_id"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     #[test]
@@ -719,7 +873,13 @@ mod tests {
         );
         assert_eq!(
             rule_ids(&ruleset, "underride"),
-            vec![".m.rule.call", ".m.rule.encrypted_room_one_to_one", ".m.rule.room_one_to_one", ".m.rule.message", ".m.rule.encrypted"]
+            vec![
+                ".m.rule.call",
+                ".m.rule.encrypted_room_one_to_one",
+                ".m.rule.room_one_to_one",
+                ".m.rule.message",
+                ".m.rule.encrypted"
+            ]
         );
         assert!(rule_ids(&ruleset, "content").is_empty());
         assert!(rule_ids(&ruleset, "room").is_empty());
@@ -730,7 +890,10 @@ mod tests {
         let invite = find_rule(&ruleset, "override", ".m.rule.invite_for_me").unwrap();
         assert_eq!(invite["conditions"][2]["pattern"], ME);
         let mention = find_rule(&ruleset, "override", ".m.rule.is_user_mention").unwrap();
-        assert_eq!(mention["conditions"][0]["key"], r"content.m\.mentions.user_ids");
+        assert_eq!(
+            mention["conditions"][0]["key"],
+            r"content.m\.mentions.user_ids"
+        );
         assert_eq!(mention["conditions"][0]["value"], ME);
     }
 
@@ -739,9 +902,15 @@ mod tests {
         let ruleset = default_ruleset_with_legacy_mentions(ME);
         let overrides = rule_ids(&ruleset, "override");
         let at = |id: &str| overrides.iter().position(|r| r == id).unwrap();
-        assert_eq!(at(".m.rule.contains_display_name"), at(".m.rule.is_user_mention") + 1);
+        assert_eq!(
+            at(".m.rule.contains_display_name"),
+            at(".m.rule.is_user_mention") + 1
+        );
         assert_eq!(at(".m.rule.roomnotif"), at(".m.rule.is_room_mention") + 1);
-        assert_eq!(rule_ids(&ruleset, "content"), vec![".m.rule.contains_user_name"]);
+        assert_eq!(
+            rule_ids(&ruleset, "content"),
+            vec![".m.rule.contains_user_name"]
+        );
         assert_eq!(ruleset["global"]["content"][0]["pattern"], "alice");
     }
 
@@ -750,10 +919,21 @@ mod tests {
         let ruleset = default_ruleset(ME);
         assert_eq!(
             eval(&ruleset, &message("hello"), 2),
-            PushOutcome { notify: true, highlight: false, sound: Some("default".into()) }
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: Some("default".into())
+            }
         );
         // In a bigger room it is .m.rule.message: notify, no sound.
-        assert_eq!(eval(&ruleset, &message("hello"), 3), PushOutcome { notify: true, highlight: false, sound: None });
+        assert_eq!(
+            eval(&ruleset, &message("hello"), 3),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
     }
 
     #[test]
@@ -771,15 +951,26 @@ mod tests {
         event["content"]["m.mentions"] = json!({"user_ids": [ME]});
         assert_eq!(
             eval(&ruleset, &event, 5),
-            PushOutcome { notify: true, highlight: true, sound: Some("default".into()) }
+            PushOutcome {
+                notify: true,
+                highlight: true,
+                sound: Some("default".into())
+            }
         );
     }
 
     #[test]
     fn display_name_mention_highlights_with_legacy_rules() {
         let ruleset = default_ruleset_with_legacy_mentions(ME);
-        let highlighted = PushOutcome { notify: true, highlight: true, sound: Some("default".into()) };
-        assert_eq!(eval(&ruleset, &message("hi alice liddell, how are you?"), 5), highlighted);
+        let highlighted = PushOutcome {
+            notify: true,
+            highlight: true,
+            sound: Some("default".into()),
+        };
+        assert_eq!(
+            eval(&ruleset, &message("hi alice liddell, how are you?"), 5),
+            highlighted
+        );
         assert_eq!(eval(&ruleset, &message("ALICE LIDDELL!"), 5), highlighted);
         // Localpart mention through .m.rule.contains_user_name.
         assert_eq!(eval(&ruleset, &message("ping alice"), 5), highlighted);
@@ -788,7 +979,14 @@ mod tests {
         // Clients using m.mentions are taken at their word.
         let mut intentional = message("alice liddell");
         intentional["content"]["m.mentions"] = json!({});
-        assert_eq!(eval(&ruleset, &intentional, 5), PushOutcome { notify: true, highlight: false, sound: None });
+        assert_eq!(
+            eval(&ruleset, &intentional, 5),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
         // Without the legacy rules a body mention is just a message.
         assert!(!eval(&default_ruleset(ME), &message("alice liddell"), 5).highlight);
     }
@@ -805,7 +1003,12 @@ mod tests {
         put_rule(&mut ruleset, "override", rule, None, None).unwrap();
         assert!(eval(&ruleset, &message("Alice Liddell: look"), 5).highlight);
         let levels = PowerLevels::default();
-        let nameless = PushContext { user_id: ME, display_name: None, member_count: 5, power_levels: &levels };
+        let nameless = PushContext {
+            user_id: ME,
+            display_name: None,
+            member_count: 5,
+            power_levels: &levels,
+        };
         assert!(!evaluate(&ruleset, &message("Alice Liddell"), &nameless).highlight);
     }
 
@@ -815,10 +1018,29 @@ mod tests {
         let mut event = message("everyone!");
         event["content"]["m.mentions"] = json!({"room": true});
         // OTHER is the creator (100) under creator_default, above notifications.room (50).
-        assert_eq!(eval(&ruleset, &event, 5), PushOutcome { notify: true, highlight: true, sound: None });
+        assert_eq!(
+            eval(&ruleset, &event, 5),
+            PushOutcome {
+                notify: true,
+                highlight: true,
+                sound: None
+            }
+        );
         let levels = PowerLevels::default();
-        let ctx = PushContext { user_id: ME, display_name: None, member_count: 5, power_levels: &levels };
-        assert_eq!(evaluate(&ruleset, &event, &ctx), PushOutcome { notify: true, highlight: false, sound: None });
+        let ctx = PushContext {
+            user_id: ME,
+            display_name: None,
+            member_count: 5,
+            power_levels: &levels,
+        };
+        assert_eq!(
+            evaluate(&ruleset, &event, &ctx),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
     }
 
     #[test]
@@ -843,14 +1065,50 @@ mod tests {
     fn invites_calls_tombstones_and_encrypted() {
         let ruleset = default_ruleset(ME);
         let invite = json!({"type": "m.room.member", "sender": OTHER, "state_key": ME, "content": {"membership": "invite"}});
-        assert_eq!(eval(&ruleset, &invite, 2), PushOutcome { notify: true, highlight: false, sound: Some("default".into()) });
+        assert_eq!(
+            eval(&ruleset, &invite, 2),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: Some("default".into())
+            }
+        );
         let call = json!({"type": "m.call.invite", "sender": OTHER, "content": {}});
-        assert_eq!(eval(&ruleset, &call, 5), PushOutcome { notify: true, highlight: false, sound: Some("ring".into()) });
-        let tombstone = json!({"type": "m.room.tombstone", "sender": OTHER, "state_key": "", "content": {}});
-        assert_eq!(eval(&ruleset, &tombstone, 5), PushOutcome { notify: true, highlight: true, sound: None });
+        assert_eq!(
+            eval(&ruleset, &call, 5),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: Some("ring".into())
+            }
+        );
+        let tombstone =
+            json!({"type": "m.room.tombstone", "sender": OTHER, "state_key": "", "content": {}});
+        assert_eq!(
+            eval(&ruleset, &tombstone, 5),
+            PushOutcome {
+                notify: true,
+                highlight: true,
+                sound: None
+            }
+        );
         let encrypted = json!({"type": "m.room.encrypted", "sender": OTHER, "content": {}});
-        assert_eq!(eval(&ruleset, &encrypted, 2), PushOutcome { notify: true, highlight: false, sound: Some("default".into()) });
-        assert_eq!(eval(&ruleset, &encrypted, 3), PushOutcome { notify: true, highlight: false, sound: None });
+        assert_eq!(
+            eval(&ruleset, &encrypted, 2),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: Some("default".into())
+            }
+        );
+        assert_eq!(
+            eval(&ruleset, &encrypted, 3),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
     }
 
     #[test]
@@ -861,7 +1119,10 @@ mod tests {
         // Even above user-defined override rules.
         let rule = validate_rule("override", "all", &json!({"actions": ["notify"]})).unwrap();
         put_rule(&mut ruleset, "override", rule, None, None).unwrap();
-        assert_eq!(rule_ids(&ruleset, "override")[..2], [".m.rule.master".to_owned(), "all".to_owned()]);
+        assert_eq!(
+            rule_ids(&ruleset, "override")[..2],
+            [".m.rule.master".to_owned(), "all".to_owned()]
+        );
         assert_eq!(eval(&ruleset, &message("hello"), 2), PushOutcome::default());
     }
 
@@ -876,11 +1137,20 @@ mod tests {
         put_rule(&mut ruleset, "content", cake, None, None).unwrap();
         assert_eq!(
             eval(&ruleset, &message("is there cake?"), 2),
-            PushOutcome { notify: true, highlight: false, sound: Some("cakealarm.wav".into()) }
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: Some("cakealarm.wav".into())
+            }
         );
         // Sender rules apply to that sender.
         let mut ruleset = default_ruleset(ME);
-        let loud = validate_rule("sender", OTHER, &json!({"actions": ["notify", {"set_tweak": "highlight", "value": true}]})).unwrap();
+        let loud = validate_rule(
+            "sender",
+            OTHER,
+            &json!({"actions": ["notify", {"set_tweak": "highlight", "value": true}]}),
+        )
+        .unwrap();
         put_rule(&mut ruleset, "sender", loud, None, None).unwrap();
         assert!(eval(&ruleset, &message("x"), 5).highlight);
         // Disabled rules never match.
@@ -910,13 +1180,21 @@ mod tests {
     #[test]
     fn event_match_condition_details() {
         let levels = PowerLevels::default();
-        let ctx = PushContext { user_id: ME, display_name: None, member_count: 2, power_levels: &levels };
+        let ctx = PushContext {
+            user_id: ME,
+            display_name: None,
+            member_count: 2,
+            power_levels: &levels,
+        };
         let event = json!({"type": "m.room.topic", "content": {"topic": "Lunch plans", "n": 5, "m.relates_to": {"rel_type": "m.thread"}}});
         let cond = |c: Value| condition_matches(&c, &event, &ctx);
         assert!(cond(event_match("content.topic", "lunc?*")));
         assert!(!cond(event_match("content.n", "*")));
         assert!(!cond(event_match("content.missing", "*")));
-        assert!(cond(event_match(r"content.m\.relates_to.rel_type", "m.thread")));
+        assert!(cond(event_match(
+            r"content.m\.relates_to.rel_type",
+            "m.thread"
+        )));
         assert!(!cond(json!({"kind": "event_match", "key": "type"})));
         assert!(!cond(json!({"kind": "made_up"})));
         assert!(!cond(json!({"key": "type", "pattern": "*"})));
@@ -925,9 +1203,20 @@ mod tests {
     #[test]
     fn property_is_and_contains() {
         let levels = PowerLevels::default();
-        let ctx = PushContext { user_id: ME, display_name: None, member_count: 2, power_levels: &levels };
+        let ctx = PushContext {
+            user_id: ME,
+            display_name: None,
+            member_count: 2,
+            power_levels: &levels,
+        };
         let event = json!({"content": {"m.federate": true, "n": 1, "f": 1.0, "s": "true", "nul": null, "obj": {}, "list": ["#a:x", 3, {"x": 1}, null]}});
-        let is = |key: &str, value: Value| condition_matches(&json!({"kind": "event_property_is", "key": key, "value": value}), &event, &ctx);
+        let is = |key: &str, value: Value| {
+            condition_matches(
+                &json!({"kind": "event_property_is", "key": key, "value": value}),
+                &event,
+                &ctx,
+            )
+        };
         assert!(is(r"content.m\.federate", json!(true)));
         assert!(!is(r"content.m\.federate", json!("true")));
         assert!(!is(r"content.m\.federate", json!(1)));
@@ -937,13 +1226,23 @@ mod tests {
         assert!(is("content.nul", Value::Null));
         assert!(!is("content.absent", Value::Null));
         assert!(!is("content.obj", json!({})));
-        let contains = |value: Value| condition_matches(&json!({"kind": "event_property_contains", "key": "content.list", "value": value}), &event, &ctx);
+        let contains = |value: Value| {
+            condition_matches(
+                &json!({"kind": "event_property_contains", "key": "content.list", "value": value}),
+                &event,
+                &ctx,
+            )
+        };
         assert!(contains(json!("#a:x")));
         assert!(contains(json!(3)));
         assert!(contains(Value::Null));
         assert!(!contains(json!(":x")));
         assert!(!contains(json!({"x": 1})));
-        assert!(!condition_matches(&json!({"kind": "event_property_contains", "key": "content.s", "value": "true"}), &event, &ctx));
+        assert!(!condition_matches(
+            &json!({"kind": "event_property_contains", "key": "content.s", "value": "true"}),
+            &event,
+            &ctx
+        ));
     }
 
     #[test]
@@ -965,10 +1264,27 @@ mod tests {
 
     #[test]
     fn outcomes_from_actions() {
-        assert_eq!(outcome(&json!(["notify", {"set_tweak": "highlight", "value": false}])), PushOutcome { notify: true, highlight: false, sound: None });
-        assert_eq!(outcome(&json!([{"set_tweak": "highlight"}])), PushOutcome::default());
+        assert_eq!(
+            outcome(&json!(["notify", {"set_tweak": "highlight", "value": false}])),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
+        assert_eq!(
+            outcome(&json!([{"set_tweak": "highlight"}])),
+            PushOutcome::default()
+        );
         assert_eq!(outcome(&json!("notify")), PushOutcome::default());
-        assert_eq!(outcome(&json!(["notify", {"set_tweak": "sound", "value": 5}])), PushOutcome { notify: true, highlight: false, sound: None });
+        assert_eq!(
+            outcome(&json!(["notify", {"set_tweak": "sound", "value": 5}])),
+            PushOutcome {
+                notify: true,
+                highlight: false,
+                sound: None
+            }
+        );
     }
 
     #[test]
@@ -981,85 +1297,216 @@ mod tests {
         assert_eq!(stored["rule_id"], "beer");
         assert_eq!(stored["default"], false);
         assert_eq!(stored["enabled"], true);
-        assert_eq!(stored["actions"], json!(["notify", {"set_tweak": "sound", "value": "beeroclock.wav"}]));
+        assert_eq!(
+            stored["actions"],
+            json!(["notify", {"set_tweak": "sound", "value": "beeroclock.wav"}])
+        );
         assert_eq!(stored["conditions"].as_array().unwrap().len(), 2);
 
         let no_conditions = validate_rule("underride", "all", &json!({"actions": []})).unwrap();
         assert_eq!(no_conditions["conditions"], json!([]));
-        let content = validate_rule("content", "cake", &json!({"pattern": "cake*lie", "actions": ["notify"]})).unwrap();
+        let content = validate_rule(
+            "content",
+            "cake",
+            &json!({"pattern": "cake*lie", "actions": ["notify"]}),
+        )
+        .unwrap();
         assert_eq!(content["pattern"], "cake*lie");
         assert!(content.get("conditions").is_none());
         let room = validate_rule("room", "!r:example.org", &json!({"actions": []})).unwrap();
-        assert_eq!(room, json!({"rule_id": "!r:example.org", "default": false, "enabled": true, "actions": []}));
+        assert_eq!(
+            room,
+            json!({"rule_id": "!r:example.org", "default": false, "enabled": true, "actions": []})
+        );
 
         use PushRuleError as E;
-        assert_eq!(validate_rule("global", "x", &json!({"actions": []})), Err(E::UnknownKind("global".into())));
-        assert_eq!(validate_rule("override", ".m.rule.master", &json!({"actions": []})), Err(E::ReservedRuleId(".m.rule.master".into())));
-        assert_eq!(validate_rule("override", "a/b", &json!({"actions": []})), Err(E::InvalidRuleId("a/b".into())));
-        assert_eq!(validate_rule("override", "a\\b", &json!({"actions": []})), Err(E::InvalidRuleId("a\\b".into())));
-        assert_eq!(validate_rule("override", "", &json!({"actions": []})), Err(E::InvalidRuleId("".into())));
-        assert_eq!(validate_rule("override", "x", &json!({})), Err(E::MissingActions));
-        assert!(matches!(validate_rule("override", "x", &json!([])), Err(E::BadJson(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": ["explode"]})), Err(E::InvalidAction(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": [{"value": 1}]})), Err(E::InvalidAction(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": [], "conditions": {}})), Err(E::BadJson(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": [], "conditions": [{"kind": "event_match", "key": "type"}]})), Err(E::InvalidCondition(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": [], "conditions": [{"kind": "event_property_is", "key": "a", "value": []}]})), Err(E::InvalidCondition(_))));
-        assert!(matches!(validate_rule("override", "x", &json!({"actions": [], "conditions": [{}]})), Err(E::InvalidCondition(_))));
-        assert!(validate_rule("override", "x", &json!({"actions": [], "conditions": [{"kind": "org.example.future"}]})).is_ok());
-        assert_eq!(validate_rule("content", "x", &json!({"actions": []})), Err(E::MissingPattern));
-        assert_eq!(validate_rule("room", "not-a-room", &json!({"actions": []})), Err(E::InvalidRuleId("not-a-room".into())));
-        assert_eq!(validate_rule("sender", "bob", &json!({"actions": []})), Err(E::InvalidRuleId("bob".into())));
+        assert_eq!(
+            validate_rule("global", "x", &json!({"actions": []})),
+            Err(E::UnknownKind("global".into()))
+        );
+        assert_eq!(
+            validate_rule("override", ".m.rule.master", &json!({"actions": []})),
+            Err(E::ReservedRuleId(".m.rule.master".into()))
+        );
+        assert_eq!(
+            validate_rule("override", "a/b", &json!({"actions": []})),
+            Err(E::InvalidRuleId("a/b".into()))
+        );
+        assert_eq!(
+            validate_rule("override", "a\\b", &json!({"actions": []})),
+            Err(E::InvalidRuleId("a\\b".into()))
+        );
+        assert_eq!(
+            validate_rule("override", "", &json!({"actions": []})),
+            Err(E::InvalidRuleId("".into()))
+        );
+        assert_eq!(
+            validate_rule("override", "x", &json!({})),
+            Err(E::MissingActions)
+        );
+        assert!(matches!(
+            validate_rule("override", "x", &json!([])),
+            Err(E::BadJson(_))
+        ));
+        assert!(matches!(
+            validate_rule("override", "x", &json!({"actions": ["explode"]})),
+            Err(E::InvalidAction(_))
+        ));
+        assert!(matches!(
+            validate_rule("override", "x", &json!({"actions": [{"value": 1}]})),
+            Err(E::InvalidAction(_))
+        ));
+        assert!(matches!(
+            validate_rule("override", "x", &json!({"actions": [], "conditions": {}})),
+            Err(E::BadJson(_))
+        ));
+        assert!(matches!(
+            validate_rule(
+                "override",
+                "x",
+                &json!({"actions": [], "conditions": [{"kind": "event_match", "key": "type"}]})
+            ),
+            Err(E::InvalidCondition(_))
+        ));
+        assert!(matches!(
+            validate_rule(
+                "override",
+                "x",
+                &json!({"actions": [], "conditions": [{"kind": "event_property_is", "key": "a", "value": []}]})
+            ),
+            Err(E::InvalidCondition(_))
+        ));
+        assert!(matches!(
+            validate_rule("override", "x", &json!({"actions": [], "conditions": [{}]})),
+            Err(E::InvalidCondition(_))
+        ));
+        assert!(
+            validate_rule(
+                "override",
+                "x",
+                &json!({"actions": [], "conditions": [{"kind": "org.example.future"}]})
+            )
+            .is_ok()
+        );
+        assert_eq!(
+            validate_rule("content", "x", &json!({"actions": []})),
+            Err(E::MissingPattern)
+        );
+        assert_eq!(
+            validate_rule("room", "not-a-room", &json!({"actions": []})),
+            Err(E::InvalidRuleId("not-a-room".into()))
+        );
+        assert_eq!(
+            validate_rule("sender", "bob", &json!({"actions": []})),
+            Err(E::InvalidRuleId("bob".into()))
+        );
     }
 
     #[test]
     fn editing_rulesets() {
         let mut ruleset = default_ruleset(ME);
-        let make = |id: &str| validate_rule("underride", id, &json!({"actions": ["notify"]})).unwrap();
+        let make =
+            |id: &str| validate_rule("underride", id, &json!({"actions": ["notify"]})).unwrap();
         put_rule(&mut ruleset, "underride", make("a"), None, None).unwrap();
         put_rule(&mut ruleset, "underride", make("b"), None, None).unwrap();
-        assert_eq!(rule_ids(&ruleset, "underride")[..3], ["b", "a", ".m.rule.call"]);
+        assert_eq!(
+            rule_ids(&ruleset, "underride")[..3],
+            ["b", "a", ".m.rule.call"]
+        );
         put_rule(&mut ruleset, "underride", make("c"), None, Some("a")).unwrap();
         put_rule(&mut ruleset, "underride", make("d"), Some("b"), Some("a")).unwrap();
-        assert_eq!(rule_ids(&ruleset, "underride")[..5], ["d", "b", "a", "c", ".m.rule.call"]);
+        assert_eq!(
+            rule_ids(&ruleset, "underride")[..5],
+            ["d", "b", "a", "c", ".m.rule.call"]
+        );
         // Relative to a default or missing rule: refused, nothing changes.
         assert_eq!(
-            put_rule(&mut ruleset, "underride", make("e"), Some(".m.rule.call"), None),
+            put_rule(
+                &mut ruleset,
+                "underride",
+                make("e"),
+                Some(".m.rule.call"),
+                None
+            ),
             Err(PushRuleError::UnknownRelativeRule(".m.rule.call".into()))
         );
         assert_eq!(
             put_rule(&mut ruleset, "underride", make("a"), None, Some("zzz")),
             Err(PushRuleError::UnknownRelativeRule("zzz".into()))
         );
-        assert_eq!(rule_ids(&ruleset, "underride")[..5], ["d", "b", "a", "c", ".m.rule.call"]);
+        assert_eq!(
+            rule_ids(&ruleset, "underride")[..5],
+            ["d", "b", "a", "c", ".m.rule.call"]
+        );
         // Replacing keeps place and enabled flag.
         set_enabled(&mut ruleset, "underride", "b", false).unwrap();
         let mut replacement = make("b");
         replacement["actions"] = json!([]);
         put_rule(&mut ruleset, "underride", replacement, None, None).unwrap();
         let b = find_rule(&ruleset, "underride", "b").unwrap();
-        assert_eq!((b["enabled"].clone(), b["actions"].clone()), (json!(false), json!([])));
+        assert_eq!(
+            (b["enabled"].clone(), b["actions"].clone()),
+            (json!(false), json!([]))
+        );
         assert_eq!(rule_ids(&ruleset, "underride")[..2], ["d", "b"]);
         // Actions of defaults can change; defaults cannot be removed.
         set_actions(&mut ruleset, "underride", ".m.rule.message", &json!([])).unwrap();
-        assert_eq!(find_rule(&ruleset, "underride", ".m.rule.message").unwrap()["actions"], json!([]));
-        assert!(matches!(set_actions(&mut ruleset, "underride", "a", &json!("x")), Err(PushRuleError::MissingActions)));
-        assert_eq!(remove_rule(&mut ruleset, "underride", ".m.rule.message"), Err(PushRuleError::ReservedRuleId(".m.rule.message".into())));
-        assert_eq!(remove_rule(&mut ruleset, "underride", "a").unwrap()["rule_id"], "a");
-        assert_eq!(remove_rule(&mut ruleset, "underride", "a"), Err(PushRuleError::NotFound("a".into())));
-        assert_eq!(set_enabled(&mut ruleset, "underride", "zzz", true), Err(PushRuleError::NotFound("zzz".into())));
-        assert_eq!(set_enabled(&mut ruleset, "nope", "a", true), Err(PushRuleError::UnknownKind("nope".into())));
+        assert_eq!(
+            find_rule(&ruleset, "underride", ".m.rule.message").unwrap()["actions"],
+            json!([])
+        );
+        assert!(matches!(
+            set_actions(&mut ruleset, "underride", "a", &json!("x")),
+            Err(PushRuleError::MissingActions)
+        ));
+        assert_eq!(
+            remove_rule(&mut ruleset, "underride", ".m.rule.message"),
+            Err(PushRuleError::ReservedRuleId(".m.rule.message".into()))
+        );
+        assert_eq!(
+            remove_rule(&mut ruleset, "underride", "a").unwrap()["rule_id"],
+            "a"
+        );
+        assert_eq!(
+            remove_rule(&mut ruleset, "underride", "a"),
+            Err(PushRuleError::NotFound("a".into()))
+        );
+        assert_eq!(
+            set_enabled(&mut ruleset, "underride", "zzz", true),
+            Err(PushRuleError::NotFound("zzz".into()))
+        );
+        assert_eq!(
+            set_enabled(&mut ruleset, "nope", "a", true),
+            Err(PushRuleError::UnknownKind("nope".into()))
+        );
         // A broken stored ruleset is repaired rather than panicked on.
         let mut broken = json!("garbage");
-        put_rule(&mut broken, "room", validate_rule("room", "!r:x", &json!({"actions": []})).unwrap(), None, None).unwrap();
+        put_rule(
+            &mut broken,
+            "room",
+            validate_rule("room", "!r:x", &json!({"actions": []})).unwrap(),
+            None,
+            None,
+        )
+        .unwrap();
         assert_eq!(rule_ids(&broken, "room"), vec!["!r:x"]);
     }
 
     #[test]
     fn garbage_rulesets_and_events_do_not_panic() {
         let levels = PowerLevels::default();
-        let ctx = PushContext { user_id: ME, display_name: Some(""), member_count: 0, power_levels: &levels };
-        for ruleset in [json!(null), json!([]), json!({"global": 5}), json!({"global": {"override": [null, 5, {"conditions": 5}]}})] {
+        let ctx = PushContext {
+            user_id: ME,
+            display_name: Some(""),
+            member_count: 0,
+            power_levels: &levels,
+        };
+        for ruleset in [
+            json!(null),
+            json!([]),
+            json!({"global": 5}),
+            json!({"global": {"override": [null, 5, {"conditions": 5}]}}),
+        ] {
             for event in [json!(null), json!([]), message("x")] {
                 let _ = evaluate(&ruleset, &event, &ctx);
             }

@@ -31,7 +31,11 @@ const KEPT_TOP_LEVEL_KEYS_BEFORE_V11: &[&str] = &["origin", "membership", "prev_
 /// crate does not know (including non-numeric ones) get the newest rules,
 /// which are the strictest about what to keep at top level.
 fn generation(room_version: &str) -> u32 {
-    room_version.parse::<u32>().ok().filter(|v| *v >= 1).map_or(11, |v| v.min(11))
+    room_version
+        .parse::<u32>()
+        .ok()
+        .filter(|v| *v >= 1)
+        .map_or(11, |v| v.min(11))
 }
 
 /// The content keys kept for `event_type`, or `None` when all are kept.
@@ -43,12 +47,27 @@ fn kept_content_keys(event_type: &str, generation: u32) -> Option<&'static [&'st
         "m.room.create" => &["creator"],
         "m.room.join_rules" if generation >= 8 => &["join_rule", "allow"],
         "m.room.join_rules" => &["join_rule"],
-        "m.room.power_levels" if generation >= 11 => {
-            &["ban", "events", "events_default", "invite", "kick", "redact", "state_default", "users", "users_default"]
-        }
-        "m.room.power_levels" => {
-            &["ban", "events", "events_default", "kick", "redact", "state_default", "users", "users_default"]
-        }
+        "m.room.power_levels" if generation >= 11 => &[
+            "ban",
+            "events",
+            "events_default",
+            "invite",
+            "kick",
+            "redact",
+            "state_default",
+            "users",
+            "users_default",
+        ],
+        "m.room.power_levels" => &[
+            "ban",
+            "events",
+            "events_default",
+            "kick",
+            "redact",
+            "state_default",
+            "users",
+            "users_default",
+        ],
         "m.room.history_visibility" => &["history_visibility"],
         "m.room.aliases" if generation <= 5 => &["aliases"],
         "m.room.redaction" if generation >= 11 => &["redacts"],
@@ -65,13 +84,18 @@ fn redact_content(event_type: &str, content: &Value, generation: u32) -> Value {
     let Some(kept) = kept_content_keys(event_type, generation) else {
         return Value::Object(object.clone());
     };
-    let mut redacted: Map<String, Value> =
-        object.iter().filter(|(key, _)| kept.contains(&key.as_str())).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let mut redacted: Map<String, Value> = object
+        .iter()
+        .filter(|(key, _)| kept.contains(&key.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
     // v11 keeps only `signed` of a member event's third-party invite, so the
     // invite can still be verified after redaction.
     if event_type == "m.room.member"
         && generation >= 11
-        && let Some(signed) = object.get("third_party_invite").and_then(|invite| invite.get("signed"))
+        && let Some(signed) = object
+            .get("third_party_invite")
+            .and_then(|invite| invite.get("signed"))
     {
         let mut invite = Map::new();
         invite.insert("signed".to_owned(), signed.clone());
@@ -87,9 +111,13 @@ pub fn redact(event: &Value, room_version: &str) -> Value {
         return event.clone();
     };
     let generation = generation(room_version);
-    let event_type = object.get("type").and_then(Value::as_str).unwrap_or_default();
+    let event_type = object
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
     let keeps = |key: &str| {
-        KEPT_TOP_LEVEL_KEYS.contains(&key) || (generation < 11 && KEPT_TOP_LEVEL_KEYS_BEFORE_V11.contains(&key))
+        KEPT_TOP_LEVEL_KEYS.contains(&key)
+            || (generation < 11 && KEPT_TOP_LEVEL_KEYS_BEFORE_V11.contains(&key))
     };
     let mut redacted: Map<String, Value> = object
         .iter()
@@ -97,7 +125,10 @@ pub fn redact(event: &Value, room_version: &str) -> Value {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     let content = object.get("content").unwrap_or(&Value::Null);
-    redacted.insert("content".to_owned(), redact_content(event_type, content, generation));
+    redacted.insert(
+        "content".to_owned(),
+        redact_content(event_type, content, generation),
+    );
     Value::Object(redacted)
 }
 
@@ -127,8 +158,24 @@ mod tests {
     #[test]
     fn top_level_keys_v11() {
         let redacted = redact(&event("m.room.message", json!({"body": "hi"})), "11");
-        let keys: Vec<&str> = redacted.as_object().unwrap().keys().map(String::as_str).collect();
-        assert_eq!(keys, vec!["content", "event_id", "origin_server_ts", "room_id", "sender", "state_key", "type"]);
+        let keys: Vec<&str> = redacted
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            keys,
+            vec![
+                "content",
+                "event_id",
+                "origin_server_ts",
+                "room_id",
+                "sender",
+                "state_key",
+                "type"
+            ]
+        );
         assert_eq!(redacted["content"], json!({}));
     }
 
@@ -154,7 +201,10 @@ mod tests {
             "third_party_invite": {"display_name": "a", "signed": {"mxid": "@a:x"}},
         });
         let v10 = redact(&event("m.room.member", content.clone()), "10");
-        assert_eq!(v10["content"], json!({"membership": "join", "join_authorised_via_users_server": "@b:x"}));
+        assert_eq!(
+            v10["content"],
+            json!({"membership": "join", "join_authorised_via_users_server": "@b:x"})
+        );
         let v11 = redact(&event("m.room.member", content), "11");
         assert_eq!(
             v11["content"],
@@ -169,8 +219,14 @@ mod tests {
     #[test]
     fn create_content() {
         let content = json!({"creator": "@a:x", "room_version": "10", "m.federate": false});
-        assert_eq!(redact(&event("m.room.create", content.clone()), "10")["content"], json!({"creator": "@a:x"}));
-        assert_eq!(redact(&event("m.room.create", content.clone()), "11")["content"], content);
+        assert_eq!(
+            redact(&event("m.room.create", content.clone()), "10")["content"],
+            json!({"creator": "@a:x"})
+        );
+        assert_eq!(
+            redact(&event("m.room.create", content.clone()), "11")["content"],
+            content
+        );
     }
 
     #[test]
@@ -199,18 +255,33 @@ mod tests {
             json!({"history_visibility": "shared"})
         );
         let redaction = json!({"redacts": "$t", "reason": "spam"});
-        assert_eq!(redact(&event("m.room.redaction", redaction.clone()), "10")["content"], json!({}));
-        assert_eq!(redact(&event("m.room.redaction", redaction), "11")["content"], json!({"redacts": "$t"}));
+        assert_eq!(
+            redact(&event("m.room.redaction", redaction.clone()), "10")["content"],
+            json!({})
+        );
+        assert_eq!(
+            redact(&event("m.room.redaction", redaction), "11")["content"],
+            json!({"redacts": "$t"})
+        );
     }
 
     #[test]
     fn odd_inputs() {
         assert_eq!(redact(&json!("x"), "11"), json!("x"));
-        assert_eq!(redact(&json!({"type": "m.room.message", "content": "text"}), "11"), json!({"type": "m.room.message", "content": {}}));
-        assert_eq!(redact(&json!({"type": 5}), "11"), json!({"type": 5, "content": {}}));
+        assert_eq!(
+            redact(&json!({"type": "m.room.message", "content": "text"}), "11"),
+            json!({"type": "m.room.message", "content": {}})
+        );
+        assert_eq!(
+            redact(&json!({"type": 5}), "11"),
+            json!({"type": 5, "content": {}})
+        );
         // Unknown versions get the newest rules.
         let content = json!({"creator": "@a:x", "room_version": "x"});
-        assert_eq!(redact(&event("m.room.create", content.clone()), "org.example.v")["content"], content);
+        assert_eq!(
+            redact(&event("m.room.create", content.clone()), "org.example.v")["content"],
+            content
+        );
         assert_eq!(generation("1"), 1);
         assert_eq!(generation("12"), 11);
         assert_eq!(generation("0"), 11);
@@ -219,11 +290,23 @@ mod tests {
     #[test]
     fn old_versions_keep_less() {
         let member = json!({"membership": "join", "join_authorised_via_users_server": "@b:x"});
-        assert_eq!(redact(&event("m.room.member", member), "8")["content"], json!({"membership": "join"}));
+        assert_eq!(
+            redact(&event("m.room.member", member), "8")["content"],
+            json!({"membership": "join"})
+        );
         let join_rules = json!({"join_rule": "public", "allow": []});
-        assert_eq!(redact(&event("m.room.join_rules", join_rules), "7")["content"], json!({"join_rule": "public"}));
+        assert_eq!(
+            redact(&event("m.room.join_rules", join_rules), "7")["content"],
+            json!({"join_rule": "public"})
+        );
         let aliases = json!({"aliases": ["#a:x"]});
-        assert_eq!(redact(&event("m.room.aliases", aliases.clone()), "5")["content"], aliases);
-        assert_eq!(redact(&event("m.room.aliases", aliases), "6")["content"], json!({}));
+        assert_eq!(
+            redact(&event("m.room.aliases", aliases.clone()), "5")["content"],
+            aliases
+        );
+        assert_eq!(
+            redact(&event("m.room.aliases", aliases), "6")["content"],
+            json!({})
+        );
     }
 }

@@ -86,21 +86,39 @@ impl<'a> Request<'a> {
     }
 
     fn string(&self, key: &str) -> Result<Option<&'a str>, CreateRoomError> {
-        self.field(key).map(|v| v.as_str().ok_or_else(|| bad_json(format!("`{key}` must be a string")))).transpose()
+        self.field(key)
+            .map(|v| {
+                v.as_str()
+                    .ok_or_else(|| bad_json(format!("`{key}` must be a string")))
+            })
+            .transpose()
     }
 
     fn boolean(&self, key: &str) -> Result<Option<bool>, CreateRoomError> {
-        self.field(key).map(|v| v.as_bool().ok_or_else(|| bad_json(format!("`{key}` must be a boolean")))).transpose()
+        self.field(key)
+            .map(|v| {
+                v.as_bool()
+                    .ok_or_else(|| bad_json(format!("`{key}` must be a boolean")))
+            })
+            .transpose()
     }
 
     fn object(&self, key: &str) -> Result<Option<&'a Map<String, Value>>, CreateRoomError> {
-        self.field(key).map(|v| v.as_object().ok_or_else(|| bad_json(format!("`{key}` must be an object")))).transpose()
+        self.field(key)
+            .map(|v| {
+                v.as_object()
+                    .ok_or_else(|| bad_json(format!("`{key}` must be an object")))
+            })
+            .transpose()
     }
 
     fn array(&self, key: &str) -> Result<&'a [Value], CreateRoomError> {
         match self.field(key) {
             None => Ok(&[]),
-            Some(v) => v.as_array().map(Vec::as_slice).ok_or_else(|| bad_json(format!("`{key}` must be an array"))),
+            Some(v) => v
+                .as_array()
+                .map(Vec::as_slice)
+                .ok_or_else(|| bad_json(format!("`{key}` must be an array"))),
         }
     }
 }
@@ -126,14 +144,23 @@ impl Events {
         if let Some(i) = replaced {
             self.0.remove(i);
         }
-        self.0.push(PlannedEvent { event_type: event_type.to_owned(), state_key: state_key.to_owned(), content });
+        self.0.push(PlannedEvent {
+            event_type: event_type.to_owned(),
+            state_key: state_key.to_owned(),
+            content,
+        });
     }
 }
 
 /// Event types whose default level is above `state_default`, because they
 /// change who controls the room or how it can be read.
-const ADMIN_EVENT_TYPES: [&str; 5] =
-    ["m.room.power_levels", "m.room.history_visibility", "m.room.tombstone", "m.room.server_acl", "m.room.encryption"];
+const ADMIN_EVENT_TYPES: [&str; 5] = [
+    "m.room.power_levels",
+    "m.room.history_visibility",
+    "m.room.tombstone",
+    "m.room.server_acl",
+    "m.room.encryption",
+];
 const MODERATOR_EVENT_TYPES: [&str; 3] = ["m.room.name", "m.room.avatar", "m.room.canonical_alias"];
 
 /// The default power levels content for a new room (before
@@ -161,12 +188,19 @@ fn validate_alias_localpart(localpart: &str, server_name: &str) -> Result<(), Cr
     if localpart.is_empty() {
         return Err(invalid_param("room_alias_name is empty"));
     }
-    if localpart.chars().any(|c| c == ':' || c.is_whitespace() || c.is_control()) {
-        return Err(invalid_param("room_alias_name may not contain ':', whitespace or control characters"));
+    if localpart
+        .chars()
+        .any(|c| c == ':' || c.is_whitespace() || c.is_control())
+    {
+        return Err(invalid_param(
+            "room_alias_name may not contain ':', whitespace or control characters",
+        ));
     }
     let alias = format!("#{localpart}:{server_name}");
     if !ids::is_valid_room_alias(&alias) {
-        return Err(invalid_param(format!("{alias:?} is not a valid room alias")));
+        return Err(invalid_param(format!(
+            "{alias:?} is not a valid room alias"
+        )));
     }
     Ok(())
 }
@@ -175,13 +209,26 @@ fn validate_alias_localpart(localpart: &str, server_name: &str) -> Result<(), Cr
 /// the spec's order: create, the creator's join, power levels, canonical
 /// alias, preset events, `initial_state`, name, topic. Invites come back
 /// separately, to be sent after all of these.
-pub fn plan_create_room(creator: &str, server_name: &str, request: &Value) -> Result<CreateRoomPlan, CreateRoomError> {
+pub fn plan_create_room(
+    creator: &str,
+    server_name: &str,
+    request: &Value,
+) -> Result<CreateRoomPlan, CreateRoomError> {
     if !ids::is_valid_user_id(creator) {
-        return Err(invalid_param(format!("creator {creator:?} is not a valid user ID")));
+        return Err(invalid_param(format!(
+            "creator {creator:?} is not a valid user ID"
+        )));
     }
-    let request = Request(request.as_object().ok_or_else(|| bad_json("the request body must be a JSON object"))?);
+    let request = Request(
+        request
+            .as_object()
+            .ok_or_else(|| bad_json("the request body must be a JSON object"))?,
+    );
 
-    let room_version = request.string("room_version")?.unwrap_or(DEFAULT_ROOM_VERSION).to_owned();
+    let room_version = request
+        .string("room_version")?
+        .unwrap_or(DEFAULT_ROOM_VERSION)
+        .to_owned();
     if !is_supported_room_version(&room_version) {
         return Err(CreateRoomError::UnsupportedRoomVersion(room_version));
     }
@@ -193,13 +240,17 @@ pub fn plan_create_room(creator: &str, server_name: &str, request: &Value) -> Re
     let preset = match request.string("preset")? {
         None if publish_to_directory => Preset::PublicChat,
         None => Preset::PrivateChat,
-        Some(name) => Preset::parse(name).ok_or_else(|| invalid_param(format!("unknown preset {name:?}")))?,
+        Some(name) => {
+            Preset::parse(name).ok_or_else(|| invalid_param(format!("unknown preset {name:?}")))?
+        }
     };
     let is_direct = request.boolean("is_direct")?.unwrap_or(false);
 
     let mut invites: Vec<String> = Vec::new();
     for invitee in request.array("invite")? {
-        let invitee = invitee.as_str().ok_or_else(|| bad_json("`invite` must hold strings"))?;
+        let invitee = invitee
+            .as_str()
+            .ok_or_else(|| bad_json("`invite` must hold strings"))?;
         if !ids::is_valid_user_id(invitee) {
             return Err(invalid_param(format!("{invitee:?} is not a valid user ID")));
         }
@@ -217,7 +268,10 @@ pub fn plan_create_room(creator: &str, server_name: &str, request: &Value) -> Re
     }
 
     // 1. The create event. The server owns `creator` and `room_version`.
-    let mut create_content = request.object("creation_content")?.cloned().unwrap_or_default();
+    let mut create_content = request
+        .object("creation_content")?
+        .cloned()
+        .unwrap_or_default();
     create_content.remove("creator");
     if room_version == "10" {
         create_content.insert("creator".into(), json!(creator));
@@ -231,17 +285,25 @@ pub fn plan_create_room(creator: &str, server_name: &str, request: &Value) -> Re
 
     // 3. Power levels, with the override applied key by key on top.
     let mut power_levels = default_power_levels(creator, preset, &invites);
-    if let (Some(overrides), Some(content)) = (request.object("power_level_content_override")?, power_levels.as_object_mut()) {
+    if let (Some(overrides), Some(content)) = (
+        request.object("power_level_content_override")?,
+        power_levels.as_object_mut(),
+    ) {
         for (key, value) in overrides {
             content.insert(key.clone(), value.clone());
         }
     }
-    PowerLevels::from_content(&power_levels).map_err(|e| bad_json(format!("power_level_content_override: {e}")))?;
+    PowerLevels::from_content(&power_levels)
+        .map_err(|e| bad_json(format!("power_level_content_override: {e}")))?;
     events.push("m.room.power_levels", "", power_levels);
 
     // 4. The canonical alias.
     if let Some(localpart) = &alias_localpart {
-        events.push("m.room.canonical_alias", "", json!({"alias": format!("#{localpart}:{server_name}")}));
+        events.push(
+            "m.room.canonical_alias",
+            "",
+            json!({"alias": format!("#{localpart}:{server_name}")}),
+        );
     }
 
     // 5. Preset events.
@@ -250,15 +312,31 @@ pub fn plan_create_room(creator: &str, server_name: &str, request: &Value) -> Re
         Preset::PublicChat => ("public", "forbidden"),
     };
     events.push("m.room.join_rules", "", json!({"join_rule": join_rule}));
-    events.push("m.room.history_visibility", "", json!({"history_visibility": "shared"}));
-    events.push("m.room.guest_access", "", json!({"guest_access": guest_access}));
+    events.push(
+        "m.room.history_visibility",
+        "",
+        json!({"history_visibility": "shared"}),
+    );
+    events.push(
+        "m.room.guest_access",
+        "",
+        json!({"guest_access": guest_access}),
+    );
 
     // 6. initial_state, in order.
     for (i, entry) in request.array("initial_state")?.iter().enumerate() {
-        let entry = Request(entry.as_object().ok_or_else(|| bad_json(format!("initial_state[{i}] must be an object")))?);
-        let event_type = entry.string("type")?.ok_or_else(|| bad_json(format!("initial_state[{i}] needs a `type`")))?;
+        let entry = Request(
+            entry
+                .as_object()
+                .ok_or_else(|| bad_json(format!("initial_state[{i}] must be an object")))?,
+        );
+        let event_type = entry
+            .string("type")?
+            .ok_or_else(|| bad_json(format!("initial_state[{i}] needs a `type`")))?;
         let state_key = entry.string("state_key")?.unwrap_or("");
-        let content = entry.object("content")?.ok_or_else(|| bad_json(format!("initial_state[{i}] needs a `content` object")))?;
+        let content = entry
+            .object("content")?
+            .ok_or_else(|| bad_json(format!("initial_state[{i}] needs a `content` object")))?;
         if event_type == "m.room.create" {
             return Err(invalid_param("initial_state may not contain m.room.create"));
         }
@@ -303,11 +381,20 @@ mod tests {
     }
 
     fn order(plan: &CreateRoomPlan) -> Vec<(&str, &str)> {
-        plan.events.iter().map(|e| (e.event_type.as_str(), e.state_key.as_str())).collect()
+        plan.events
+            .iter()
+            .map(|e| (e.event_type.as_str(), e.state_key.as_str()))
+            .collect()
     }
 
     fn find<'a>(plan: &'a CreateRoomPlan, event_type: &str) -> &'a Value {
-        &plan.events.iter().rev().find(|e| e.event_type == event_type).unwrap().content
+        &plan
+            .events
+            .iter()
+            .rev()
+            .find(|e| e.event_type == event_type)
+            .unwrap()
+            .content
     }
 
     #[test]
@@ -332,8 +419,14 @@ mod tests {
         );
         assert_eq!(find(&plan, "m.room.create"), &json!({"room_version": "11"}));
         assert_eq!(find(&plan, "m.room.member"), &json!({"membership": "join"}));
-        assert_eq!(find(&plan, "m.room.join_rules"), &json!({"join_rule": "invite"}));
-        assert_eq!(find(&plan, "m.room.guest_access"), &json!({"guest_access": "can_join"}));
+        assert_eq!(
+            find(&plan, "m.room.join_rules"),
+            &json!({"join_rule": "invite"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.guest_access"),
+            &json!({"guest_access": "can_join"})
+        );
         let levels = PowerLevels::from_content(find(&plan, "m.room.power_levels")).unwrap();
         assert_eq!(levels.user_level(ALICE), 100);
         assert_eq!(levels.invite, 0);
@@ -371,21 +464,47 @@ mod tests {
         assert!(plan.is_direct);
         assert_eq!(plan.invites, vec![BOB.to_owned()]);
         assert_eq!(plan.alias_localpart.as_deref(), Some("thepub"));
-        assert_eq!(find(&plan, "m.room.create"), &json!({"m.federate": false, "room_version": "11"}));
-        assert_eq!(find(&plan, "m.room.canonical_alias"), &json!({"alias": "#thepub:example.org"}));
-        assert_eq!(find(&plan, "m.room.join_rules"), &json!({"join_rule": "public"}));
-        assert_eq!(find(&plan, "m.room.guest_access"), &json!({"guest_access": "forbidden"}));
-        assert_eq!(find(&plan, "m.room.name"), &json!({"name": "The Grand Duke Pub"}));
+        assert_eq!(
+            find(&plan, "m.room.create"),
+            &json!({"m.federate": false, "room_version": "11"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.canonical_alias"),
+            &json!({"alias": "#thepub:example.org"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.join_rules"),
+            &json!({"join_rule": "public"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.guest_access"),
+            &json!({"guest_access": "forbidden"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.name"),
+            &json!({"name": "The Grand Duke Pub"})
+        );
         assert_eq!(find(&plan, "m.room.topic")["topic"], "All about happy hour");
-        assert_eq!(find(&plan, "m.room.topic")["m.topic"]["m.text"][0]["mimetype"], "text/plain");
-        assert_eq!(PowerLevels::from_content(find(&plan, "m.room.power_levels")).unwrap().invite, 50);
+        assert_eq!(
+            find(&plan, "m.room.topic")["m.topic"]["m.text"][0]["mimetype"],
+            "text/plain"
+        );
+        assert_eq!(
+            PowerLevels::from_content(find(&plan, "m.room.power_levels"))
+                .unwrap()
+                .invite,
+            50
+        );
     }
 
     #[test]
     fn version_10_records_creator() {
         let plan = plan(json!({"room_version": "10", "creation_content": {"type": "m.space"}}));
         assert_eq!(plan.room_version, "10");
-        assert_eq!(find(&plan, "m.room.create"), &json!({"creator": ALICE, "room_version": "10", "type": "m.space"}));
+        assert_eq!(
+            find(&plan, "m.room.create"),
+            &json!({"creator": ALICE, "room_version": "10", "type": "m.space"})
+        );
     }
 
     #[test]
@@ -394,8 +513,14 @@ mod tests {
         assert_eq!(trusted.preset, Preset::TrustedPrivateChat);
         let levels = PowerLevels::from_content(find(&trusted, "m.room.power_levels")).unwrap();
         assert_eq!(levels.user_level(BOB), 100);
-        assert_eq!(find(&trusted, "m.room.join_rules"), &json!({"join_rule": "invite"}));
-        assert_eq!(find(&trusted, "m.room.history_visibility"), &json!({"history_visibility": "shared"}));
+        assert_eq!(
+            find(&trusted, "m.room.join_rules"),
+            &json!({"join_rule": "invite"})
+        );
+        assert_eq!(
+            find(&trusted, "m.room.history_visibility"),
+            &json!({"history_visibility": "shared"})
+        );
 
         let private = plan(json!({"preset": "private_chat", "invite": [BOB]}));
         let levels = PowerLevels::from_content(find(&private, "m.room.power_levels")).unwrap();
@@ -405,23 +530,35 @@ mod tests {
         let public_private = plan(json!({"visibility": "public", "preset": "private_chat"}));
         assert_eq!(public_private.preset, Preset::PrivateChat);
         assert!(public_private.publish_to_directory);
-        assert_eq!(find(&public_private, "m.room.join_rules"), &json!({"join_rule": "invite"}));
+        assert_eq!(
+            find(&public_private, "m.room.join_rules"),
+            &json!({"join_rule": "invite"})
+        );
 
         let public = plan(json!({"preset": "public_chat"}));
         assert!(!public.publish_to_directory);
-        assert_eq!(find(&public, "m.room.join_rules"), &json!({"join_rule": "public"}));
+        assert_eq!(
+            find(&public, "m.room.join_rules"),
+            &json!({"join_rule": "public"})
+        );
     }
 
     #[test]
     fn power_level_override_is_applied_on_top() {
-        let plan = plan(json!({"power_level_content_override": {"events_default": 10, "users": {ALICE: 100, BOB: 50}}}));
+        let plan = plan(
+            json!({"power_level_content_override": {"events_default": 10, "users": {ALICE: 100, BOB: 50}}}),
+        );
         let levels = PowerLevels::from_content(find(&plan, "m.room.power_levels")).unwrap();
         assert_eq!(levels.events_default, 10);
         assert_eq!(levels.user_level(BOB), 50);
         // Keys not overridden keep their defaults.
         assert_eq!(levels.event_level("m.room.power_levels", true), 100);
         assert!(matches!(
-            plan_create_room(ALICE, SERVER, &json!({"power_level_content_override": {"ban": "50"}})),
+            plan_create_room(
+                ALICE,
+                SERVER,
+                &json!({"power_level_content_override": {"ban": "50"}})
+            ),
             Err(CreateRoomError::BadJson(_))
         ));
     }
@@ -453,8 +590,14 @@ mod tests {
                 ("m.room.name", ""),
             ]
         );
-        assert_eq!(find(&plan, "m.room.join_rules"), &json!({"join_rule": "public"}));
-        assert_eq!(find(&plan, "m.room.history_visibility"), &json!({"history_visibility": "joined"}));
+        assert_eq!(
+            find(&plan, "m.room.join_rules"),
+            &json!({"join_rule": "public"})
+        );
+        assert_eq!(
+            find(&plan, "m.room.history_visibility"),
+            &json!({"history_visibility": "joined"})
+        );
         assert_eq!(find(&plan, "m.room.name"), &json!({"name": "Final"}));
     }
 
@@ -462,31 +605,89 @@ mod tests {
     fn errors() {
         use CreateRoomError as E;
         let err = |request: Value| plan_create_room(ALICE, SERVER, &request).unwrap_err();
-        assert_eq!(err(json!({"room_version": "9"})), E::UnsupportedRoomVersion("9".into()));
+        assert_eq!(
+            err(json!({"room_version": "9"})),
+            E::UnsupportedRoomVersion("9".into())
+        );
         assert!(matches!(err(json!({"room_version": 11})), E::BadJson(_)));
         assert!(matches!(err(json!([])), E::BadJson(_)));
         assert!(matches!(err(json!({"name": 5})), E::BadJson(_)));
         assert!(matches!(err(json!({"is_direct": "yes"})), E::BadJson(_)));
-        assert!(matches!(err(json!({"invite": "@bob:example.org"})), E::BadJson(_)));
+        assert!(matches!(
+            err(json!({"invite": "@bob:example.org"})),
+            E::BadJson(_)
+        ));
         assert!(matches!(err(json!({"invite": [5]})), E::BadJson(_)));
-        assert!(matches!(err(json!({"invite": ["bob"]})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"invite_3pid": [{"medium": "email"}]})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"creation_content": []})), E::BadJson(_)));
-        assert!(matches!(err(json!({"power_level_content_override": 1})), E::BadJson(_)));
+        assert!(matches!(
+            err(json!({"invite": ["bob"]})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"invite_3pid": [{"medium": "email"}]})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"creation_content": []})),
+            E::BadJson(_)
+        ));
+        assert!(matches!(
+            err(json!({"power_level_content_override": 1})),
+            E::BadJson(_)
+        ));
         assert!(matches!(err(json!({"initial_state": {}})), E::BadJson(_)));
-        assert!(matches!(err(json!({"initial_state": [{"content": {}}]})), E::BadJson(_)));
-        assert!(matches!(err(json!({"initial_state": [{"type": "x"}]})), E::BadJson(_)));
-        assert!(matches!(err(json!({"initial_state": [{"type": "x", "content": {}, "state_key": 1}]})), E::BadJson(_)));
-        assert!(matches!(err(json!({"initial_state": [{"type": "m.room.create", "content": {}}]})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"visibility": "secret"})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"preset": "party"})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"room_alias_name": "a:b"})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"room_alias_name": ""})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"room_alias_name": "a b"})), E::InvalidParam(_)));
-        assert!(matches!(err(json!({"room_alias_name": "a".repeat(250)})), E::InvalidParam(_)));
-        assert!(matches!(plan_create_room("alice", SERVER, &json!({})), Err(E::InvalidParam(_))));
+        assert!(matches!(
+            err(json!({"initial_state": [{"content": {}}]})),
+            E::BadJson(_)
+        ));
+        assert!(matches!(
+            err(json!({"initial_state": [{"type": "x"}]})),
+            E::BadJson(_)
+        ));
+        assert!(matches!(
+            err(json!({"initial_state": [{"type": "x", "content": {}, "state_key": 1}]})),
+            E::BadJson(_)
+        ));
+        assert!(matches!(
+            err(json!({"initial_state": [{"type": "m.room.create", "content": {}}]})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"visibility": "secret"})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"preset": "party"})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"room_alias_name": "a:b"})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"room_alias_name": ""})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"room_alias_name": "a b"})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            err(json!({"room_alias_name": "a".repeat(250)})),
+            E::InvalidParam(_)
+        ));
+        assert!(matches!(
+            plan_create_room("alice", SERVER, &json!({})),
+            Err(E::InvalidParam(_))
+        ));
         // Nulls are absences, and empty invite_3pid is fine.
-        assert!(plan_create_room(ALICE, SERVER, &json!({"name": null, "invite": null, "invite_3pid": []})).is_ok());
+        assert!(
+            plan_create_room(
+                ALICE,
+                SERVER,
+                &json!({"name": null, "invite": null, "invite_3pid": []})
+            )
+            .is_ok()
+        );
     }
 
     /// The plan, sent event by event through the auth rules, builds a room.

@@ -25,7 +25,9 @@ pub(crate) fn str_field<'a>(value: &'a Value, key: &str) -> Option<&'a str> {
 
 /// Room versions whose create event content carries `creator`.
 fn has_creator_key(room_version: &str) -> bool {
-    room_version.parse::<u32>().is_ok_and(|v| (1..=10).contains(&v))
+    room_version
+        .parse::<u32>()
+        .is_ok_and(|v| (1..=10).contains(&v))
 }
 
 impl RoomState {
@@ -45,7 +47,8 @@ impl RoomState {
 
     /// The full event at `(event_type, state_key)`.
     pub fn get(&self, event_type: &str, state_key: &str) -> Option<&Value> {
-        self.events.get(&(event_type.to_owned(), state_key.to_owned()))
+        self.events
+            .get(&(event_type.to_owned(), state_key.to_owned()))
     }
 
     /// The `content` of the event at `(event_type, state_key)`.
@@ -114,7 +117,10 @@ impl RoomState {
             .iter()
             .filter(|((event_type, _), event)| {
                 event_type == "m.room.member"
-                    && event.get("content").and_then(|c| str_field(c, "membership")) == Some(membership)
+                    && event
+                        .get("content")
+                        .and_then(|c| str_field(c, "membership"))
+                        == Some(membership)
             })
             .map(|((_, state_key), _)| state_key.clone())
             .collect()
@@ -144,7 +150,9 @@ impl RoomState {
 
     /// The join rule; `invite` when the room has none.
     pub fn join_rule(&self) -> &str {
-        self.content("m.room.join_rules", "").and_then(|c| str_field(c, "join_rule")).unwrap_or("invite")
+        self.content("m.room.join_rules", "")
+            .and_then(|c| str_field(c, "join_rule"))
+            .unwrap_or("invite")
     }
 
     /// The history visibility; `shared` when the room has none, as the
@@ -157,13 +165,17 @@ impl RoomState {
 
     /// The guest access; `forbidden` when the room has none.
     pub fn guest_access(&self) -> &str {
-        self.content("m.room.guest_access", "").and_then(|c| str_field(c, "guest_access")).unwrap_or("forbidden")
+        self.content("m.room.guest_access", "")
+            .and_then(|c| str_field(c, "guest_access"))
+            .unwrap_or("forbidden")
     }
 
     /// The room version; `1` when the create event names none, as the spec
     /// says.
     pub fn room_version(&self) -> &str {
-        self.content("m.room.create", "").and_then(|c| str_field(c, "room_version")).unwrap_or("1")
+        self.content("m.room.create", "")
+            .and_then(|c| str_field(c, "room_version"))
+            .unwrap_or("1")
     }
 
     /// The room's creator. Room versions up to 10 record it as
@@ -172,7 +184,11 @@ impl RoomState {
     pub fn creator(&self) -> Option<&str> {
         let create = self.create_event()?;
         let from_content = || create.get("content").and_then(|c| str_field(c, "creator"));
-        let claimed = if has_creator_key(self.room_version()) { from_content() } else { None };
+        let claimed = if has_creator_key(self.room_version()) {
+            from_content()
+        } else {
+            None
+        };
         claimed.or_else(|| str_field(create, "sender"))
     }
 }
@@ -188,10 +204,30 @@ mod tests {
 
     fn room() -> RoomState {
         RoomState::from_events([
-            state_event("m.room.create", "", "@alice:x", json!({"room_version": "11"})),
-            state_event("m.room.member", "@alice:x", "@alice:x", json!({"membership": "join"})),
-            state_event("m.room.member", "@bob:x", "@alice:x", json!({"membership": "invite"})),
-            state_event("m.room.member", "@carol:x", "@carol:x", json!({"membership": "join"})),
+            state_event(
+                "m.room.create",
+                "",
+                "@alice:x",
+                json!({"room_version": "11"}),
+            ),
+            state_event(
+                "m.room.member",
+                "@alice:x",
+                "@alice:x",
+                json!({"membership": "join"}),
+            ),
+            state_event(
+                "m.room.member",
+                "@bob:x",
+                "@alice:x",
+                json!({"membership": "invite"}),
+            ),
+            state_event(
+                "m.room.member",
+                "@carol:x",
+                "@carol:x",
+                json!({"membership": "join"}),
+            ),
         ])
     }
 
@@ -199,7 +235,12 @@ mod tests {
     fn insert_replaces_and_ignores_non_state() {
         let mut state = room();
         assert_eq!(state.len(), 4);
-        state.insert(state_event("m.room.member", "@bob:x", "@bob:x", json!({"membership": "join"})));
+        state.insert(state_event(
+            "m.room.member",
+            "@bob:x",
+            "@bob:x",
+            json!({"membership": "join"}),
+        ));
         assert_eq!(state.len(), 4);
         assert_eq!(state.membership("@bob:x"), Some("join"));
         assert!(!state.try_insert(json!({"type": "m.room.message", "content": {}})));
@@ -214,7 +255,10 @@ mod tests {
         let state = room();
         assert_eq!(state.membership("@alice:x"), Some("join"));
         assert_eq!(state.membership("@nobody:x"), None);
-        assert_eq!(state.members_with("join"), vec!["@alice:x".to_owned(), "@carol:x".to_owned()]);
+        assert_eq!(
+            state.members_with("join"),
+            vec!["@alice:x".to_owned(), "@carol:x".to_owned()]
+        );
         assert_eq!(state.members_with("invite"), vec!["@bob:x".to_owned()]);
         assert_eq!(state.joined_count(), 2);
         assert!(state.is_joined("@carol:x"));
@@ -262,7 +306,12 @@ mod tests {
         assert!(!state.has_power_levels());
         assert_eq!(state.power_levels().user_level("@alice:x"), 100);
         assert_eq!(state.power_levels().user_level("@carol:x"), 0);
-        state.insert(state_event("m.room.power_levels", "", "@alice:x", json!({"users": {"@carol:x": 60}})));
+        state.insert(state_event(
+            "m.room.power_levels",
+            "",
+            "@alice:x",
+            json!({"users": {"@carol:x": 60}}),
+        ));
         assert!(state.has_power_levels());
         assert_eq!(state.power_levels().user_level("@alice:x"), 0);
         assert_eq!(state.power_levels().user_level("@carol:x"), 60);
@@ -271,8 +320,16 @@ mod tests {
     #[test]
     fn join_rule_from_event() {
         let mut state = room();
-        state.insert(state_event("m.room.join_rules", "", "@alice:x", json!({"join_rule": "public"})));
+        state.insert(state_event(
+            "m.room.join_rules",
+            "",
+            "@alice:x",
+            json!({"join_rule": "public"}),
+        ));
         assert_eq!(state.join_rule(), "public");
-        assert_eq!(state.content("m.room.join_rules", ""), Some(&json!({"join_rule": "public"})));
+        assert_eq!(
+            state.content("m.room.join_rules", ""),
+            Some(&json!({"join_rule": "public"}))
+        );
     }
 }

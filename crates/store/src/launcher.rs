@@ -73,7 +73,7 @@ impl ServerSpec {
     fn config_text(&self) -> String {
         let store_dir = self.dir.join("jetstream");
         let mut text = format!(
-            "server_name: \"{}\"\nhost: \"{}\"\nport: {}\nports_file_dir: \"{}\"\nlame_duck_duration: \"5s\"\nlame_duck_grace_period: \"1s\"\n",
+            "server_name: \"{}\"\nhost: \"{}\"\nport: {}\nports_file_dir: \"{}\"\nlame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n",
             self.name,
             self.host,
             if self.client_port == 0 { -1 } else { i32::from(self.client_port) },
