@@ -76,7 +76,6 @@ pub enum ConnectError {
 #[derive(Clone)]
 pub struct Store {
     client: async_nats::Client,
-    pub(crate) js: jetstream::Context,
     config: StoreConfig,
     log: log::EventLog,
     kv: kv::Buckets,
@@ -104,7 +103,7 @@ impl Store {
         kv::check_partitions(&kv, config.partitions).await?;
         let log = log::EventLog::open(&js, &config).await?;
         let media = media::MediaStore::open(&js, &config).await?;
-        Ok(Store { client, js, config, log, kv, media })
+        Ok(Store { client, config, log, kv, media })
     }
 
     pub fn config(&self) -> &StoreConfig {

@@ -268,9 +268,7 @@ fn check_kind(kind: &str) -> ApiResult<()> {
     if KINDS.contains(&kind) { Ok(()) } else { Err(MatrixError::invalid_param("Unknown push rule kind")) }
 }
 
-fn find_rule<'a>(rules: &'a Value, kind: &str, rule_id: &str) -> Option<&'a Value> {
-    rules["global"][kind].as_array()?.iter().find(|rule| rule["rule_id"] == rule_id)
-}
+use haetae_matrix::push::find_rule;
 
 async fn get_push_rule(State(app): State<AppState>, caller: Caller, Path((kind, rule_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
     check_kind(&kind)?;
@@ -292,34 +290,30 @@ async fn put_push_rule(
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
     check_kind(&kind)?;
-    let rule = haetae_matrix::push::validate_rule(&kind, &rule_id, &body).map_err(|e| MatrixError::bad_json(e.to_string()))?;
+    let rule = haetae_matrix::push::validate_rule(&kind, &rule_id, &body).map_err(push_error)?;
     let mut rules = push_rules(&app, &caller.user_id);
-    let list = rules["global"][&kind].as_array_mut().ok_or_else(|| MatrixError::bad_json("stored rules are malformed"))?;
-    list.retain(|r| r["rule_id"] != rule_id.as_str());
-    let position = |id: &str| list.iter().position(|r| r["rule_id"] == id);
-    // User rules go before the server-default ones (which start with '.').
-    let index = if let Some(before) = &placement.before {
-        position(before).ok_or_else(|| MatrixError::not_found("'before' rule not found"))?
-    } else if let Some(after) = &placement.after {
-        position(after).ok_or_else(|| MatrixError::not_found("'after' rule not found"))? + 1
-    } else {
-        list.iter().position(|r| r["default"] == true).unwrap_or(list.len())
-    };
-    list.insert(index, rule);
+    haetae_matrix::push::put_rule(&mut rules, &kind, rule, placement.before.as_deref(), placement.after.as_deref())
+        .map_err(push_error)?;
     save_push_rules(&app, &caller.user_id, rules).await?;
     Ok(Json(json!({})))
+}
+
+fn push_error(error: haetae_matrix::push::PushRuleError) -> MatrixError {
+    use haetae_matrix::push::PushRuleError;
+    match error {
+        PushRuleError::NotFound(_) | PushRuleError::UnknownRelativeRule(_) => MatrixError::not_found(error.to_string()),
+        PushRuleError::ReservedRuleId(_) => MatrixError::invalid_param(error.to_string()),
+        other => MatrixError::bad_json(other.to_string()),
+    }
 }
 
 async fn delete_push_rule(State(app): State<AppState>, caller: Caller, Path((kind, rule_id)): Path<(String, String)>) -> ApiResult<Json<Value>> {
     check_kind(&kind)?;
     let mut rules = push_rules(&app, &caller.user_id);
-    let rule = find_rule(&rules, &kind, &rule_id).ok_or_else(|| MatrixError::not_found("Push rule not found"))?;
-    if rule["default"] == true {
-        return Err(MatrixError::forbidden("Server-default rules cannot be deleted"));
+    if find_rule(&rules, &kind, &rule_id).is_none() {
+        return Err(MatrixError::not_found("Push rule not found"));
     }
-    if let Some(list) = rules["global"][&kind].as_array_mut() {
-        list.retain(|r| r["rule_id"] != rule_id.as_str());
-    }
+    haetae_matrix::push::remove_rule(&mut rules, &kind, &rule_id).map_err(push_error)?;
     save_push_rules(&app, &caller.user_id, rules).await?;
     Ok(Json(json!({})))
 }
@@ -347,16 +341,13 @@ async fn put_push_rule_attribute(
 ) -> ApiResult<Json<Value>> {
     check_kind(&kind)?;
     let mut rules = push_rules(&app, &caller.user_id);
-    let list = rules["global"][&kind].as_array_mut().ok_or_else(|| MatrixError::not_found("Push rule not found"))?;
-    let rule = list.iter_mut().find(|r| r["rule_id"] == rule_id.as_str()).ok_or_else(|| MatrixError::not_found("Push rule not found"))?;
     match attribute.as_str() {
         "enabled" => {
             let enabled = body["enabled"].as_bool().ok_or_else(|| MatrixError::bad_json("enabled must be a boolean"))?;
-            rule["enabled"] = json!(enabled);
+            haetae_matrix::push::set_enabled(&mut rules, &kind, &rule_id, enabled).map_err(push_error)?;
         }
         "actions" => {
-            let actions = body["actions"].as_array().ok_or_else(|| MatrixError::bad_json("actions must be an array"))?;
-            rule["actions"] = json!(actions);
+            haetae_matrix::push::set_actions(&mut rules, &kind, &rule_id, &body["actions"]).map_err(push_error)?;
         }
         _ => return Err(MatrixError::unrecognized()),
     }
