@@ -1,5 +1,6 @@
 //! The `haetae` binary: a thin command-line wrapper around the server and store crates.
 
+mod bench;
 mod config;
 
 use std::path::PathBuf;
@@ -22,6 +23,11 @@ struct Cli {
 enum Command {
     /// Run a homeserver node (with a private nats-server unless --nats-url is given).
     Serve(ServeArgs),
+    /// Measure throughput and latency with the shared Matrix workload.
+    Bench {
+        #[command(subcommand)]
+        workload: bench::Workload,
+    },
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -92,6 +98,7 @@ fn main() {
             Ok(config) => serve(config),
             Err(error) => Err(error),
         },
+        Command::Bench { workload } => bench::run(workload),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())

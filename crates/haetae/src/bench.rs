@@ -1,0 +1,137 @@
+//! `haetae bench`: runs the shared workload against homeservers and prints what it measured.
+//! Without `--url` it starts a local single-node haetae (embedded nats-server) to measure.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use haetae_workload::chat::{self, ChatConfig};
+
+#[derive(clap::Subcommand)]
+pub enum Workload {
+    /// Users in rooms; senders flat out (or at --rate) while every member long-polls /sync.
+    Chat(ChatArgs),
+}
+
+#[derive(clap::Args)]
+pub struct ChatArgs {
+    /// Homeserver base URL(s); users are spread over them. Default: start a local haetae node.
+    #[arg(long = "url")]
+    urls: Vec<String>,
+    #[arg(long, default_value_t = 40)]
+    users: usize,
+    #[arg(long, default_value_t = 20)]
+    rooms: usize,
+    #[arg(long, default_value_t = 4)]
+    room_size: usize,
+    /// Sends in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Total messages per second (default: as fast as acknowledgements come back).
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+/// A haetae node this command started, stopped (by PID) when dropped.
+struct LocalNode {
+    child: std::process::Child,
+    dir: PathBuf,
+    url: String,
+}
+
+impl Drop for LocalNode {
+    fn drop(&mut self) {
+        // SIGTERM lets the node stop its embedded nats-server.
+        let _ = std::process::Command::new("kill").arg(self.child.id().to_string()).status();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).map_err(|e| e.to_string())
+}
+
+async fn start_local_node() -> Result<LocalNode, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let dir = std::env::temp_dir().join(format!("haetae-bench-{}", std::process::id()));
+    let port = free_port()?;
+    let url = format!("http://127.0.0.1:{port}");
+    let log = std::fs::File::create(std::env::temp_dir().join(format!("haetae-bench-{}.log", std::process::id())))
+        .map_err(|e| e.to_string())?;
+    let child = std::process::Command::new(exe)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--no-rate-limits", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start a local node: {e}"))?;
+    let node = LocalNode { child, dir, url };
+    let http = haetae_workload::client::http_client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if http.get(format!("{}/_matrix/client/versions", node.url)).send().await.is_ok_and(|r| r.status().is_success()) {
+            return Ok(node);
+        }
+        if Instant::now() > deadline {
+            return Err("the local node did not come up within 60 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn run(workload: Workload) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        match workload {
+            Workload::Chat(args) => chat_bench(args).await,
+        }
+    })
+}
+
+async fn chat_bench(args: ChatArgs) -> Result<(), String> {
+    let mut local = None;
+    let endpoints = if args.urls.is_empty() {
+        eprintln!("bench: starting a local haetae node (embedded nats-server, sync_interval: always, R1)");
+        let node = start_local_node().await?;
+        let url = node.url.clone();
+        local = Some(node);
+        vec![url]
+    } else {
+        args.urls.clone()
+    };
+    let config = ChatConfig {
+        endpoints,
+        users: args.users,
+        rooms: args.rooms,
+        room_size: args.room_size,
+        concurrency: args.concurrency,
+        rate_per_s: args.rate,
+        duration: Duration::from_secs(args.duration_s),
+        ..ChatConfig::default()
+    };
+    let progress = |line: &str| eprintln!("bench: {line}");
+    let population = chat::populate(&config, &progress).await.map_err(|e| e.to_string())?;
+    progress(&format!("running chat for {} s with {} sends in flight", args.duration_s, args.concurrency));
+    let report = chat::run(&config, &population, &progress).await;
+    println!("| workload | acknowledged msg/s | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | delivered/expected | failed | bench CPU |");
+    println!("|---|---|---|---|---|---|---|---|---|");
+    println!(
+        "| chat {}u/{}r/{}m c{} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {}/{} | {} | {:.0}% |",
+        config.users, config.rooms, config.room_size, config.concurrency,
+        report.acknowledged_per_s, report.send_latency.p50_ms, report.send_latency.p99_ms,
+        report.delivery_latency.p50_ms, report.delivery_latency.p99_ms,
+        report.delivered, report.expected_deliveries, report.failed, report.client_cpu_share * 100.0
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    drop(local);
+    Ok(())
+}

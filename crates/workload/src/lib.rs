@@ -1,0 +1,12 @@
+//! The Matrix client workload shared by the fire drill and the benchmark.
+//!
+//! - [`client`]: a minimal Client-Server API client with endpoint failover and txn-id retries.
+//! - [`chat`]: users in rooms, senders and long-polling receivers; acknowledged and delivered
+//!   messages with their latencies.
+//! - [`stats`]: percentiles and the process's own CPU use.
+//!
+//! It talks to homeservers only over HTTP, so the same workload runs against any of them.
+
+pub mod chat;
+pub mod client;
+pub mod stats;
