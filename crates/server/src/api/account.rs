@@ -333,7 +333,8 @@ pub async fn append_user_entry(app: &App, user_id: &str, entry: Entry) -> ApiRes
     Ok(())
 }
 
-async fn load_devices(app: &App, user_id: &str) -> ApiResult<Value> {
+/// A user's devices record (device id -> details), empty when none.
+pub async fn load_devices(app: &App, user_id: &str) -> ApiResult<Value> {
     Ok(app
         .store
         .kv()

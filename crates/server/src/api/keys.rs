@@ -147,16 +147,6 @@ async fn upload(State(app): State<AppState>, caller: Caller, JsonBody(body): Jso
     Ok(Json(json!({ "one_time_key_counts": count_keys(&record) })))
 }
 
-async fn user_devices(app: &App, user_id: &str) -> ApiResult<Value> {
-    Ok(app
-        .store
-        .kv()
-        .get(Bucket::Devices, user_id)
-        .await?
-        .and_then(|v| serde_json::from_slice(&v.value).ok())
-        .unwrap_or_else(|| json!({})))
-}
-
 #[derive(Deserialize)]
 struct QueryRequest {
     device_keys: Map<String, Value>,
@@ -172,7 +162,7 @@ async fn query(State(app): State<AppState>, caller: Caller, JsonBody(body): Json
     let mut user_signing_keys = Map::new();
     for (user_id, wanted) in &body.device_keys {
         let wanted: Vec<&str> = wanted.as_array().map(|a| a.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let devices = user_devices(&app, user_id).await?;
+        let devices = super::account::load_devices(&app, user_id).await?;
         let mut keys = Map::new();
         if let Some(devices) = devices.as_object() {
             for (device_id, device) in devices {
@@ -311,7 +301,11 @@ async fn send_to_device(
                 .log()
                 .append(user_id, Envelope::new(entry).to_bytes(), &message_id, None)
                 .await
-                .map_err(MatrixError::unavailable)?;
+                .map_err(|error| match error {
+                    // Over the log's message size: the client's fault, not an outage.
+                    haetae_store::AppendError::TooLarge(message) => MatrixError::too_large(message),
+                    other => MatrixError::unavailable(other),
+                })?;
             app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await;
         }
     }

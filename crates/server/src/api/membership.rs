@@ -63,10 +63,16 @@ async fn join(State(app): State<AppState>, caller: Caller, Path(room): Path<Stri
     if !exists {
         return Err(MatrixError::not_found("No such room"));
     }
-    if app.model.model.read().expect("model lock").rooms[&room_id].state.membership(&caller.user_id) != Some("join") {
+    if membership_of(&app, &room_id, &caller.user_id).as_deref() != Some("join") {
         set_membership(&app, &caller, &room_id, &caller.user_id.clone(), "join", body.reason).await?;
     }
     Ok(Json(json!({ "room_id": room_id })))
+}
+
+/// `user_id`'s membership in `room_id` on this node's read model.
+fn membership_of(app: &crate::app::App, room_id: &str, user_id: &str) -> Option<String> {
+    let model = app.model.model.read().expect("model lock");
+    model.rooms.get(room_id).and_then(|room| room.state.membership(user_id).map(str::to_string))
 }
 
 fn required_target(body: &Target) -> ApiResult<String> {
@@ -75,14 +81,7 @@ fn required_target(body: &Target) -> ApiResult<String> {
 
 async fn invite(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>, JsonBody(body): JsonBody<Target>) -> ApiResult<Json<Value>> {
     let target = required_target(&body)?;
-    let current = app
-        .model
-        .model
-        .read()
-        .expect("model lock")
-        .rooms
-        .get(&room_id)
-        .and_then(|r| r.state.membership(&target).map(str::to_string));
+    let current = membership_of(&app, &room_id, &target);
     if current.as_deref() == Some("join") {
         return Err(MatrixError::forbidden("User is already in the room"));
     }
@@ -93,14 +92,7 @@ async fn invite(State(app): State<AppState>, caller: Caller, Path(room_id): Path
 }
 
 async fn leave(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>, JsonBody(body): JsonBody<Target>) -> ApiResult<Json<Value>> {
-    let current = app
-        .model
-        .model
-        .read()
-        .expect("model lock")
-        .rooms
-        .get(&room_id)
-        .and_then(|r| r.state.membership(&caller.user_id).map(str::to_string));
+    let current = membership_of(&app, &room_id, &caller.user_id);
     match current.as_deref() {
         Some("join") | Some("invite") | Some("knock") => {
             set_membership(&app, &caller, &room_id, &caller.user_id.clone(), "leave", body.reason).await?;
@@ -112,14 +104,7 @@ async fn leave(State(app): State<AppState>, caller: Caller, Path(room_id): Path<
 }
 
 async fn forget(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
-    let membership = app
-        .model
-        .model
-        .read()
-        .expect("model lock")
-        .rooms
-        .get(&room_id)
-        .and_then(|r| r.state.membership(&caller.user_id).map(str::to_string));
+    let membership = membership_of(&app, &room_id, &caller.user_id);
     match membership.as_deref() {
         Some("join") | Some("invite") => Err(MatrixError::new(
             axum::http::StatusCode::BAD_REQUEST,
@@ -133,14 +118,7 @@ async fn forget(State(app): State<AppState>, caller: Caller, Path(room_id): Path
 
 async fn kick(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>, JsonBody(body): JsonBody<Target>) -> ApiResult<Json<Value>> {
     let target = required_target(&body)?;
-    let current = app
-        .model
-        .model
-        .read()
-        .expect("model lock")
-        .rooms
-        .get(&room_id)
-        .and_then(|r| r.state.membership(&target).map(str::to_string));
+    let current = membership_of(&app, &room_id, &target);
     if !matches!(current.as_deref(), Some("join") | Some("invite") | Some("knock")) {
         return Err(MatrixError::forbidden("The user is not in the room"));
     }
@@ -156,14 +134,7 @@ async fn ban(State(app): State<AppState>, caller: Caller, Path(room_id): Path<St
 
 async fn unban(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>, JsonBody(body): JsonBody<Target>) -> ApiResult<Json<Value>> {
     let target = required_target(&body)?;
-    let current = app
-        .model
-        .model
-        .read()
-        .expect("model lock")
-        .rooms
-        .get(&room_id)
-        .and_then(|r| r.state.membership(&target).map(str::to_string));
+    let current = membership_of(&app, &room_id, &target);
     if current.as_deref() != Some("ban") {
         return Err(MatrixError::forbidden("The user is not banned"));
     }
