@@ -59,7 +59,13 @@ pub struct NewEvent<'a> {
 }
 
 /// Appends an event from `caller` and returns its id once this node has applied it.
+/// The spec's size limit on event types and state keys, bytes.
+const MAX_TYPE_OR_KEY_BYTES: usize = 255;
+
 pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiResult<String> {
+    if new.event_type.len() > MAX_TYPE_OR_KEY_BYTES || new.state_key.is_some_and(|k| k.len() > MAX_TYPE_OR_KEY_BYTES) {
+        return Err(MatrixError::invalid_param(format!("event type and state key are limited to {MAX_TYPE_OR_KEY_BYTES} bytes")));
+    }
     let txn_key = new.txn_id.map(|txn| txn_key(caller, new.room_id, txn));
     if let Some(key) = &txn_key {
         if let Some(stored) = app.store.kv().get(Bucket::Txns, key).await? {

@@ -47,6 +47,8 @@ pub fn router(app: AppState) -> Router {
             MatrixError::new(StatusCode::METHOD_NOT_ALLOWED, "M_UNRECOGNIZED", "Method not allowed for this endpoint")
         })
         .layer(axum::middleware::from_fn_with_state(app.clone(), per_ip_limit))
+        .layer(axum::middleware::from_fn(matrix_rejections))
+        .layer(axum::extract::DefaultBodyLimit::max(app.config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn(cors))
         .with_state(app)
 }
@@ -66,6 +68,33 @@ async fn cors(request: Request, next: Next) -> Response {
         HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
     );
     response
+}
+
+/// Extractor rejections (bad query strings, undecodable paths, oversized raw bodies) are plain
+/// text in axum; clients expect Matrix errors, so every such response is rewritten here, in one
+/// place, instead of in each handler.
+async fn matrix_rejections(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), 16 * 1024).await.unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).into_owned();
+    let errcode = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => "M_TOO_LARGE",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "M_NOT_JSON",
+        StatusCode::UNPROCESSABLE_ENTITY => "M_BAD_JSON",
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => "M_UNRECOGNIZED",
+        status if status.is_server_error() => "M_UNKNOWN",
+        _ => "M_INVALID_PARAM",
+    };
+    MatrixError::new(status, errcode, if message.is_empty() { status.to_string() } else { message }).into_response()
 }
 
 async fn per_ip_limit(State(app): State<AppState>, request: Request, next: Next) -> Response {

@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 
 /// Upper bound for any single HTTP request a test makes (long-polls set their own, shorter, timeout).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Upper bound for starting nats-server, connecting the store, or starting a node.
+pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A private nats-server, killed (and its directory removed) when dropped.
 pub struct Nats {
@@ -32,7 +34,7 @@ impl Nats {
         let mut spec = ServerSpec::single(dir.path());
         // Tests do not need every write fsynced; it only makes them slower.
         spec.sync_always = false;
-        let process = NatsProcess::start(spec, Duration::from_secs(30)).await.expect("nats-server starts");
+        let process = NatsProcess::start(spec, START_TIMEOUT).await.expect("nats-server starts");
         Nats { process, _dir: dir }
     }
 
@@ -41,16 +43,14 @@ impl Nats {
     }
 
     pub async fn store(&self) -> Store {
-        Store::connect(self.url(), StoreConfig { replicas: 1, partitions: 4, ..Default::default() })
-            .await
-            .expect("store connects")
+        let connect = Store::connect(self.url(), StoreConfig { replicas: 1, partitions: 4, ..Default::default() });
+        tokio::time::timeout(START_TIMEOUT, connect).await.expect("store connects in time").expect("store connects")
     }
 }
 
 /// The configuration tests use: fast password hashing, no rate limits.
 pub fn test_config() -> ServerConfig {
-    let mut config = ServerConfig::default();
-    config.server_name = "test.local".into();
+    let mut config = ServerConfig { server_name: "test.local".into(), ..ServerConfig::default() };
     config.password_hashing.memory_kib = 64;
     config.password_hashing.iterations = 1;
     config.password_hashing.parallelism = 1;
@@ -72,7 +72,10 @@ impl Node {
     pub async fn start(nats: &Nats, config: ServerConfig) -> Node {
         let store = nats.store().await;
         let server_name = config.server_name.clone();
-        let node = haetae_server::Node::start(store, config).await.expect("node starts");
+        let node = tokio::time::timeout(START_TIMEOUT, haetae_server::Node::start(store, config))
+            .await
+            .expect("node starts in time")
+            .expect("node starts");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("local addr"));
         let (tx, rx) = oneshot::channel::<()>();
@@ -116,11 +119,11 @@ impl Node {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        if let Some(mut task) = self.task.take() {
-            if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
-                task.abort();
-                let _ = task.await;
-            }
+        if let Some(mut task) = self.task.take()
+            && tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err()
+        {
+            task.abort();
+            let _ = task.await;
         }
     }
 
