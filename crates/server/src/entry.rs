@@ -39,6 +39,8 @@ pub enum Entry {
     AccountData { room_id: Option<String>, event_type: String, content: Value },
     /// A message for one device (or `*`: all of the user's devices).
     ToDevice { sender: String, device_id: String, event_type: String, content: Value },
+    /// A device acknowledged (by syncing past them) its to-device messages up to `upto`.
+    ToDeviceAck { device_id: String, upto: u64 },
     /// The user's end-to-end keys or device list changed.
     KeysChanged,
     /// Access tokens that stopped being valid (logout, device deletion, password change).

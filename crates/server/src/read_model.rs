@@ -60,6 +60,30 @@ impl Room {
         self.timeline.iter().rev().find(|item| item.event["event_id"].as_str() == Some(event_id))
     }
 
+    /// The first position `user_id` may see under the room's history visibility: everything for
+    /// `shared` and `world_readable`; from the start of their current invite-or-join (`invited`)
+    /// or join (`joined`) otherwise; `u64::MAX` if they were never admitted.
+    pub fn visible_from(&self, user_id: &str) -> u64 {
+        let admitted: &[&str] = match self.state.history_visibility() {
+            "invited" => &["invite", "join"],
+            "joined" => &["join"],
+            _ => return 0,
+        };
+        let mut from = u64::MAX;
+        for item in self.timeline.iter().rev() {
+            if item.event["type"] != "m.room.member" || item.event["state_key"] != user_id {
+                continue;
+            }
+            let membership = item.event["content"]["membership"].as_str().unwrap_or("");
+            if admitted.contains(&membership) {
+                from = item.seq;
+            } else if from != u64::MAX {
+                break;
+            }
+        }
+        from
+    }
+
     /// The members a change in this room must wake: joined and invited users.
     fn audience(&self) -> Vec<String> {
         let mut users = self.state.members_with("join");
@@ -300,6 +324,9 @@ impl Model {
                             let excess = user.to_device.len() - MAX_TO_DEVICE_PER_USER;
                             user.to_device.drain(..excess);
                         }
+                    }
+                    Entry::ToDeviceAck { device_id, upto } => {
+                        user.to_device.retain(|m| !(m.device_id == device_id && m.seq <= upto));
                     }
                     Entry::KeysChanged => {
                         if let Some(changes) = self.key_changes.get_mut(partition as usize) {

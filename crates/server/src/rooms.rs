@@ -198,6 +198,9 @@ pub async fn resolve_room(app: &App, room_id_or_alias: &str) -> ApiResult<String
 pub fn readable_until(app: &App, user_id: &str, room_id: &str) -> ApiResult<u64> {
     let model = app.model.model.read().expect("model lock");
     let room = model.rooms.get(room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    if room.visible_from(user_id) == u64::MAX && room.state.history_visibility() != "world_readable" {
+        return Err(MatrixError::forbidden("You are not in this room"));
+    }
     match room.state.membership(user_id) {
         Some("join") => Ok(u64::MAX),
         Some("leave") | Some("ban") => {

@@ -929,7 +929,6 @@ async fn device_lists_left_names_users_no_longer_sharing_a_room() {
 /// from the point they joined the room onwards"; the visibility in force when an event was sent
 /// decides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: m.room.history_visibility is not enforced; joined/invited rooms show history from before the join"]
 async fn history_visibility_joined_hides_earlier_events() {
     let server = TestServer::start().await;
     let c = server.client();

@@ -188,7 +188,6 @@ async fn send_to_device_is_delivered_once() {
 /// Spec (send-to-device module): "A message is delivered exactly once to each client device";
 /// once the client syncs with the next_batch that carried a message, the server deletes it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: to-device messages are never deleted after acknowledgement; every initial /sync (no since) re-delivers all of them"]
 async fn acknowledged_to_device_messages_are_not_redelivered() {
     let server = TestServer::start().await;
     let c = server.client();

@@ -286,7 +286,18 @@ async fn send_to_device(
     app.limit_writes(&caller.user_id)?;
     for (user_id, devices) in &body.messages {
         let Some(devices) = devices.as_object() else { return Err(MatrixError::bad_json("messages must map users to devices")) };
+        // "*" means every device the user has now: expanded here so each device acknowledges its own copy.
+        let mut targets: Vec<(String, &Value)> = Vec::new();
         for (device_id, content) in devices {
+            if device_id == "*" {
+                let all = super::account::load_devices(&app, user_id).await?;
+                targets.extend(all.as_object().into_iter().flat_map(|d| d.keys()).map(|d| (d.clone(), content)));
+            } else {
+                targets.push((device_id.clone(), content));
+            }
+        }
+        for (device_id, content) in targets {
+            let device_id = &device_id;
             let entry = Entry::ToDevice {
                 sender: caller.user_id.clone(),
                 device_id: device_id.clone(),

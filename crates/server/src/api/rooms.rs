@@ -231,7 +231,9 @@ async fn get_event(
     let model = app.model.model.read().expect("model lock");
     let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::not_found("Event not found"))?;
     match room.find(&event_id) {
-        Some(item) if item.seq <= until => Ok(Json(client_event(item, Some(&caller)))),
+        Some(item) if item.seq <= until && item.seq >= room.visible_from(&caller.user_id) => {
+            Ok(Json(client_event(item, Some(&caller))))
+        }
         _ => Err(MatrixError::not_found("Event not found")),
     }
 }
@@ -268,9 +270,13 @@ async fn get_context(
         .iter()
         .position(|item| item.event["event_id"].as_str() == Some(event_id.as_str()) && item.seq <= until)
         .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let visible_from = room.visible_from(&caller.user_id);
+    if room.timeline[index].seq < visible_from {
+        return Err(MatrixError::not_found("Event not found"));
+    }
     let half = limit / 2;
     let before: Vec<&_> =
-        room.timeline[..index].iter().rev().filter(|i| filter.matches(&i.event)).take(limit - half.min(limit)).collect();
+        room.timeline[..index].iter().rev().take_while(|i| i.seq >= visible_from).filter(|i| filter.matches(&i.event)).take(limit - half.min(limit)).collect();
     let after: Vec<&_> =
         room.timeline[index + 1..].iter().filter(|i| i.seq <= until && filter.matches(&i.event)).take(half).collect();
     let start = before.last().map(|i| i.seq).unwrap_or(room.timeline[index].seq);
@@ -320,6 +326,7 @@ async fn get_messages(
     let to = query.to.as_deref().map(parse).transpose()?;
     let model = app.model.model.read().expect("model lock");
     let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let visible_from = room.visible_from(&caller.user_id);
     let mut chunk = Vec::new();
     let mut next = None;
     if backwards {
@@ -327,7 +334,7 @@ async fn get_messages(
         let end_index = room.index_at(from);
         let mut position = from;
         for item in room.timeline[..end_index].iter().rev() {
-            if to.is_some_and(|to| item.seq < to) {
+            if to.is_some_and(|to| item.seq < to) || item.seq < visible_from {
                 break;
             }
             position = item.seq;
@@ -338,13 +345,13 @@ async fn get_messages(
                 }
             }
         }
-        let more = room.index_at(position) > 0 && to.is_none_or(|to| position > to);
+        let more = room.index_at(position) > 0 && to.is_none_or(|to| position > to) && position > visible_from;
         if more && chunk.len() == limit {
             next = Some(position);
         }
     } else {
-        let start_index = room.index_at(from.unwrap_or(0));
-        let mut position = from.unwrap_or(0);
+        let start_index = room.index_at(from.unwrap_or(0).max(visible_from));
+        let mut position = from.unwrap_or(0).max(visible_from);
         for item in &room.timeline[start_index..] {
             if item.seq > until || to.is_some_and(|to| item.seq >= to) {
                 break;

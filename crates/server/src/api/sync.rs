@@ -119,6 +119,9 @@ async fn sync(State(app): State<AppState>, caller: Caller, Query(query): Query<S
             return Err(MatrixError::unavailable("this node has not caught up with your sync token yet"));
         }
     }
+    if let Some(since) = &since {
+        acknowledge_to_device(&app, &caller, since).await?;
+    }
     let waker = app.model.waker(&caller.user_id);
     loop {
         let notified = waker.notified();
@@ -134,6 +137,24 @@ async fn sync(State(app): State<AppState>, caller: Caller, Query(query): Query<S
             return Ok(Json(response));
         }
     }
+}
+
+/// Syncing with `since` acknowledges the to-device messages that token covered: they are dropped
+/// (through the log, so every node drops them) and never delivered again.
+async fn acknowledge_to_device(app: &App, caller: &Caller, since: &SyncToken) -> ApiResult<()> {
+    let partition = app.model.partition_of(&caller.user_id) as usize;
+    let upto = since.positions[partition];
+    let pending = {
+        let model = app.model.model.read().expect("model lock");
+        model.users.get(&caller.user_id).is_some_and(|user| {
+            user.to_device.iter().any(|m| m.seq <= upto && m.device_id == caller.device_id)
+        })
+    };
+    if pending {
+        let entry = crate::entry::Entry::ToDeviceAck { device_id: caller.device_id.clone(), upto };
+        super::account::append_user_entry(app, &caller.user_id, entry).await?;
+    }
+    Ok(())
 }
 
 /// Key counts the caller's device needs in every sync (from the keys bucket).
@@ -219,7 +240,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         .map(|u| {
             u.to_device
                 .iter()
-                .filter(|m| in_window(m.seq) && (m.device_id == caller.device_id || m.device_id == "*"))
+                .filter(|m| (since.is_none() || in_window(m.seq)) && m.seq <= user_high && m.device_id == caller.device_id)
                 .map(|m| m.event.clone())
                 .collect()
         })
@@ -280,7 +301,8 @@ struct RoomSync<'a> {
 
 impl RoomSync<'_> {
     fn window(&self, high: u64) -> &[crate::read_model::TimelineItem] {
-        let start = self.room.index_at(self.low + 1);
+        let visible_from = self.room.visible_from(&self.caller.user_id);
+        let start = self.room.index_at((self.low + 1).max(visible_from));
         let end = self.room.index_at(high.saturating_add(1));
         &self.room.timeline[start..end.max(start)]
     }
