@@ -109,7 +109,11 @@ async fn create_room(State(app): State<AppState>, caller: Caller, JsonBody(body)
     Ok(Json(json!({ "room_id": room_id })))
 }
 
-fn content_object(body: &Bytes) -> ApiResult<Value> {
+/// An event's content from a raw body: within the event size limit and a JSON object.
+fn content_object(app: &crate::app::App, body: &Bytes) -> ApiResult<Value> {
+    if body.len() > app.config.limits.max_event_bytes {
+        return Err(MatrixError::too_large("event too large"));
+    }
     let content: Value = parse_json(body)?;
     if !content.is_object() {
         return Err(MatrixError::bad_json("event content must be a JSON object"));
@@ -124,10 +128,7 @@ async fn send_message(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     app.limit_writes(&caller.user_id)?;
-    if body.len() > app.config.limits.max_event_bytes {
-        return Err(MatrixError::too_large("event too large"));
-    }
-    let content = content_object(&body)?;
+    let content = content_object(&app, &body)?;
     let event_id = send_event(
         &app,
         &caller,
@@ -153,10 +154,7 @@ async fn put_state(
     body: Bytes,
 ) -> ApiResult<Json<Value>> {
     app.limit_writes(&caller.user_id)?;
-    if body.len() > app.config.limits.max_event_bytes {
-        return Err(MatrixError::too_large("event too large"));
-    }
-    let content = content_object(&body)?;
+    let content = content_object(&app, &body)?;
     if event_type == "m.room.canonical_alias" {
         check_canonical_alias(&app, &room_id, &content).await?;
     }
