@@ -1,6 +1,7 @@
 //! The `haetae` binary: a thin command-line wrapper around the server and store crates.
 
 mod bench;
+mod cluster;
 mod config;
 
 use std::path::PathBuf;
@@ -27,6 +28,11 @@ enum Command {
     Bench {
         #[command(subcommand)]
         workload: bench::Workload,
+    },
+    /// A local multi-DC deployment: one nats-server and one node per DC.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
     },
     /// Configuration helpers.
     Config {
@@ -99,6 +105,7 @@ fn main() {
             Err(error) => Err(error),
         },
         Command::Bench { workload } => bench::run(workload),
+        Command::Cluster { command } => cluster::run(command),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())
@@ -150,7 +157,7 @@ fn serve(config: Config) -> Result<(), String> {
     })
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

@@ -45,6 +45,8 @@ pub struct ServerSpec {
     pub tags: Vec<String>,
     /// Monitoring port (for /healthz, /jsz); 0 disables.
     pub monitor_port: u16,
+    /// Run inside this network namespace (`ip netns exec`), for deployments that cut DCs apart.
+    pub netns: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -67,6 +69,7 @@ impl ServerSpec {
             cluster: None,
             tags: Vec::new(),
             monitor_port: 0,
+            netns: None,
         }
     }
 
@@ -172,7 +175,15 @@ impl NatsProcess {
                 }
             }
         }
-        let mut child = Command::new(&binary)
+        let mut command = match &spec.netns {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(&binary);
+                command
+            }
+            None => Command::new(&binary),
+        };
+        let mut child = command
             .arg("-c")
             .arg(&config_path)
             .stdin(Stdio::null())

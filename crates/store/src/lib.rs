@@ -14,6 +14,7 @@
 //! It never interprets what it stores: payloads are bytes, keys are strings.
 //! Names of streams, buckets and subjects never leave this crate.
 
+pub mod admin;
 pub mod ephemeral;
 pub mod kv;
 pub mod launcher;
@@ -64,6 +65,8 @@ impl Default for StoreConfig {
 pub enum ConnectError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error("invalid NATS URL {url}: {message}")]
+    Url { url: String, message: String },
     #[error("cannot prepare JetStream asset {name}: {message}")]
     Prepare { name: String, message: String },
     #[error(
@@ -91,7 +94,7 @@ impl Store {
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(config.request_timeout))
-            .connect(url.split(',').map(str::trim).collect::<Vec<_>>().join(","))
+            .connect(server_addrs(url).map_err(|message| ConnectError::Url { url: url.to_string(), message })?)
             .await
             .map_err(|source| ConnectError::Connect { url: url.to_string(), source })?;
         let js = jetstream::ContextBuilder::new()
@@ -130,6 +133,15 @@ impl Store {
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
+}
+
+/// Parses a comma-separated list of NATS URLs.
+pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("{u}: {e}")))
+        .collect()
 }
 
 /// Keys and entity names are arbitrary strings (user ids contain `@` and `:`); NATS subjects and

@@ -9,4 +9,5 @@
 
 pub mod chat;
 pub mod client;
+pub mod drill;
 pub mod stats;

@@ -1,0 +1,603 @@
+//! A local multi-DC deployment: per DC one nats-server (tagged `dc:<name>`, one cluster stretched
+//! over every DC, replicas spread by `unique_tag: "dc:"`) and one haetae node talking to it.
+//!
+//! Owns process lifetimes (every process it starts is stopped by PID, and killed if the
+//! deployment is dropped), the state file other commands read, and the faults a drill injects.
+//! Never interprets what the nodes store.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use haetae_store::admin::{Admin, AssetInfo};
+use haetae_store::launcher::{ClusterSpec, NatsProcess, ServerSpec, Signal, signal};
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::netns::Network;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("DC {dc}: {message}")]
+    Dc { dc: String, message: String },
+    #[error("network namespaces: {0}")]
+    Net(#[from] crate::netns::NetError),
+    #[error("cannot write {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("timed out after {seconds} s waiting for {what}")]
+    Timeout { what: String, seconds: u64 },
+    #[error("{0}")]
+    Admin(#[from] haetae_store::admin::AdminError),
+}
+
+/// What to deploy.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeploymentSpec {
+    /// Everything the deployment writes lives here: per DC the nats-server data and logs.
+    pub dir: PathBuf,
+    /// DC names; each becomes a server tag `dc:<name>`.
+    pub dcs: Vec<String>,
+    /// One network namespace per DC (root only) instead of loopback ports.
+    pub netns: bool,
+    /// `sync_interval: always` on every nats-server.
+    pub sync_always: bool,
+    /// Event-log partitions.
+    pub partitions: u32,
+    /// The `haetae` binary that runs the nodes.
+    pub haetae_binary: PathBuf,
+    /// Matrix server name shared by every node.
+    pub server_name: String,
+    /// Log filter for the nodes.
+    pub node_log: String,
+}
+
+impl DeploymentSpec {
+    pub fn new(dir: impl Into<PathBuf>, haetae_binary: impl Into<PathBuf>) -> DeploymentSpec {
+        DeploymentSpec {
+            dir: dir.into(),
+            dcs: vec!["a".into(), "b".into(), "c".into()],
+            netns: false,
+            sync_always: true,
+            partitions: 6,
+            haetae_binary: haetae_binary.into(),
+            server_name: "haetae.test".into(),
+            node_log: "warn".into(),
+        }
+    }
+}
+
+/// Where one DC's processes listen, and which of them run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DcPlan {
+    pub name: String,
+    pub host: String,
+    pub client_port: u16,
+    pub route_port: u16,
+    pub monitor_port: u16,
+    pub http_port: u16,
+    pub namespace: Option<String>,
+    pub nats_pid: Option<u32>,
+    pub node_pid: Option<u32>,
+}
+
+impl DcPlan {
+    pub fn endpoint(&self) -> String {
+        format!("http://{}:{}", self.host, self.http_port)
+    }
+
+    pub fn nats_url(&self) -> String {
+        format!("nats://{}:{}", self.host, self.client_port)
+    }
+
+    fn monitor_url(&self) -> String {
+        format!("http://{}:{}", self.host, self.monitor_port)
+    }
+}
+
+/// The state file (`cluster.json`) that `haetae cluster status` and `down` read.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct State {
+    pub spec: DeploymentSpec,
+    pub dcs: Vec<DcPlan>,
+    pub network: Option<Network>,
+    /// The process supervising the deployment.
+    pub supervisor_pid: u32,
+}
+
+impl State {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("cluster.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<State, String> {
+        let path = State::path(dir);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("no deployment at {} ({e}); start one with `haetae cluster up --dir {}`", dir.display(), dir.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a deployment state file: {e}", path.display()))
+    }
+
+    pub fn nats_urls(&self) -> String {
+        self.dcs.iter().map(DcPlan::nats_url).collect::<Vec<_>>().join(",")
+    }
+}
+
+/// A running deployment. Dropping it kills every process it started and removes its namespaces.
+pub struct Deployment {
+    pub state: State,
+    nats: Vec<Option<NatsProcess>>,
+    nodes: Vec<Option<Child>>,
+    /// DCs cut off from the network (netns mode).
+    cut: Vec<bool>,
+    http: reqwest::Client,
+}
+
+fn free_port() -> Result<u16, ClusterError> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|address| address.port())
+        .map_err(|source| ClusterError::Io { path: PathBuf::from("127.0.0.1:0"), source })
+}
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl Deployment {
+    /// Starts every DC, waits until JetStream has a leader and every node serves, then spreads
+    /// the assets' leaders over the DCs.
+    pub async fn up(spec: DeploymentSpec, progress: &(dyn Fn(&str) + Sync)) -> Result<Deployment, ClusterError> {
+        if spec.dcs.len() < 3 {
+            return Err(ClusterError::Invalid(format!(
+                "a deployment needs at least three DCs for R3 with one replica per DC; got {}",
+                spec.dcs.len()
+            )));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for name in &spec.dcs {
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') || !seen.insert(name) {
+                return Err(ClusterError::Invalid(format!("DC names must be distinct and alphanumeric; got {:?}", spec.dcs)));
+            }
+        }
+        if !spec.haetae_binary.is_file() {
+            return Err(ClusterError::Invalid(format!("no haetae binary at {}", spec.haetae_binary.display())));
+        }
+        std::fs::create_dir_all(&spec.dir).map_err(|source| ClusterError::Io { path: spec.dir.clone(), source })?;
+        let network = if spec.netns {
+            if !crate::netns::available() {
+                return Err(ClusterError::Invalid("network namespaces need root and `ip` (iproute2)".into()));
+            }
+            Some(Network::create(std::process::id(), &spec.dcs)?)
+        } else {
+            None
+        };
+        let mut dcs = Vec::new();
+        for (i, name) in spec.dcs.iter().enumerate() {
+            let plan = match &network {
+                Some(network) => DcPlan {
+                    name: name.clone(),
+                    host: network.dcs[i].address.clone(),
+                    client_port: 4222,
+                    route_port: 6222,
+                    monitor_port: 8222,
+                    http_port: 8008,
+                    namespace: Some(network.dcs[i].namespace.clone()),
+                    nats_pid: None,
+                    node_pid: None,
+                },
+                None => DcPlan {
+                    name: name.clone(),
+                    host: "127.0.0.1".into(),
+                    client_port: free_port()?,
+                    route_port: free_port()?,
+                    monitor_port: free_port()?,
+                    http_port: free_port()?,
+                    namespace: None,
+                    nats_pid: None,
+                    node_pid: None,
+                },
+            };
+            dcs.push(plan);
+        }
+        let count = dcs.len();
+        let mut deployment = Deployment {
+            state: State { spec, dcs, network, supervisor_pid: std::process::id() },
+            nats: (0..count).map(|_| None).collect(),
+            nodes: (0..count).map(|_| None).collect(),
+            cut: vec![false; count],
+            http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default(),
+        };
+        progress(&format!(
+            "starting {} nats-servers ({}; sync_interval: {})",
+            count,
+            if deployment.state.network.is_some() { "one network namespace per DC" } else { "loopback ports" },
+            if deployment.state.spec.sync_always { "always" } else { "server default" }
+        ));
+        let starts = (0..count).map(|i| NatsProcess::start(deployment.nats_spec(i), START_TIMEOUT));
+        for (i, started) in futures::future::join_all(starts).await.into_iter().enumerate() {
+            let process = started.map_err(|e| deployment.dc_error(i, e.to_string()))?;
+            deployment.state.dcs[i].nats_pid = process.pid();
+            deployment.nats[i] = Some(process);
+        }
+        for i in 0..count {
+            deployment.wait_nats_healthy(i, START_TIMEOUT).await?;
+        }
+        progress("JetStream cluster formed; starting the haetae nodes");
+        // The first node creates the streams and buckets; the others find them.
+        deployment.start_node(0).await?;
+        let rest: Vec<usize> = (1..count).collect();
+        for &i in &rest {
+            deployment.spawn_node(i)?;
+        }
+        for &i in &rest {
+            deployment.wait_node_ready(i, START_TIMEOUT).await?;
+        }
+        deployment.save()?;
+        progress("nodes serving; spreading leaders over the DCs");
+        deployment.balance_leaders(Duration::from_secs(20)).await?;
+        deployment.wait_replicas_current(START_TIMEOUT).await?;
+        Ok(deployment)
+    }
+
+    fn dc_error(&self, i: usize, message: String) -> ClusterError {
+        ClusterError::Dc { dc: self.state.dcs[i].name.clone(), message }
+    }
+
+    pub fn dc_count(&self) -> usize {
+        self.state.dcs.len()
+    }
+
+    pub fn dc_index(&self, name: &str) -> Option<usize> {
+        self.state.dcs.iter().position(|dc| dc.name == name)
+    }
+
+    /// Every DC's client endpoint, in DC order.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.state.dcs.iter().map(DcPlan::endpoint).collect()
+    }
+
+    fn dc_dir(&self, i: usize) -> PathBuf {
+        self.state.spec.dir.join(format!("dc-{}", self.state.dcs[i].name))
+    }
+
+    fn nats_spec(&self, i: usize) -> ServerSpec {
+        let plan = &self.state.dcs[i];
+        ServerSpec {
+            name: plan.name.clone(),
+            host: plan.host.clone(),
+            client_port: plan.client_port,
+            dir: self.dc_dir(i).join("nats"),
+            sync_always: self.state.spec.sync_always,
+            cluster: Some(ClusterSpec {
+                name: "haetae".into(),
+                route_port: plan.route_port,
+                routes: self
+                    .state
+                    .dcs
+                    .iter()
+                    .filter(|other| other.name != plan.name)
+                    .map(|other| format!("nats-route://{}:{}", other.host, other.route_port))
+                    .collect(),
+                unique_tag: Some("dc:".into()),
+            }),
+            tags: vec![format!("dc:{}", plan.name)],
+            monitor_port: plan.monitor_port,
+            netns: plan.namespace.clone(),
+        }
+    }
+
+    fn node_config(&self, i: usize) -> String {
+        let plan = &self.state.dcs[i];
+        let spec = &self.state.spec;
+        format!(
+            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\nreplicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 1000\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
+            host = plan.host,
+            http = plan.http_port,
+            log = spec.node_log,
+            nats = plan.nats_url(),
+            partitions = spec.partitions,
+            server_name = spec.server_name,
+            name = plan.name,
+        )
+    }
+
+    fn spawn_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        let dir = self.dc_dir(i).join("node");
+        std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io { path: dir.clone(), source })?;
+        let config_path = dir.join("node.toml");
+        std::fs::write(&config_path, self.node_config(i)).map_err(|source| ClusterError::Io { path: config_path.clone(), source })?;
+        let log_path = dir.join("node.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|source| ClusterError::Io { path: log_path.clone(), source })?;
+        let log_err = log.try_clone().map_err(|source| ClusterError::Io { path: log_path.clone(), source })?;
+        let binary = &self.state.spec.haetae_binary;
+        let mut command = match &self.state.dcs[i].namespace {
+            Some(namespace) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", namespace]).arg(binary);
+                command
+            }
+            None => Command::new(binary),
+        };
+        let child = command
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .env_remove("HAETAE_NATS_URL")
+            .env_remove("HAETAE_LISTEN")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| self.dc_error(i, format!("cannot start {}: {e}", binary.display())))?;
+        self.state.dcs[i].node_pid = child.id();
+        self.nodes[i] = Some(child);
+        Ok(())
+    }
+
+    async fn start_node(&mut self, i: usize) -> Result<(), ClusterError> {
+        self.spawn_node(i)?;
+        self.wait_node_ready(i, START_TIMEOUT).await
+    }
+
+    /// Polls the node's `/versions` until it answers (it answers once its read model caught up).
+    pub async fn wait_node_ready(&mut self, i: usize, timeout: Duration) -> Result<(), ClusterError> {
+        let url = format!("{}/_matrix/client/versions", self.state.dcs[i].endpoint());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(child) = self.nodes[i].as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    let log = self.dc_dir(i).join("node/node.log");
+                    return Err(self.dc_error(i, format!("the haetae node exited ({status}); its log: {}", log.display())));
+                }
+            }
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout { what: format!("the node of DC {}", self.state.dcs[i].name), seconds: timeout.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Polls the nats-server's `/healthz` (JetStream current) until it says ok.
+    async fn wait_nats_healthy(&self, i: usize, timeout: Duration) -> Result<(), ClusterError> {
+        let url = format!("{}/healthz", self.state.dcs[i].monitor_url());
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout { what: format!("nats-server of DC {} to be healthy", self.state.dcs[i].name), seconds: timeout.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Writes the state file.
+    pub fn save(&self) -> Result<(), ClusterError> {
+        let path = State::path(&self.state.spec.dir);
+        let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
+        std::fs::write(&path, text).map_err(|source| ClusterError::Io { path, source })
+    }
+
+    /// DCs whose processes run and whose network is up.
+    pub fn live(&self) -> Vec<usize> {
+        (0..self.dc_count()).filter(|&i| self.nats[i].is_some() && !self.cut[i]).collect()
+    }
+
+    /// An admin connection through any live DC.
+    pub async fn admin(&self) -> Result<Admin, ClusterError> {
+        let urls: Vec<String> = self.live().into_iter().map(|i| self.state.dcs[i].nats_url()).collect();
+        if urls.is_empty() {
+            return Err(ClusterError::Invalid("no DC is up".into()));
+        }
+        Ok(Admin::connect(&urls.join(","), Duration::from_secs(2)).await?)
+    }
+
+    /// Asks JetStream to move leaders so that log partition p is led from DC p mod n and the
+    /// other assets round-robin after them; waits (bounded) until it happened.
+    pub async fn balance_leaders(&self, timeout: Duration) -> Result<(), ClusterError> {
+        let admin = self.admin().await?;
+        let deadline = Instant::now() + timeout;
+        let live = self.live();
+        loop {
+            let assets = admin.assets().await?;
+            let mut misplaced = 0;
+            for (k, asset) in assets.iter().enumerate() {
+                let slot = asset.log_partition().map(|p| p as usize).unwrap_or(k);
+                let wanted = &self.state.dcs[live[slot % live.len()]].name;
+                if asset.leader.as_deref() != Some(wanted.as_str()) {
+                    misplaced += 1;
+                    // A refused step-down (no leader yet, election under way) is retried next round.
+                    let _ = admin.prefer_leader(&asset.stream, &format!("dc:{wanted}")).await;
+                }
+            }
+            if misplaced == 0 {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                tracing::warn!(misplaced, "some leaders could not be moved to their preferred DC");
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+
+    /// Waits until every asset has a leader and all its replicas current, and every live DC's
+    /// nats-server reports healthy. Returns how long that took.
+    pub async fn wait_replicas_current(&self, timeout: Duration) -> Result<Duration, ClusterError> {
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let want = self.live().len().min(3);
+        loop {
+            let settled = match self.admin().await {
+                Ok(admin) => match admin.assets().await {
+                    Ok(assets) => {
+                        !assets.is_empty()
+                            && assets.iter().all(|a| a.leader.is_some() && a.replicas.iter().filter(|r| r.current).count() >= want)
+                    }
+                    Err(_) => false,
+                },
+                Err(_) => false,
+            };
+            if settled {
+                let mut healthy = true;
+                for i in self.live() {
+                    let url = format!("{}/healthz", self.state.dcs[i].monitor_url());
+                    healthy &= self.http.get(&url).send().await.is_ok_and(|r| r.status().is_success());
+                }
+                if healthy {
+                    return Ok(started.elapsed());
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(ClusterError::Timeout { what: "every replica to be current".into(), seconds: timeout.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Asset placement as JetStream reports it now.
+    pub async fn assets(&self) -> Result<Vec<AssetInfo>, ClusterError> {
+        Ok(self.admin().await?.assets().await?)
+    }
+
+    /// SIGKILLs every process of DC `i`; with `burn_disks` also deletes its data, as a fire would.
+    pub async fn kill_dc(&mut self, i: usize, burn_disks: bool) -> Result<(), ClusterError> {
+        if let Some(mut node) = self.nodes[i].take() {
+            let _ = node.kill().await;
+        }
+        if let Some(nats) = self.nats[i].take() {
+            nats.kill().await;
+        }
+        self.state.dcs[i].nats_pid = None;
+        self.state.dcs[i].node_pid = None;
+        if burn_disks {
+            let dir = self.dc_dir(i);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir).map_err(|source| ClusterError::Io { path: dir.clone(), source })?;
+            }
+        }
+        self.save()
+    }
+
+    /// Stops DC `i` gracefully: the node first (clients move on), then the nats-server in
+    /// lame-duck mode (it hands its leaderships to the other DCs before exiting).
+    pub async fn stop_dc(&mut self, i: usize) -> Result<(), ClusterError> {
+        if let Some(mut node) = self.nodes[i].take() {
+            if let Some(pid) = node.id() {
+                signal(pid, Signal::Terminate);
+            }
+            if tokio::time::timeout(Duration::from_secs(30), node.wait()).await.is_err() {
+                let _ = node.kill().await;
+            }
+        }
+        if let Some(nats) = self.nats[i].take() {
+            if let Some(pid) = nats.pid() {
+                signal(pid, Signal::LameDuck);
+            }
+            nats.stop(Duration::from_secs(45)).await;
+        }
+        self.state.dcs[i].nats_pid = None;
+        self.state.dcs[i].node_pid = None;
+        self.save()
+    }
+
+    /// Starts DC `i`'s nats-server (with whatever its disk holds: nothing after a fire), waits
+    /// until it has caught up, then starts its node. Returns the time until its replicas were
+    /// current.
+    pub async fn start_dc(&mut self, i: usize) -> Result<Duration, ClusterError> {
+        let started = Instant::now();
+        if self.nats[i].is_none() {
+            let process = NatsProcess::start(self.nats_spec(i), START_TIMEOUT).await.map_err(|e| self.dc_error(i, e.to_string()))?;
+            self.state.dcs[i].nats_pid = process.pid();
+            self.nats[i] = Some(process);
+        }
+        self.wait_nats_healthy(i, Duration::from_secs(120)).await?;
+        self.wait_replicas_current(Duration::from_secs(120)).await?;
+        let caught_up = started.elapsed();
+        if self.nodes[i].is_none() {
+            self.start_node(i).await?;
+        }
+        self.save()?;
+        Ok(caught_up)
+    }
+
+    /// Cuts DC `i` off the network (netns mode only).
+    pub fn cut(&mut self, i: usize) -> Result<(), ClusterError> {
+        let network = self.state.network.as_ref().ok_or_else(|| ClusterError::Invalid("cutting a DC off needs network namespaces (--netns)".into()))?;
+        network.cut(i)?;
+        self.cut[i] = true;
+        Ok(())
+    }
+
+    pub fn heal(&mut self, i: usize) -> Result<(), ClusterError> {
+        let network = self.state.network.as_ref().ok_or_else(|| ClusterError::Invalid("healing needs network namespaces (--netns)".into()))?;
+        network.heal(i)?;
+        self.cut[i] = false;
+        Ok(())
+    }
+
+    /// True when DC `i`'s processes are running.
+    pub fn running(&self, i: usize) -> bool {
+        self.nats[i].is_some()
+    }
+
+    /// Checks the processes: returns the DCs with a process that exited on its own.
+    pub fn exited(&mut self) -> Vec<usize> {
+        let mut exited = Vec::new();
+        for i in 0..self.dc_count() {
+            if let Some(node) = self.nodes[i].as_mut() {
+                if matches!(node.try_wait(), Ok(Some(_))) {
+                    self.nodes[i] = None;
+                    exited.push(i);
+                }
+            }
+        }
+        exited
+    }
+
+    /// Stops every DC gracefully, one after another, and removes the namespaces.
+    pub async fn down(mut self) {
+        for i in 0..self.dc_count() {
+            if let Some(mut node) = self.nodes[i].take() {
+                if let Some(pid) = node.id() {
+                    signal(pid, Signal::Terminate);
+                }
+                if tokio::time::timeout(Duration::from_secs(10), node.wait()).await.is_err() {
+                    let _ = node.kill().await;
+                }
+            }
+        }
+        for i in 0..self.dc_count() {
+            if let Some(nats) = self.nats[i].take() {
+                nats.stop(Duration::from_secs(10)).await;
+            }
+        }
+        for dc in &mut self.state.dcs {
+            dc.nats_pid = None;
+            dc.node_pid = None;
+        }
+        let _ = self.save();
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        // Children are killed on drop (kill_on_drop); the namespaces must go after them.
+        for node in self.nodes.iter_mut().flatten() {
+            let _ = node.start_kill();
+        }
+        self.nodes.clear();
+        self.nats.clear();
+        if let Some(network) = &self.state.network {
+            network.destroy();
+        }
+    }
+}

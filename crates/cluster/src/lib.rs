@@ -1,0 +1,15 @@
+//! Local multi-DC deployments of haetae, and the faults a fire drill injects into them.
+//!
+//! - [`deployment`]: per DC one nats-server and one haetae node; start, stop gracefully, kill
+//!   (with or without burning the disks), rebuild, cut off and heal; the state file.
+//! - [`netns`]: one network namespace per DC, so a DC can be cut off as well as killed.
+//! - [`status`]: what `haetae cluster status` prints: DCs, processes, and where every replica
+//!   and leader sits.
+//!
+//! Knows NATS only through `haetae_store` (the launcher and the admin view).
+
+pub mod deployment;
+pub mod netns;
+pub mod status;
+
+pub use deployment::{ClusterError, DcPlan, Deployment, DeploymentSpec, State};

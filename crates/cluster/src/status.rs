@@ -1,0 +1,108 @@
+//! The status report of a deployment: its DCs and processes, and for every stream, bucket and
+//! object store the DC of its leader and of each replica, with lag, flagging any asset that is not
+//! spread over three DCs.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use haetae_store::admin::{Admin, AssetInfo};
+
+use crate::deployment::State;
+
+/// True while a process with this PID exists.
+pub fn alive(pid: Option<u32>) -> bool {
+    // SAFETY: kill(pid, 0) only checks for existence.
+    pid.is_some_and(|pid| unsafe { libc::kill(pid as libc::pid_t, 0) } == 0)
+}
+
+/// Problems with one asset's placement; empty when it has three current replicas in three DCs.
+pub fn placement_problems(asset: &AssetInfo) -> Vec<String> {
+    let mut problems = Vec::new();
+    let dcs: BTreeSet<&str> = asset.replicas.iter().map(|r| r.server.as_str()).collect();
+    if asset.configured_replicas < 3 {
+        problems.push(format!("configured with {} replicas", asset.configured_replicas));
+    }
+    if dcs.len() < asset.replicas.len() {
+        problems.push("two replicas share a DC".into());
+    }
+    if dcs.len() < 3 {
+        problems.push(format!("replicas in {} DCs", dcs.len()));
+    }
+    if asset.leader.is_none() {
+        problems.push("no leader".into());
+    }
+    let behind: Vec<&str> = asset.replicas.iter().filter(|r| !r.current).map(|r| r.server.as_str()).collect();
+    if !behind.is_empty() {
+        problems.push(format!("not current: {}", behind.join(", ")));
+    }
+    problems
+}
+
+/// Renders the whole status as text; `assets` is None when no DC answered.
+pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "deployment {} ({} DCs, {}, sync_interval: {}, {} log partitions)\n\n",
+        state.spec.dir.display(),
+        state.dcs.len(),
+        if state.network.is_some() { "network namespaces" } else { "loopback" },
+        if state.spec.sync_always { "always" } else { "server default" },
+        state.spec.partitions
+    ));
+    out.push_str("DC      nats-server                       haetae node\n");
+    for dc in &state.dcs {
+        let nats = format!("{} {}", dc.nats_url(), if alive(dc.nats_pid) { "up" } else { "DOWN" });
+        let node = format!("{} {}", dc.endpoint(), if alive(dc.node_pid) { "up" } else { "DOWN" });
+        out.push_str(&format!("{:<7} {:<33} {}\n", dc.name, nats, node));
+    }
+    out.push('\n');
+    match assets {
+        Err(error) => out.push_str(&format!("JetStream: cannot read placement: {error}\n")),
+        Ok(assets) => {
+            let mut leaders: Vec<(String, usize)> = state.dcs.iter().map(|d| (d.name.clone(), 0)).collect();
+            out.push_str(&format!("{:<14} {:>8} {:<7} {:<40} {}\n", "asset", "messages", "leader", "replicas (DC:lag)", "check"));
+            let mut flagged = 0;
+            for asset in assets {
+                if let Some(leader) = &asset.leader {
+                    if let Some(entry) = leaders.iter_mut().find(|(name, _)| name == leader) {
+                        entry.1 += 1;
+                    }
+                }
+                let replicas: Vec<String> = asset
+                    .replicas
+                    .iter()
+                    .map(|r| format!("{}{}:{}", r.server, if r.leader { "*" } else { "" }, if r.current { r.lag.to_string() } else { format!("{} behind", r.lag) }))
+                    .collect();
+                let problems = placement_problems(asset);
+                if !problems.is_empty() {
+                    flagged += 1;
+                }
+                out.push_str(&format!(
+                    "{:<14} {:>8} {:<7} {:<40} {}\n",
+                    asset.label,
+                    asset.messages,
+                    asset.leader.as_deref().unwrap_or("NONE"),
+                    replicas.join(" "),
+                    if problems.is_empty() { "ok".to_string() } else { format!("FLAG: {}", problems.join("; ")) }
+                ));
+            }
+            let spread: Vec<String> = leaders.iter().map(|(name, n)| format!("{name}: {n}")).collect();
+            out.push_str(&format!("\nleaders per DC: {}\n", spread.join(", ")));
+            out.push_str(&if flagged == 0 {
+                format!("all {} assets have three current replicas in three DCs\n", assets.len())
+            } else {
+                format!("{flagged} of {} assets FLAGGED\n", assets.len())
+            });
+        }
+    }
+    out
+}
+
+/// Reads the placement through any DC of the state file and renders the status.
+pub async fn report(state: &State) -> String {
+    let assets = match Admin::connect(&state.nats_urls(), Duration::from_secs(2)).await {
+        Ok(admin) => admin.assets().await.map_err(|e| e.to_string()),
+        Err(error) => Err(error.to_string()),
+    };
+    render(state, assets.as_deref().map_err(Clone::clone))
+}

@@ -1,0 +1,128 @@
+//! `haetae cluster`: run a local multi-DC deployment in the foreground, and inspect or stop one.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use haetae_cluster::{Deployment, DeploymentSpec, State};
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Start one nats-server and one haetae node per DC and supervise them until Ctrl-C.
+    Up(UpArgs),
+    /// Show DCs, processes, and where every replica and leader sits.
+    Status(DirArgs),
+    /// Stop the processes of a deployment started by `up` (by the PIDs in its state file).
+    Down(DirArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct DeploymentArgs {
+    /// DC names, comma-separated (at least three).
+    #[arg(long, value_delimiter = ',', default_value = "a,b,c")]
+    pub dcs: Vec<String>,
+    /// One network namespace per DC (root only), so a DC can be cut off as well as killed.
+    #[arg(long)]
+    pub netns: bool,
+    /// nats-server fsync policy: `always` (fsync every write; no loss on power failure) or
+    /// `default` (the server's 2-minute interval).
+    #[arg(long, default_value = "always", value_parser = ["always", "default"])]
+    pub sync_interval: String,
+    /// Event-log partitions (leaders are spread over the DCs).
+    #[arg(long, default_value_t = 6)]
+    pub partitions: u32,
+    /// Matrix server name of the deployment.
+    #[arg(long, default_value = "haetae.test")]
+    pub server_name: String,
+}
+
+impl DeploymentArgs {
+    pub fn spec(&self, dir: PathBuf) -> Result<DeploymentSpec, String> {
+        let binary = std::env::current_exe().map_err(|e| format!("cannot find the haetae binary: {e}"))?;
+        let mut spec = DeploymentSpec::new(dir, binary);
+        spec.dcs = self.dcs.clone();
+        spec.netns = self.netns;
+        spec.sync_always = self.sync_interval == "always";
+        spec.partitions = self.partitions;
+        spec.server_name = self.server_name.clone();
+        Ok(spec)
+    }
+}
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    /// Directory for the deployment's data, logs and state file.
+    #[arg(long, default_value = "cluster")]
+    dir: PathBuf,
+    #[command(flatten)]
+    deployment: DeploymentArgs,
+}
+
+#[derive(clap::Args)]
+pub struct DirArgs {
+    /// The deployment's directory (as given to `up`).
+    #[arg(long, default_value = "cluster")]
+    dir: PathBuf,
+}
+
+pub fn run(command: ClusterCommand) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
+    runtime.block_on(async move {
+        match command {
+            ClusterCommand::Up(args) => up(args).await,
+            ClusterCommand::Status(args) => {
+                let state = State::load(&args.dir)?;
+                print!("{}", haetae_cluster::status::report(&state).await);
+                Ok(())
+            }
+            ClusterCommand::Down(args) => down(args),
+        }
+    })
+}
+
+async fn up(args: UpArgs) -> Result<(), String> {
+    if let Ok(state) = State::load(&args.dir) {
+        if haetae_cluster::status::alive(Some(state.supervisor_pid)) && state.supervisor_pid != std::process::id() {
+            return Err(format!("a deployment in {} is already running (supervisor PID {})", args.dir.display(), state.supervisor_pid));
+        }
+    }
+    let spec = args.deployment.spec(args.dir.clone())?;
+    let progress = |line: &str| eprintln!("cluster: {line}");
+    let mut deployment = Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
+    print!("{}", haetae_cluster::status::report(&deployment.state).await);
+    println!("\nMatrix endpoints (any of them serves everything):");
+    for (dc, endpoint) in deployment.state.dcs.iter().zip(deployment.endpoints()) {
+        println!("  DC {}: {endpoint}", dc.name);
+    }
+    println!("status: haetae cluster status --dir {}   stop: Ctrl-C here, or haetae cluster down --dir {}", args.dir.display(), args.dir.display());
+    let mut interrupt = std::pin::pin!(crate::shutdown_signal());
+    loop {
+        tokio::select! {
+            _ = &mut interrupt => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                // A node that died on its own (or was killed) is started again: the supervisor
+                // is the "no command needed" rebuild path.
+                for i in deployment.exited() {
+                    eprintln!("cluster: the node of DC {} exited; restarting the DC", deployment.state.dcs[i].name);
+                    if let Err(error) = deployment.start_dc(i).await {
+                        eprintln!("cluster: restarting DC {} failed: {error}", deployment.state.dcs[i].name);
+                    }
+                }
+            }
+        }
+    }
+    eprintln!("cluster: stopping");
+    deployment.down().await;
+    Ok(())
+}
+
+fn down(args: DirArgs) -> Result<(), String> {
+    let state = State::load(&args.dir)?;
+    if haetae_cluster::status::alive(Some(state.supervisor_pid)) {
+        // The supervisor stops its DCs gracefully on SIGTERM.
+        haetae_store::launcher::signal(state.supervisor_pid, haetae_store::launcher::Signal::Terminate);
+        println!("asked the supervisor (PID {}) to stop the deployment", state.supervisor_pid);
+    } else {
+        println!("the deployment in {} is not running", args.dir.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,158 @@
+//! Operator's view of the JetStream assets: where each stream's replicas and leader sit, how far
+//! behind each replica is, and moving a leader to a preferred DC.
+//!
+//! Used by the cluster tools and the drill, never by request handling. Asset names stay inside
+//! this crate's vocabulary: the caller sees them only as labels to print.
+
+use std::time::Duration;
+
+use async_nats::jetstream;
+use futures::TryStreamExt;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("cannot connect to NATS at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("JetStream request failed: {0}")]
+    Request(String),
+}
+
+/// One replica of one asset.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReplicaInfo {
+    /// nats-server name (the cluster tools name servers after their DC).
+    pub server: String,
+    pub leader: bool,
+    /// False while the replica is catching up or unreachable.
+    pub current: bool,
+    /// Operations the replica is behind the leader.
+    pub lag: u64,
+    /// Seconds since the leader last heard from the replica.
+    pub seen_ago_s: f64,
+}
+
+/// A stream, KV bucket or object store with its placement.
+#[derive(Clone, Debug, Serialize)]
+pub struct AssetInfo {
+    /// `log/3`, `kv/accounts`, `media`.
+    pub label: String,
+    /// The JetStream stream name.
+    pub stream: String,
+    pub configured_replicas: usize,
+    pub messages: u64,
+    /// None while no leader is elected.
+    pub leader: Option<String>,
+    pub replicas: Vec<ReplicaInfo>,
+}
+
+impl AssetInfo {
+    /// The partition number when this asset is an event-log partition.
+    pub fn log_partition(&self) -> Option<u32> {
+        self.label.strip_prefix("log/")?.parse().ok()
+    }
+}
+
+/// A connection for administration. Cheap to clone.
+#[derive(Clone)]
+pub struct Admin {
+    client: async_nats::Client,
+    js: jetstream::Context,
+}
+
+fn label_of(stream: &str) -> Option<String> {
+    if let Some(partition) = stream.strip_prefix("HAETAE_LOG_") {
+        return Some(format!("log/{partition}"));
+    }
+    if let Some(bucket) = stream.strip_prefix("KV_haetae_") {
+        return Some(format!("kv/{bucket}"));
+    }
+    if stream.starts_with("OBJ_haetae_") {
+        return Some("media".into());
+    }
+    None
+}
+
+impl Admin {
+    /// Connects to the given NATS URL(s) (comma-separated); any server of the cluster will do.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Admin, AdminError> {
+        let servers = crate::server_addrs(url).map_err(|message| AdminError::Connect { url: url.to_string(), message })?;
+        let client = async_nats::ConnectOptions::new()
+            .name("haetae-admin")
+            .connection_timeout(timeout)
+            .request_timeout(Some(timeout))
+            .connect(servers)
+            .await
+            .map_err(|e| AdminError::Connect { url: url.to_string(), message: e.to_string() })?;
+        let js = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
+        Ok(Admin { client, js })
+    }
+
+    /// Every haetae asset with its placement, sorted by label.
+    pub async fn assets(&self) -> Result<Vec<AssetInfo>, AdminError> {
+        let names: Vec<String> =
+            self.js.stream_names().try_collect().await.map_err(|e| AdminError::Request(e.to_string()))?;
+        let mut assets = Vec::new();
+        for name in names {
+            let Some(label) = label_of(&name) else { continue };
+            assets.push(self.asset(&name, label).await?);
+        }
+        assets.sort_by(|a, b| natural_key(&a.label).cmp(&natural_key(&b.label)));
+        Ok(assets)
+    }
+
+    async fn asset(&self, stream: &str, label: String) -> Result<AssetInfo, AdminError> {
+        let mut handle = self.js.get_stream(stream).await.map_err(|e| AdminError::Request(e.to_string()))?;
+        let info = handle.info().await.map_err(|e| AdminError::Request(e.to_string()))?;
+        let mut replicas = Vec::new();
+        let mut leader = None;
+        if let Some(cluster) = &info.cluster {
+            leader = cluster.leader.clone().filter(|l| !l.is_empty());
+            if let Some(name) = &leader {
+                replicas.push(ReplicaInfo { server: name.clone(), leader: true, current: true, lag: 0, seen_ago_s: 0.0 });
+            }
+            for peer in &cluster.replicas {
+                replicas.push(ReplicaInfo {
+                    server: peer.name.clone(),
+                    leader: false,
+                    current: peer.current,
+                    lag: peer.lag.unwrap_or(0),
+                    seen_ago_s: peer.active.as_secs_f64(),
+                });
+            }
+        }
+        Ok(AssetInfo {
+            label,
+            stream: stream.to_string(),
+            configured_replicas: info.config.num_replicas,
+            messages: info.state.messages,
+            leader,
+            replicas,
+        })
+    }
+
+    /// Asks the asset's leader to step down in favour of a replica on a server with `tag`
+    /// (e.g. `dc:b`). The engine elects the new leader; this only states a preference.
+    pub async fn prefer_leader(&self, stream: &str, tag: &str) -> Result<(), AdminError> {
+        let subject = format!("$JS.API.STREAM.LEADER.STEPDOWN.{stream}");
+        let body = serde_json::json!({ "placement": { "tags": [tag] } });
+        let reply = self
+            .client
+            .request(subject, serde_json::to_vec(&body).unwrap_or_default().into())
+            .await
+            .map_err(|e| AdminError::Request(e.to_string()))?;
+        let value: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap_or_default();
+        if let Some(error) = value.get("error") {
+            return Err(AdminError::Request(format!("step-down of {stream}: {error}")));
+        }
+        Ok(())
+    }
+}
+
+/// Sorts `log/10` after `log/9`.
+fn natural_key(label: &str) -> (String, u64) {
+    match label.rsplit_once('/') {
+        Some((prefix, number)) if number.parse::<u64>().is_ok() => (prefix.to_string(), number.parse().unwrap_or(0)),
+        _ => (label.to_string(), 0),
+    }
+}

@@ -1,0 +1,8 @@
+//! The fire drill's client side: the workload that records a [`history::History`], the checker
+//! that judges it, and the report (figures, Markdown, JSON, timeline chart).
+
+pub mod chart;
+pub mod checker;
+pub mod history;
+pub mod report;
+pub mod workload;
