@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod drill;
 mod config;
 
 use std::path::PathBuf;
@@ -34,6 +35,9 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Fire drill: run the workload on three DCs, inject a fault, check nothing acknowledged was
+    /// lost, and write a report (Markdown, JSON, timeline chart).
+    Drill(drill::DrillArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -106,6 +110,7 @@ fn main() {
         },
         Command::Bench { workload } => bench::run(workload),
         Command::Cluster { command } => cluster::run(command),
+        Command::Drill(args) => drill::run(args),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use base64::Engine;
-use haetae_store::{AppendError, Bucket, KvError};
+use haetae_store::{AppendError, Bucket};
 use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
@@ -67,17 +67,23 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         return Err(MatrixError::invalid_param(format!("event type and state key are limited to {MAX_TYPE_OR_KEY_BYTES} bytes")));
     }
     let txn_key = new.txn_id.map(|txn| txn_key(caller, new.room_id, txn));
-    if let Some(key) = &txn_key {
-        if let Some(stored) = app.store.kv().get(Bucket::Txns, key).await? {
-            return Ok(String::from_utf8_lossy(&stored.value).into_owned());
-        }
-    }
     let event_id = match &txn_key {
         // Deterministic: a retry through any node produces the same id, so the log's duplicate
         // window (keyed by it) stores the event once.
         Some(key) => hash_id('$', key.as_bytes()),
         None => random_event_id(),
     };
+    if txn_key.is_some() {
+        // A retried transaction whose event this node already applied: answer from the read
+        // model, which holds every event id, without touching the store.
+        let model = app.model.model.read().expect("model lock");
+        if model.event_rooms.contains_key(&event_id) {
+            return Ok(event_id);
+        }
+        if let Some(reason) = model.rejected.get(&event_id) {
+            return Err(MatrixError::forbidden(reason.clone()));
+        }
+    }
     let mut event = json!({
         "event_id": event_id,
         "type": new.event_type,
@@ -114,13 +120,6 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
                 let rejection = app.model.model.read().expect("model lock").rejected.get(&event_id).cloned();
                 if let Some(reason) = rejection {
                     return Err(MatrixError::forbidden(reason));
-                }
-                if let Some(key) = &txn_key {
-                    match app.store.kv().create(Bucket::Txns, key, event_id.clone().into()).await {
-                        Ok(_) | Err(KvError::Exists) => {}
-                        // The event is stored; the log's duplicate window still guards retries.
-                        Err(error) => tracing::warn!(%error, "could not record a transaction id"),
-                    }
                 }
                 return Ok(event_id);
             }

@@ -24,6 +24,8 @@ pub struct Client {
     pub access_token: String,
     /// How long one request may take before the client tries the next endpoint.
     pub request_timeout: Duration,
+    /// Endpoint indexes the last request tried, in order (more than one after a failover).
+    pub tried: Vec<usize>,
 }
 
 pub fn http_client() -> reqwest::Client {
@@ -44,6 +46,7 @@ impl Client {
             user_id: String::new(),
             access_token: String::new(),
             request_timeout: Duration::from_secs(30),
+            tried: Vec::new(),
         };
         let body = json!({ "username": localpart, "password": password, "auth": { "type": "m.login.dummy" } });
         let response = client.request("POST", "/_matrix/client/v3/register", Some(&body), None).await?;
@@ -61,13 +64,24 @@ impl Client {
         self.current
     }
 
+    pub fn endpoints(&self) -> &[String] {
+        &self.endpoints
+    }
+
+    /// The same user talking to one endpoint only (no failover): to read one DC's view.
+    pub fn pinned(&self, endpoint: &str) -> Client {
+        Client { endpoints: vec![endpoint.to_string()], current: 0, tried: Vec::new(), ..self.clone() }
+    }
+
     /// Sends one request, moving on to the next endpoint when the current one does not answer
     /// (connection refused, timeout, 5xx). The same request (same txn id) is re-sent unchanged.
     pub async fn request(&mut self, method: &'static str, path: &str, body: Option<&Value>, timeout: Option<Duration>) -> Result<Value, ClientError> {
         let timeout = timeout.unwrap_or(self.request_timeout);
         let attempts = self.endpoints.len() * 3;
         let mut last_error = String::new();
+        self.tried.clear();
         for attempt in 0..attempts {
+            self.tried.push(self.current);
             let url = format!("{}{}", self.endpoints[self.current], path);
             let mut request = match method {
                 "GET" => self.http.get(&url),
@@ -131,6 +145,15 @@ impl Client {
         let path = format!("/_matrix/client/v3/rooms/{}/send/m.room.message/{}", encode(room_id), encode(txn_id));
         let response = self.request("PUT", &path, Some(content), None).await?;
         Ok(response["event_id"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// One page of a room's history, newest first (`dir=b`), from `from` (or the end).
+    pub async fn messages(&mut self, room_id: &str, from: Option<&str>, limit: u32) -> Result<Value, ClientError> {
+        let mut path = format!("/_matrix/client/v3/rooms/{}/messages?dir=b&limit={limit}", encode(room_id));
+        if let Some(from) = from {
+            path.push_str(&format!("&from={}", encode(from)));
+        }
+        self.request("GET", &path, None, None).await
     }
 
     /// One long-poll sync.
