@@ -26,6 +26,8 @@ pub enum Scenario {
     TwoDcsLost,
     /// Restart every DC gracefully, one after another.
     RollingRestart,
+    /// No fault: the control run, to compare the others with.
+    Baseline,
 }
 
 impl Scenario {
@@ -36,6 +38,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::TwoDcsLost => "two-dcs-lost",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::Baseline => "baseline",
         }
     }
 }
@@ -163,7 +166,6 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         (_, Some(name)) => deployment.dc_index(name).ok_or_else(|| format!("no DC named {name}"))?,
         (_, None) => 0,
     };
-    let target_name = deployment.state.dcs[target].name.clone();
     let mut running = Running::start(config.clone(), population).await;
     let ticker = Ticker::start(running.counters.clone(), args.scenario.name());
     wait_s(args.before_s).await;
@@ -292,6 +294,10 @@ async fn inject(
             deployment.start_dc(target).await.map_err(err)?;
             engine.rebuild_catch_up_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
             running.mark(format!("DC {name} serving"));
+        }
+        Scenario::Baseline => {
+            wait_s(args.fault_s).await;
+            return Ok(None);
         }
         Scenario::RollingRestart => {
             for i in 0..deployment.dc_count() {

@@ -28,6 +28,10 @@ pub struct App {
 
 pub type AppState = Arc<App>;
 
+/// How long a read that would rather not wait for an election waits for a KV leader before
+/// reading from a replica.
+pub const LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl App {
     pub fn user_id(&self, localpart: &str) -> String {
         haetae_matrix::ids::user_id(localpart, &self.config.server_name)
@@ -39,7 +43,7 @@ impl App {
         if let Some(session) = self.model.model.read().expect("model lock").tokens.get(&hash) {
             return Ok(Some(session.clone()));
         }
-        let Some(stored) = self.store.kv().get(Bucket::Tokens, &hash).await? else {
+        let Some(stored) = self.store.kv().get_available(Bucket::Tokens, &hash, LEADER_WAIT).await? else {
             return Ok(None);
         };
         let value: serde_json::Value = serde_json::from_slice(&stored.value).unwrap_or_default();

@@ -141,6 +141,25 @@ impl Buckets {
         .await
     }
 
+    /// Reads `key` from the leader when it answers within `leader_wait`; otherwise (the leader's
+    /// DC is gone and an election is under way) from any replica. A replica may lag the leader,
+    /// so a key a replica does not have is reported as unavailable, never as absent: the caller
+    /// retries rather than concluding the key does not exist.
+    pub async fn get_available(&self, bucket: Bucket, key: &str, leader_wait: Duration) -> Result<Option<Versioned>, KvError> {
+        if let Ok(result) = tokio::time::timeout(leader_wait, self.get(bucket, key)).await {
+            return result;
+        }
+        let store = self.store(bucket);
+        match tokio::time::timeout(Duration::from_secs(2), store.entry(encode_name(key))).await {
+            Ok(Ok(Some(entry))) if entry.operation == kv::Operation::Put => {
+                Ok(Some(Versioned { value: entry.value, revision: entry.revision }))
+            }
+            Ok(Ok(_)) => Err(KvError::Unavailable("the leader is unreachable and no replica has the key".into())),
+            Ok(Err(error)) => Err(KvError::Unavailable(error.to_string())),
+            Err(_) => Err(KvError::Unavailable("neither the leader nor a replica answered".into())),
+        }
+    }
+
     /// Creates `key` only if it does not exist (or was deleted).
     pub async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<u64, KvError> {
         let store = self.store(bucket);

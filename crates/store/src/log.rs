@@ -14,6 +14,9 @@ use crate::{ConnectError, StoreConfig, decode_name, encode_name, retry};
 
 const SUBJECT_ROOT: &str = "haetae.log";
 
+/// How long one pull of a tail waits on the server; the idle heartbeat is half of it.
+const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(1000);
+
 /// One entry of one partition.
 #[derive(Clone, Debug)]
 pub struct LogEntry {
@@ -198,6 +201,10 @@ impl EventLog {
         let stream = self.stream(partition)?;
         let config = consumer::pull::OrderedConfig {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: after_seq + 1 },
+            // Short pull expiry, hence a short idle heartbeat: when the server holding this
+            // consumer dies (its DC burned), two missed heartbeats recreate it elsewhere within
+            // about a second instead of the client library's default half minute.
+            max_expires: TAIL_PULL_EXPIRY,
             ..Default::default()
         };
         let consumer = retry(

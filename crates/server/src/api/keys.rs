@@ -83,7 +83,9 @@ fn unused_fallback_types(record: &Value) -> Value {
 
 /// The key counts a device's sync carries.
 pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Value, Value) {
-    match read_json(app, &otk_key(user_id, device_id)).await {
+    // A sync must not wait out an election of the keys bucket: read a replica if need be.
+    let stored = app.store.kv().get_available(Bucket::Keys, &otk_key(user_id, device_id), crate::app::LEADER_WAIT).await;
+    match stored.map(|v| v.and_then(|v| serde_json::from_slice::<Value>(&v.value).ok())) {
         Ok(Some(record)) => (count_keys(&record), unused_fallback_types(&record)),
         _ => (json!({}), json!([])),
     }

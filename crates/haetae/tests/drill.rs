@@ -1,0 +1,119 @@
+//! A short drill of each scenario through the real binary: three nats-servers and three haetae
+//! nodes, the Matrix workload, the fault, the repair. Asserts correctness only (nothing
+//! acknowledged lost, no duplicates, same order everywhere, recovery happened, the repaired DC
+//! caught up); timings are the drill report's business, not a test's.
+
+use std::path::Path;
+use std::process::Command;
+
+use haetae_workload::drill::checker;
+use haetae_workload::drill::history::History;
+
+fn drill(scenario: &str, extra: &[&str]) -> History {
+    let out = tempfile::tempdir().expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_haetae"))
+        .args(["drill", "--scenario", scenario, "--users", "9", "--rooms", "6", "--room-size", "3", "--rate", "30"])
+        .args(["--before-s", "2", "--fault-s", "9", "--after-s", "3", "--partitions", "3"])
+        .args(extra)
+        .arg("--out")
+        .arg(out.path())
+        .output()
+        .expect("run haetae drill");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "drill {scenario} failed\nstdout:\n{stdout}\nstderr (tail):\n{}", tail(&stderr, 40));
+    read_report(out.path())
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn read_report(dir: &Path) -> History {
+    for file in ["report.md", "report.json", "timeline.svg"] {
+        assert!(dir.join(file).is_file(), "the drill did not write {file}");
+    }
+    let text = std::fs::read_to_string(dir.join("report.json")).expect("report.json written");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("report.json is JSON");
+    serde_json::from_value(value["history"].clone()).expect("report.json holds the history")
+}
+
+/// The properties every scenario must keep, checked again here from the raw history.
+fn assert_correct(history: &History) {
+    let check = checker::check(history);
+    assert!(check.ok(), "checker found problems: {check:#?}");
+    let acknowledged = history.sends.iter().filter(|s| s.event_id.is_some()).count();
+    assert!(acknowledged > 20, "the workload barely ran: {acknowledged} acknowledged");
+    for dc in &history.dcs {
+        assert!(check.dcs_checked.contains(dc), "DC {dc} was not checked (unreadable: {:?})", check.dcs_unreadable);
+    }
+}
+
+/// Acknowledged sends that started after the last mark: the service worked again at the end.
+fn acknowledged_after_last_mark(history: &History) -> usize {
+    let last = history.marks.iter().map(|m| m.at_ms).fold(0.0, f64::max);
+    history.sends.iter().filter(|s| s.start_ms > last && s.event_id.is_some()).count()
+}
+
+#[test]
+fn fire_loses_nothing_and_the_rebuilt_dc_catches_up() {
+    let history = drill("fire", &[]);
+    assert_correct(&history);
+    assert_eq!(history.fault_dc.as_deref(), Some("a"));
+    assert!(history.engine.rebuild_catch_up_ms.is_some(), "the burned DC was not rebuilt");
+    assert!(acknowledged_after_last_mark(&history) > 0, "no writes after the rebuild");
+    // Clients homed in the burned DC were served elsewhere.
+    let moved = history.sends.iter().any(|s| {
+        history.clients[s.client].home_dc == "a" && s.event_id.is_some() && s.dcs_tried.iter().any(|dc| dc != "a")
+    });
+    assert!(moved, "no client homed in the burned DC was served by another DC");
+}
+
+#[test]
+fn leader_dc_fire_loses_nothing() {
+    let history = drill("leader-dc-fire", &[]);
+    assert_correct(&history);
+    assert!(history.engine.rebuild_catch_up_ms.is_some());
+    assert!(acknowledged_after_last_mark(&history) > 0);
+}
+
+#[test]
+fn rolling_restart_fails_no_request() {
+    let history = drill("rolling-restart", &[]);
+    assert_correct(&history);
+    let failed: Vec<_> = history.sends.iter().filter(|s| s.error.is_some()).collect();
+    assert!(failed.is_empty(), "a rolling restart failed requests: {failed:#?}");
+    assert!(acknowledged_after_last_mark(&history) > 0);
+}
+
+#[test]
+fn two_dcs_lost_refuses_writes_and_resumes() {
+    let history = drill("two-dcs-lost", &[]);
+    assert_correct(&history);
+    let fault = history.marks.iter().find(|m| m.label.starts_with("fault")).expect("fault mark").at_ms;
+    let back = history.marks.iter().find(|m| m.label.ends_with("serving")).expect("return mark").at_ms;
+    // Sends that ended well inside the outage were refused, not acknowledged.
+    let inside: Vec<_> = history.sends.iter().filter(|s| s.end_ms > fault + 2_000.0 && s.end_ms < back - 500.0).collect();
+    assert!(inside.iter().all(|s| s.event_id.is_none()), "a write was acknowledged without a majority");
+    assert!(inside.iter().any(|s| s.error.is_some()), "no write was refused during the outage");
+    assert!(acknowledged_after_last_mark(&history) > 0, "writes did not resume");
+}
+
+#[test]
+fn partition_loses_nothing_and_heals() {
+    if !netns_available() {
+        eprintln!("SKIPPED: the partition drill needs root and `ip netns`");
+        return;
+    }
+    let history = drill("partition", &["--netns"]);
+    assert_correct(&history);
+    assert!(history.engine.rebuild_catch_up_ms.is_some(), "the healed DC did not catch up");
+    assert!(acknowledged_after_last_mark(&history) > 0);
+}
+
+fn netns_available() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    root && Command::new("ip").args(["netns", "list"]).output().is_ok_and(|o| o.status.success())
+}
