@@ -113,36 +113,57 @@ pub async fn run(
     Ok(())
 }
 
+/// How long a tail may stay silent before the node checks whether it is stalled.
+const TAIL_STALL_CHECK: Duration = Duration::from_millis(400);
+/// How long an entry the log already holds may take to reach a healthy tail.
+const TAIL_IN_FLIGHT: Duration = Duration::from_millis(150);
+
 /// Worker: applies partition `partition` of the log to the read model, forever, resuming after
 /// errors from the last applied position.
 async fn tail_partition(app: AppState, partition: u32) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = Duration::from_millis(20);
     loop {
         let from = app.model.applied(partition);
         match app.store.log().tail(partition, from).await {
             Ok(entries) => {
+                // A tail that could be created works again: the next failure starts a fresh backoff.
+                backoff = Duration::from_millis(20);
                 let mut entries = std::pin::pin!(entries);
-                while let Some(entry) = entries.next().await {
-                    match entry {
-                        Ok(entry) => {
+                loop {
+                    match tokio::time::timeout(TAIL_STALL_CHECK, entries.next()).await {
+                        Ok(Some(Ok(entry))) => {
                             // An ordered consumer never repeats or skips; guard anyway after a restart.
-                            if entry.seq <= app.model.applied(partition) {
-                                continue;
+                            if entry.seq > app.model.applied(partition) {
+                                app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
                             }
-                            app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
-                            backoff = Duration::from_millis(50);
                         }
-                        Err(error) => {
+                        Ok(Some(Err(error))) => {
                             tracing::warn!(partition, %error, "event log tail interrupted");
                             break;
+                        }
+                        Ok(None) => break,
+                        Err(_quiet) => {
+                            // Quiet, or stalled: the server holding the consumer may be gone while
+                            // the client library has not noticed yet. If the log holds entries this
+                            // node has not seen, start a fresh tail from where it is.
+                            if let Ok(last) = app.store.log().last_seq(partition).await {
+                                // An entry appended a moment ago may still be on its way: give it
+                                // a little time before calling the tail stalled.
+                                if last > app.model.applied(partition) && !app.model.wait_applied(partition, last, TAIL_IN_FLIGHT).await {
+                                    tracing::warn!(partition, last, applied = app.model.applied(partition), "event log tail stalled; recreating it");
+                                    break;
+                                }
+                            }
                         }
                     }
                 }
             }
             Err(error) => tracing::warn!(partition, %error, "cannot tail the event log"),
         }
+        // Short and capped low: while a DC's server is gone, every retry is a quick failed request,
+        // and the sooner the tail is back, the sooner this node's sends and syncs are.
         tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(Duration::from_millis(250));
     }
 }
 

@@ -18,6 +18,8 @@ use crate::error::{ApiResult, MatrixError};
 
 /// How long a write waits for this node to apply it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(15);
+/// A send slower than this is logged with its append and apply times.
+const SLOW_SEND_MS: u64 = 1000;
 /// Attempts of a state write that keeps losing races with other writers to the same room.
 const MAX_STATE_ATTEMPTS: usize = 16;
 
@@ -107,14 +109,22 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
     let partition = app.model.partition_of(new.room_id);
     for _attempt in 0..MAX_STATE_ATTEMPTS {
         let expected = precheck(app, new.room_id, &event)?;
+        let started = std::time::Instant::now();
         let appended = app
             .store
             .log()
             .append(new.room_id, payload.clone(), &event_id, is_state.then_some(expected))
             .await;
+        let append_ms = started.elapsed().as_millis() as u64;
         match appended {
             Ok(appended) => {
-                if !app.model.wait_applied(partition, appended.seq, APPLY_WAIT).await {
+                let applied = app.model.wait_applied(partition, appended.seq, APPLY_WAIT).await;
+                let total_ms = started.elapsed().as_millis() as u64;
+                if total_ms > SLOW_SEND_MS {
+                    // The drill's timeline shows that a send was slow; this says where.
+                    tracing::warn!(partition, append_ms, apply_ms = total_ms - append_ms, seq = appended.seq, "slow send");
+                }
+                if !applied {
                     return Err(MatrixError::unavailable("this node is behind the event log"));
                 }
                 let rejection = app.model.model.read().expect("model lock").rejected.get(&event_id).cloned();

@@ -15,7 +15,7 @@ use crate::{ConnectError, StoreConfig, decode_name, encode_name, retry};
 const SUBJECT_ROOT: &str = "haetae.log";
 
 /// How long one pull of a tail waits on the server; the idle heartbeat is half of it.
-const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(1000);
+const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(500);
 
 /// One entry of one partition.
 #[derive(Clone, Debug)]
@@ -203,7 +203,7 @@ impl EventLog {
             deliver_policy: consumer::DeliverPolicy::ByStartSequence { start_sequence: after_seq + 1 },
             // Short pull expiry, hence a short idle heartbeat: when the server holding this
             // consumer dies (its DC burned), two missed heartbeats recreate it elsewhere within
-            // about a second instead of the client library's default half minute.
+            // half a second instead of the client library's default half minute.
             max_expires: TAIL_PULL_EXPIRY,
             ..Default::default()
         };
