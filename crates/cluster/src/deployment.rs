@@ -133,11 +133,29 @@ pub struct Deployment {
     http: reqwest::Client,
 }
 
+/// A port that is free now, chosen below Linux's ephemeral range (32768 and up) so that outgoing
+/// connections, which take their source ports from that range, cannot grab it before the server
+/// that was given it binds it.
 fn free_port() -> Result<u16, ClusterError> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .map(|address| address.port())
-        .map_err(|source| ClusterError::Io { path: PathBuf::from("127.0.0.1:0"), source })
+    for _ in 0..200 {
+        let port = 20_000 + (rand_u32() % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(ClusterError::Invalid("no free port found between 20000 and 32000".into()))
+}
+
+/// A cheap random number (no cryptographic use): clock nanoseconds mixed with a counter.
+fn rand_u32() -> u32 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let mut x = nanos ^ COUNTER.fetch_add(0x9E37_79B9, Ordering::Relaxed) ^ std::process::id().rotate_left(16);
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    x
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -146,6 +164,21 @@ impl Deployment {
     /// Starts every DC, waits until JetStream has a leader and every node serves, then spreads
     /// the assets' leaders over the DCs.
     pub async fn up(spec: DeploymentSpec, progress: &(dyn Fn(&str) + Sync)) -> Result<Deployment, ClusterError> {
+        let mut attempt = 1;
+        loop {
+            match Deployment::up_once(spec.clone(), progress).await {
+                // On loopback another program may take a chosen port before our server binds it:
+                // choose new ports and start again.
+                Err(ClusterError::Dc { dc, message }) if !spec.netns && attempt < 3 && message.contains("exited early") => {
+                    progress(&format!("DC {dc}'s nats-server could not start ({message}); retrying with other ports"));
+                    attempt += 1;
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+
+    async fn up_once(spec: DeploymentSpec, progress: &(dyn Fn(&str) + Sync)) -> Result<Deployment, ClusterError> {
         if spec.dcs.len() < 3 {
             return Err(ClusterError::Invalid(format!(
                 "a deployment needs at least three DCs for R3 with one replica per DC; got {}",
@@ -256,7 +289,7 @@ impl Deployment {
     }
 
     fn dc_dir(&self, i: usize) -> PathBuf {
-        self.state.spec.dir.join(format!("dc-{}", self.state.dcs[i].name))
+        Deployment::dc_data_dir(&self.state, &self.state.dcs[i].name)
     }
 
     fn nats_spec(&self, i: usize) -> ServerSpec {
@@ -576,18 +609,34 @@ impl Deployment {
         self.nats[i].is_some()
     }
 
-    /// Checks the processes: returns the DCs with a process that exited on its own.
+    /// Checks the processes: returns the DCs with a process that exited on its own (crashed,
+    /// killed from outside); those processes are forgotten, so `start_dc` starts them again.
     pub fn exited(&mut self) -> Vec<usize> {
         let mut exited = Vec::new();
         for i in 0..self.dc_count() {
+            let mut gone = false;
             if let Some(node) = self.nodes[i].as_mut() {
                 if matches!(node.try_wait(), Ok(Some(_))) {
                     self.nodes[i] = None;
-                    exited.push(i);
+                    gone = true;
                 }
+            }
+            if let Some(nats) = self.nats[i].as_mut() {
+                if nats.has_exited() {
+                    self.nats[i] = None;
+                    gone = true;
+                }
+            }
+            if gone {
+                exited.push(i);
             }
         }
         exited
+    }
+
+    /// Where DC `i` keeps its disks.
+    pub fn dc_data_dir(state: &State, name: &str) -> PathBuf {
+        state.spec.dir.join(format!("dc-{name}"))
     }
 
     /// Stops every DC gracefully, one after another, and removes the namespaces.

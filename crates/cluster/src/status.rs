@@ -106,3 +106,38 @@ pub async fn report(state: &State) -> String {
     };
     render(state, assets.as_deref().map_err(Clone::clone))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use haetae_store::admin::ReplicaInfo;
+
+    fn replica(server: &str, leader: bool, current: bool) -> ReplicaInfo {
+        ReplicaInfo { server: server.into(), leader, current, lag: if current { 0 } else { 42 }, seen_ago_s: 0.1 }
+    }
+
+    fn asset(replicas: Vec<ReplicaInfo>, configured: usize) -> AssetInfo {
+        let leader = replicas.iter().find(|r| r.leader).map(|r| r.server.clone());
+        AssetInfo { label: "log/0".into(), stream: "HAETAE_LOG_0".into(), configured_replicas: configured, messages: 7, leader, replicas }
+    }
+
+    #[test]
+    fn three_current_replicas_in_three_dcs_pass() {
+        let spread = asset(vec![replica("a", true, true), replica("b", false, true), replica("c", false, true)], 3);
+        assert!(placement_problems(&spread).is_empty());
+    }
+
+    #[test]
+    fn every_kind_of_bad_placement_is_flagged() {
+        let one_dc_down = asset(vec![replica("a", true, true), replica("b", false, true)], 3);
+        assert_eq!(placement_problems(&one_dc_down), vec!["replicas in 2 DCs".to_string()]);
+        let lagging = asset(vec![replica("a", true, true), replica("b", false, false), replica("c", false, true)], 3);
+        assert_eq!(placement_problems(&lagging), vec!["not current: b".to_string()]);
+        let leaderless = asset(vec![replica("a", false, true), replica("b", false, true), replica("c", false, true)], 3);
+        assert_eq!(placement_problems(&leaderless), vec!["no leader".to_string()]);
+        let single = asset(vec![replica("a", true, true)], 1);
+        let problems = placement_problems(&single);
+        assert!(problems.contains(&"configured with 1 replicas".to_string()), "{problems:?}");
+        assert!(problems.contains(&"replicas in 1 DCs".to_string()), "{problems:?}");
+    }
+}

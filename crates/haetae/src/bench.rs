@@ -11,6 +11,27 @@ use haetae_workload::chat::{self, ChatConfig};
 pub enum Workload {
     /// Users in rooms; senders flat out (or at --rate) while every member long-polls /sync.
     Chat(ChatArgs),
+    /// The chat workload on three local DCs (R3) and on one node (R1), and raw JetStream R3
+    /// publishes at the same concurrency (the engine's ceiling), in one run, with ratios.
+    Compare(CompareArgs),
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[arg(long, default_value_t = 40)]
+    users: usize,
+    #[arg(long, default_value_t = 20)]
+    rooms: usize,
+    #[arg(long, default_value_t = 4)]
+    room_size: usize,
+    /// Sends (and raw publishes) in flight at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    #[arg(long, default_value_t = 10)]
+    duration_s: u64,
+    /// Payload of each raw JetStream publish, bytes (about the size of a stored chat message).
+    #[arg(long, default_value_t = 512)]
+    payload_bytes: usize,
 }
 
 #[derive(clap::Args)]
@@ -90,6 +111,7 @@ pub fn run(workload: Workload) -> Result<(), String> {
     runtime.block_on(async move {
         match workload {
             Workload::Chat(args) => chat_bench(args).await,
+            Workload::Compare(args) => compare(args).await,
         }
     })
 }
@@ -133,5 +155,102 @@ async fn chat_bench(args: ChatArgs) -> Result<(), String> {
         std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
     }
     drop(local);
+    Ok(())
+}
+
+/// One row of the side-by-side table.
+struct Row {
+    setup: String,
+    per_s: f64,
+    send: haetae_workload::stats::Summary,
+    delivery: Option<haetae_workload::stats::Summary>,
+    note: String,
+}
+
+async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs) -> Result<Row, String> {
+    let config = ChatConfig {
+        endpoints,
+        users: args.users,
+        rooms: args.rooms,
+        room_size: args.room_size,
+        concurrency: args.concurrency,
+        rate_per_s: None,
+        duration: Duration::from_secs(args.duration_s),
+        ..ChatConfig::default()
+    };
+    let progress = |line: &str| eprintln!("bench {setup}: {line}");
+    let population = chat::populate(&config, &progress).await.map_err(|e| e.to_string())?;
+    let report = chat::run(&config, &population, &progress).await;
+    Ok(Row {
+        setup: setup.to_string(),
+        per_s: report.acknowledged_per_s,
+        send: report.send_latency,
+        delivery: Some(report.delivery_latency),
+        note: format!(
+            "delivered {}/{}, {} failed, bench CPU {:.0}%",
+            report.delivered,
+            report.expected_deliveries,
+            report.failed,
+            report.client_cpu_share * 100.0
+        ),
+    })
+}
+
+async fn compare(args: CompareArgs) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("haetae-compare-{}", std::process::id()));
+    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+    let mut rows = Vec::new();
+
+    eprintln!("bench: starting three local DCs (R3, sync_interval: always)");
+    let spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    let progress = |line: &str| eprintln!("bench: {line}");
+    let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
+    rows.push(chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args).await?);
+    eprintln!("bench: raw JetStream R3 publishes on the same cluster, {} in flight", args.concurrency);
+    let probe = haetae_store::probe::ProbeConfig {
+        replicas: 3,
+        concurrency: args.concurrency,
+        payload_bytes: args.payload_bytes,
+        duration: Duration::from_secs(args.duration_s),
+    };
+    let mut raw = haetae_store::probe::publish_ceiling(&deployment.state.nats_urls(), &probe).await?;
+    deployment.down().await;
+    let raw_row = Row {
+        setup: "raw JetStream, R3".into(),
+        per_s: raw.acknowledged as f64 / raw.duration_s,
+        send: haetae_workload::stats::summarize(&mut raw.latencies_ms),
+        delivery: None,
+        note: format!("{} B payloads, {} failed", args.payload_bytes, raw.failed),
+    };
+
+    eprintln!("bench: starting one local node (R1, embedded nats-server, sync_interval: always)");
+    let node = start_local_node().await?;
+    rows.push(chat_row("haetae, 1 node, R1", vec![node.url.clone()], &args).await?);
+    drop(node);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    let ceiling = raw_row.per_s;
+    rows.push(raw_row);
+    println!(
+        "| setup ({}u/{}r/{}m, {} in flight, {} s) | acknowledged/s | vs raw JetStream R3 | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | notes |",
+        args.users, args.rooms, args.room_size, args.concurrency, args.duration_s
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for row in &rows {
+        let (d50, d99) = row
+            .delivery
+            .as_ref()
+            .map(|d| (format!("{:.1}", d.p50_ms), format!("{:.1}", d.p99_ms)))
+            .unwrap_or_else(|| ("–".into(), "–".into()));
+        println!(
+            "| {} | {:.0} | {:.0}% | {:.1} | {:.1} | {d50} | {d99} | {} |",
+            row.setup,
+            row.per_s,
+            if ceiling > 0.0 { row.per_s / ceiling * 100.0 } else { 0.0 },
+            row.send.p50_ms,
+            row.send.p99_ms,
+            row.note
+        );
+    }
     Ok(())
 }

@@ -13,6 +13,19 @@ pub enum ClusterCommand {
     Status(DirArgs),
     /// Stop the processes of a deployment started by `up` (by the PIDs in its state file).
     Down(DirArgs),
+    /// Burn one DC of a running `up` deployment: SIGKILL its processes and delete its disks.
+    /// The supervisor (`up`) notices and rebuilds it from nothing.
+    Fire(FireArgs),
+}
+
+#[derive(clap::Args)]
+pub struct FireArgs {
+    /// The deployment's directory (as given to `up`).
+    #[arg(long, default_value = "cluster")]
+    dir: PathBuf,
+    /// The DC to burn.
+    #[arg(long)]
+    dc: String,
 }
 
 #[derive(clap::Args, Clone)]
@@ -75,6 +88,7 @@ pub fn run(command: ClusterCommand) -> Result<(), String> {
                 Ok(())
             }
             ClusterCommand::Down(args) => down(args),
+            ClusterCommand::Fire(args) => fire(args),
         }
     })
 }
@@ -102,9 +116,12 @@ async fn up(args: UpArgs) -> Result<(), String> {
                 // A node that died on its own (or was killed) is started again: the supervisor
                 // is the "no command needed" rebuild path.
                 for i in deployment.exited() {
-                    eprintln!("cluster: the node of DC {} exited; restarting the DC", deployment.state.dcs[i].name);
-                    if let Err(error) = deployment.start_dc(i).await {
-                        eprintln!("cluster: restarting DC {} failed: {error}", deployment.state.dcs[i].name);
+                    let name = deployment.state.dcs[i].name.clone();
+                    eprintln!("cluster: a process of DC {name} exited; restarting the DC (on whatever its disks still hold)");
+                    let started = std::time::Instant::now();
+                    match deployment.start_dc(i).await {
+                        Ok(_) => eprintln!("cluster: DC {name} is back, replicas current and node serving, after {:.1} s", started.elapsed().as_secs_f64()),
+                        Err(error) => eprintln!("cluster: restarting DC {name} failed: {error}"),
                     }
                 }
             }
@@ -124,5 +141,32 @@ fn down(args: DirArgs) -> Result<(), String> {
     } else {
         println!("the deployment in {} is not running", args.dir.display());
     }
+    Ok(())
+}
+
+fn fire(args: FireArgs) -> Result<(), String> {
+    let state = State::load(&args.dir)?;
+    let dc = state.dcs.iter().find(|dc| dc.name == args.dc).ok_or_else(|| {
+        let names: Vec<&str> = state.dcs.iter().map(|dc| dc.name.as_str()).collect();
+        format!("no DC named {} (the deployment has {})", args.dc, names.join(", "))
+    })?;
+    if !haetae_cluster::status::alive(Some(state.supervisor_pid)) {
+        return Err(format!("the deployment in {} is not running", args.dir.display()));
+    }
+    for pid in [dc.node_pid, dc.nats_pid].into_iter().flatten() {
+        if haetae_cluster::status::alive(Some(pid)) {
+            haetae_store::launcher::signal(pid, haetae_store::launcher::Signal::Kill);
+        }
+    }
+    let data = Deployment::dc_data_dir(&state, &dc.name);
+    // The processes are gone a moment after SIGKILL; the disks go with them.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while [dc.node_pid, dc.nats_pid].iter().any(|pid| haetae_cluster::status::alive(*pid)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if data.exists() {
+        std::fs::remove_dir_all(&data).map_err(|e| format!("cannot delete {}: {e}", data.display()))?;
+    }
+    println!("DC {} burned: processes killed, {} deleted; the supervisor rebuilds it (watch `haetae cluster status --dir {}`)", dc.name, data.display(), args.dir.display());
     Ok(())
 }

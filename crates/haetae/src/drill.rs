@@ -86,6 +86,9 @@ pub fn run(args: DrillArgs) -> Result<(), String> {
     if args.scenario == Scenario::Partition && !args.deployment.netns {
         return Err("the partition scenario cuts a DC's network: run it with --netns (as root, with iproute2)".into());
     }
+    if args.repeat == 0 {
+        return Err("--repeat must be at least 1".into());
+    }
     if args.users == 0 || args.rooms == 0 || args.room_size == 0 || args.room_size > args.users || args.rate <= 0.0 {
         return Err("--users, --rooms, --room-size and --rate must be positive, and a room cannot be larger than --users".into());
     }

@@ -107,6 +107,10 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
     }
     let is_state = new.state_key.is_some();
     let partition = app.model.partition_of(new.room_id);
+    if new.event_type != "m.room.create" {
+        // Catches up if the room was created through another node a moment ago.
+        knows_room(app, new.room_id).await?;
+    }
     for _attempt in 0..MAX_STATE_ATTEMPTS {
         let expected = precheck(app, new.room_id, &event)?;
         let started = std::time::Instant::now();
@@ -145,6 +149,21 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         }
     }
     Err(MatrixError::unavailable("too many concurrent changes to this room; retry"))
+}
+
+/// True when this node knows `room_id`. A room this node has not seen may have been created a
+/// moment ago through another node: before answering "no such room", catch up with the room's
+/// log partition as it is now, so every node gives the same answer.
+pub async fn knows_room(app: &App, room_id: &str) -> ApiResult<bool> {
+    if app.model.model.read().expect("model lock").rooms.contains_key(room_id) {
+        return Ok(true);
+    }
+    let partition = app.model.partition_of(room_id);
+    let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
+    if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
+        return Err(MatrixError::unavailable("this node is behind the event log"));
+    }
+    Ok(app.model.model.read().expect("model lock").rooms.contains_key(room_id))
 }
 
 /// Checks `event` against the room's current state on this node; returns the room's last sequence.

@@ -235,6 +235,11 @@ impl NatsProcess {
         let _ = self.child.kill().await;
     }
 
+    /// True once the process has exited (killed from outside, crashed).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
     /// SIGKILL, as a fire would.
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
@@ -254,6 +259,7 @@ fn read_client_url(ports_file: &Path) -> Option<String> {
 pub enum Signal {
     Terminate,
     LameDuck,
+    Kill,
 }
 
 /// Sends a signal to a process this program started.
@@ -261,6 +267,7 @@ pub fn signal(pid: u32, signal: Signal) {
     let number = match signal {
         Signal::Terminate => libc::SIGTERM,
         Signal::LameDuck => libc::SIGUSR2,
+        Signal::Kill => libc::SIGKILL,
     };
     // SAFETY: kill(2) with a pid we spawned and a valid signal number has no memory effects.
     unsafe {

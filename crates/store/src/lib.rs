@@ -20,6 +20,7 @@ pub mod kv;
 pub mod launcher;
 pub mod log;
 pub mod media;
+pub mod probe;
 
 use std::time::Duration;
 

@@ -82,9 +82,13 @@ fn unused_fallback_types(record: &Value) -> Value {
 }
 
 /// The key counts a device's sync carries.
+/// Key counts are advisory (a client re-uploads when they look low): a sync waits this long for
+/// the keys bucket's leader before taking a replica's answer.
+const SYNC_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(150);
+
 pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Value, Value) {
     // A sync must not wait out an election of the keys bucket: read a replica if need be.
-    let stored = app.store.kv().get_available(Bucket::Keys, &otk_key(user_id, device_id), crate::app::LEADER_WAIT).await;
+    let stored = app.store.kv().get_available(Bucket::Keys, &otk_key(user_id, device_id), SYNC_LEADER_WAIT).await;
     match stored.map(|v| v.and_then(|v| serde_json::from_slice::<Value>(&v.value).ok())) {
         Ok(Some(record)) => (count_keys(&record), unused_fallback_types(&record)),
         _ => (json!({}), json!([])),

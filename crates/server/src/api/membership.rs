@@ -59,8 +59,7 @@ async fn set_membership(
 
 async fn join(State(app): State<AppState>, caller: Caller, Path(room): Path<String>, JsonBody(body): JsonBody<Target>) -> ApiResult<Json<Value>> {
     let room_id = resolve_room(&app, &room).await?;
-    let exists = app.model.model.read().expect("model lock").rooms.contains_key(&room_id);
-    if !exists {
+    if !crate::rooms::knows_room(&app, &room_id).await? {
         return Err(MatrixError::not_found("No such room"));
     }
     if membership_of(&app, &room_id, &caller.user_id).as_deref() != Some("join") {
