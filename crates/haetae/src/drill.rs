@@ -57,10 +57,13 @@ pub struct DrillArgs {
     /// Run the scenario this many times, each on a fresh deployment, and print one table.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Users, homed round-robin in the DCs.
     #[arg(long, default_value_t = 24)]
     users: usize,
+    /// Rooms, each with --room-size members.
     #[arg(long, default_value_t = 12)]
     rooms: usize,
+    /// Members per room.
     #[arg(long, default_value_t = 4)]
     room_size: usize,
     /// Messages per second over all users.
