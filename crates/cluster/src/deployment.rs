@@ -322,7 +322,7 @@ impl Deployment {
         let plan = &self.state.dcs[i];
         let spec = &self.state.spec;
         format!(
-            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\nreplicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 1000\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
+            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\nreplicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 500\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
             host = plan.host,
             http = plan.http_port,
             log = spec.node_log,

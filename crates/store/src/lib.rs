@@ -180,7 +180,7 @@ where
             }
             Err(_) => {
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_millis(500));
+                backoff = (backoff * 2).min(Duration::from_millis(200));
             }
         }
     }
