@@ -124,7 +124,18 @@ async fn tail_partition(app: AppState, partition: u32) {
     let mut backoff = Duration::from_millis(20);
     loop {
         let from = app.model.applied(partition);
-        match app.store.log().tail(partition, from).await {
+        // Creating a consumer needs the JetStream meta leader; while that is being elected (its
+        // DC burned), read what the log holds entry by entry instead, from the stream's leader.
+        let created = {
+            let mut creating = std::pin::pin!(app.store.log().tail(partition, from));
+            loop {
+                tokio::select! {
+                    created = &mut creating => break created,
+                    _ = tokio::time::sleep(TAIL_STALL_CHECK) => read_ahead(&app, partition).await,
+                }
+            }
+        };
+        match created {
             Ok(entries) => {
                 // A tail that could be created works again: the next failure starts a fresh backoff.
                 backoff = Duration::from_millis(20);
@@ -151,6 +162,7 @@ async fn tail_partition(app: AppState, partition: u32) {
                                 // a little time before calling the tail stalled.
                                 if last > app.model.applied(partition) && !app.model.wait_applied(partition, last, TAIL_IN_FLIGHT).await {
                                     tracing::warn!(partition, last, applied = app.model.applied(partition), "event log tail stalled; recreating it");
+                                    read_ahead(&app, partition).await;
                                     break;
                                 }
                             }
@@ -164,6 +176,26 @@ async fn tail_partition(app: AppState, partition: u32) {
         // and the sooner the tail is back, the sooner this node's sends and syncs are.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Applies the entries the log holds past this node's position by reading them one at a time
+/// (`STREAM.MSG.GET` from the partition's leader): no consumer needed. Stops at the first read
+/// that fails; the tail takes over once it exists again.
+async fn read_ahead(app: &App, partition: u32) {
+    let Ok(Ok(last)) = tokio::time::timeout(Duration::from_secs(1), app.store.log().last_seq(partition)).await else { return };
+    let mut seq = app.model.applied(partition) + 1;
+    while seq <= last {
+        match tokio::time::timeout(Duration::from_secs(1), app.store.log().get(partition, seq)).await {
+            Ok(Ok(Some(entry))) => {
+                if entry.seq > app.model.applied(partition) {
+                    app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
+                }
+            }
+            Ok(Ok(None)) => {}
+            _ => return,
+        }
+        seq += 1;
     }
 }
 
