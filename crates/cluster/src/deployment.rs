@@ -136,10 +136,11 @@ pub struct Deployment {
 /// A port that is free now, chosen below Linux's ephemeral range (32768 and up) so that outgoing
 /// connections, which take their source ports from that range, cannot grab it before the server
 /// that was given it binds it.
-fn free_port() -> Result<u16, ClusterError> {
+fn free_port(taken: &mut std::collections::HashSet<u16>) -> Result<u16, ClusterError> {
     for _ in 0..200 {
         let port = 20_000 + (rand_u32() % 12_000) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if !taken.contains(&port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            taken.insert(port);
             return Ok(port);
         }
     }
@@ -169,8 +170,12 @@ impl Deployment {
             match Deployment::up_once(spec.clone(), progress).await {
                 // On loopback another program may take a chosen port before our server binds it:
                 // choose new ports and start again.
-                Err(ClusterError::Dc { dc, message }) if !spec.netns && attempt < 3 && message.contains("exited early") => {
-                    progress(&format!("DC {dc}'s nats-server could not start ({message}); retrying with other ports"));
+                Err(ClusterError::Dc { dc, message }) if !spec.netns && attempt < 3 && message.contains("exited") => {
+                    progress(&format!("DC {dc} could not start ({message}); retrying from scratch with other ports"));
+                    // The failed attempt's processes are gone (dropped); so must its data be.
+                    for name in &spec.dcs {
+                        let _ = std::fs::remove_dir_all(spec.dir.join(format!("dc-{name}")));
+                    }
                     attempt += 1;
                 }
                 outcome => return outcome,
@@ -204,6 +209,7 @@ impl Deployment {
             None
         };
         let mut dcs = Vec::new();
+        let mut taken = std::collections::HashSet::new();
         for (i, name) in spec.dcs.iter().enumerate() {
             let plan = match &network {
                 Some(network) => DcPlan {
@@ -220,10 +226,10 @@ impl Deployment {
                 None => DcPlan {
                     name: name.clone(),
                     host: "127.0.0.1".into(),
-                    client_port: free_port()?,
-                    route_port: free_port()?,
-                    monitor_port: free_port()?,
-                    http_port: free_port()?,
+                    client_port: free_port(&mut taken)?,
+                    route_port: free_port(&mut taken)?,
+                    monitor_port: free_port(&mut taken)?,
+                    http_port: free_port(&mut taken)?,
                     namespace: None,
                     nats_pid: None,
                     node_pid: None,
