@@ -290,15 +290,14 @@ async fn concurrent_writes_through_two_nodes_converge() {
         }
     };
     let expected_len = 1 + 6 + 8 + 6; // at least: create .. plus joins, topics, messages
-    let h1 = eventually(Duration::from_secs(10), "node one has everything", || {
-        let f = history(clients[0].clone());
-        async move { let h = f.await; (h.len() >= expected_len).then_some(h) }
-    })
-    .await;
-    let h2 = eventually(Duration::from_secs(10), "node two has everything", || {
-        let f = history(clients[1].clone());
-        let wanted = h1.len();
-        async move { let h = f.await; (h.len() >= wanted).then_some(h) }
+    // Every write above was acknowledged, but each node applies the other's writes on its own
+    // schedule: wait until both hold everything, then compare.
+    let (h1, h2) = eventually(Duration::from_secs(10), "both nodes have everything", || {
+        let (f1, f2) = (history(clients[0].clone()), history(clients[1].clone()));
+        async move {
+            let (h1, h2) = tokio::join!(f1, f2);
+            (h1.len() >= expected_len && h1.len() == h2.len()).then_some((h1, h2))
+        }
     })
     .await;
     assert_eq!(h1, h2, "two nodes disagree on the room's history");
