@@ -112,7 +112,18 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         knows_room(app, new.room_id).await?;
     }
     for _attempt in 0..MAX_STATE_ATTEMPTS {
-        let expected = precheck(app, new.room_id, &event)?;
+        let expected = match precheck(app, new.room_id, &event) {
+            Ok(expected) => expected,
+            // Refused on this node's view, which may lag the log (an invite accepted a moment ago
+            // through another DC): catch up with the room's partition once and judge again.
+            Err(_) => {
+                let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
+                if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
+                    return Err(MatrixError::unavailable("this node is behind the event log"));
+                }
+                precheck(app, new.room_id, &event)?
+            }
+        };
         let started = std::time::Instant::now();
         let appended = app
             .store
