@@ -529,14 +529,7 @@ impl Deployment {
     /// Stops DC `i` gracefully: the node first (clients move on), then the nats-server in
     /// lame-duck mode (it hands its leaderships to the other DCs before exiting).
     pub async fn stop_dc(&mut self, i: usize) -> Result<(), ClusterError> {
-        if let Some(mut node) = self.nodes[i].take() {
-            if let Some(pid) = node.id() {
-                signal(pid, Signal::Terminate);
-            }
-            if tokio::time::timeout(Duration::from_secs(30), node.wait()).await.is_err() {
-                let _ = node.kill().await;
-            }
-        }
+        self.stop_node(i, Duration::from_secs(30)).await;
         // Hand every leadership this DC holds to the others before its server goes: an explicit
         // step-down moves a leader in milliseconds, where a vanished one costs an election.
         self.move_leaders_off(i, Duration::from_secs(10)).await;
@@ -549,6 +542,18 @@ impl Deployment {
         self.state.dcs[i].nats_pid = None;
         self.state.dcs[i].node_pid = None;
         self.save()
+    }
+
+    /// Stops DC `i`'s node with SIGTERM (it finishes in-flight requests), killing it after `grace`.
+    async fn stop_node(&mut self, i: usize, grace: Duration) {
+        if let Some(mut node) = self.nodes[i].take() {
+            if let Some(pid) = node.id() {
+                signal(pid, Signal::Terminate);
+            }
+            if tokio::time::timeout(grace, node.wait()).await.is_err() {
+                let _ = node.kill().await;
+            }
+        }
     }
 
     /// Asks every asset led from DC `i` to move its leader to another live DC; waits (bounded)
@@ -648,14 +653,7 @@ impl Deployment {
     /// Stops every DC gracefully, one after another, and removes the namespaces.
     pub async fn down(mut self) {
         for i in 0..self.dc_count() {
-            if let Some(mut node) = self.nodes[i].take() {
-                if let Some(pid) = node.id() {
-                    signal(pid, Signal::Terminate);
-                }
-                if tokio::time::timeout(Duration::from_secs(10), node.wait()).await.is_err() {
-                    let _ = node.kill().await;
-                }
-            }
+            self.stop_node(i, Duration::from_secs(10)).await;
         }
         for i in 0..self.dc_count() {
             if let Some(nats) = self.nats[i].take() {

@@ -16,19 +16,41 @@ pub enum Workload {
     Compare(CompareArgs),
 }
 
+/// The chat workload's shape, shared by `chat` and `compare`.
 #[derive(clap::Args)]
-pub struct CompareArgs {
+pub struct ChatShape {
     #[arg(long, default_value_t = 40)]
     users: usize,
     #[arg(long, default_value_t = 20)]
     rooms: usize,
     #[arg(long, default_value_t = 4)]
     room_size: usize,
-    /// Sends (and raw publishes) in flight at once.
+    /// Sends (and, in `compare`, raw publishes) in flight at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     #[arg(long, default_value_t = 10)]
     duration_s: u64,
+}
+
+impl ChatShape {
+    fn config(&self, endpoints: Vec<String>, rate_per_s: Option<f64>) -> ChatConfig {
+        ChatConfig {
+            endpoints,
+            users: self.users,
+            rooms: self.rooms,
+            room_size: self.room_size,
+            concurrency: self.concurrency,
+            rate_per_s,
+            duration: Duration::from_secs(self.duration_s),
+            ..ChatConfig::default()
+        }
+    }
+}
+
+#[derive(clap::Args)]
+pub struct CompareArgs {
+    #[command(flatten)]
+    shape: ChatShape,
     /// Payload of each raw JetStream publish, bytes (about the size of a stored chat message).
     #[arg(long, default_value_t = 512)]
     payload_bytes: usize,
@@ -39,20 +61,11 @@ pub struct ChatArgs {
     /// Homeserver base URL(s); users are spread over them. Default: start a local haetae node.
     #[arg(long = "url")]
     urls: Vec<String>,
-    #[arg(long, default_value_t = 40)]
-    users: usize,
-    #[arg(long, default_value_t = 20)]
-    rooms: usize,
-    #[arg(long, default_value_t = 4)]
-    room_size: usize,
-    /// Sends in flight at once.
-    #[arg(long, default_value_t = 64)]
-    concurrency: usize,
+    #[command(flatten)]
+    shape: ChatShape,
     /// Total messages per second (default: as fast as acknowledgements come back).
     #[arg(long)]
     rate: Option<f64>,
-    #[arg(long, default_value_t = 10)]
-    duration_s: u64,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -127,19 +140,10 @@ async fn chat_bench(args: ChatArgs) -> Result<(), String> {
     } else {
         args.urls.clone()
     };
-    let config = ChatConfig {
-        endpoints,
-        users: args.users,
-        rooms: args.rooms,
-        room_size: args.room_size,
-        concurrency: args.concurrency,
-        rate_per_s: args.rate,
-        duration: Duration::from_secs(args.duration_s),
-        ..ChatConfig::default()
-    };
+    let config = args.shape.config(endpoints, args.rate);
     let progress = |line: &str| eprintln!("bench: {line}");
     let population = chat::populate(&config, &progress).await.map_err(|e| e.to_string())?;
-    progress(&format!("running chat for {} s with {} sends in flight", args.duration_s, args.concurrency));
+    progress(&format!("running chat for {} s with {} sends in flight", args.shape.duration_s, args.shape.concurrency));
     let report = chat::run(&config, &population, &progress).await;
     println!("| workload | acknowledged msg/s | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | delivered/expected | failed | bench CPU |");
     println!("|---|---|---|---|---|---|---|---|---|");
@@ -168,16 +172,7 @@ struct Row {
 }
 
 async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs) -> Result<Row, String> {
-    let config = ChatConfig {
-        endpoints,
-        users: args.users,
-        rooms: args.rooms,
-        room_size: args.room_size,
-        concurrency: args.concurrency,
-        rate_per_s: None,
-        duration: Duration::from_secs(args.duration_s),
-        ..ChatConfig::default()
-    };
+    let config = args.shape.config(endpoints, None);
     let progress = |line: &str| eprintln!("bench {setup}: {line}");
     let population = chat::populate(&config, &progress).await.map_err(|e| e.to_string())?;
     let report = chat::run(&config, &population, &progress).await;
@@ -206,12 +201,13 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
     let progress = |line: &str| eprintln!("bench: {line}");
     let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
     rows.push(chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args).await?);
-    eprintln!("bench: raw JetStream R3 publishes on the same cluster, {} in flight", args.concurrency);
+    let shape = &args.shape;
+    eprintln!("bench: raw JetStream R3 publishes on the same cluster, {} in flight", shape.concurrency);
     let probe = haetae_store::probe::ProbeConfig {
         replicas: 3,
-        concurrency: args.concurrency,
+        concurrency: shape.concurrency,
         payload_bytes: args.payload_bytes,
-        duration: Duration::from_secs(args.duration_s),
+        duration: Duration::from_secs(shape.duration_s),
     };
     let mut raw = haetae_store::probe::publish_ceiling(&deployment.state.nats_urls(), &probe).await?;
     deployment.down().await;
@@ -233,7 +229,7 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
     rows.push(raw_row);
     println!(
         "| setup ({}u/{}r/{}m, {} in flight, {} s) | acknowledged/s | vs raw JetStream R3 | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | notes |",
-        args.users, args.rooms, args.room_size, args.concurrency, args.duration_s
+        shape.users, shape.rooms, shape.room_size, shape.concurrency, shape.duration_s
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for row in &rows {

@@ -107,20 +107,13 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
     }
     let is_state = new.state_key.is_some();
     let partition = app.model.partition_of(new.room_id);
-    if new.event_type != "m.room.create" {
-        // Catches up if the room was created through another node a moment ago.
-        knows_room(app, new.room_id).await?;
-    }
     for _attempt in 0..MAX_STATE_ATTEMPTS {
         let expected = match precheck(app, new.room_id, &event) {
             Ok(expected) => expected,
             // Refused on this node's view, which may lag the log (an invite accepted a moment ago
             // through another DC): catch up with the room's partition once and judge again.
             Err(_) => {
-                let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
-                if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
-                    return Err(MatrixError::unavailable("this node is behind the event log"));
-                }
+                catch_up(app, partition).await?;
                 precheck(app, new.room_id, &event)?
             }
         };
@@ -150,16 +143,23 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
             }
             Err(AppendError::Conflict { .. }) => {
                 // Another write reached the room first: catch up with it and check again.
-                let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
-                if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
-                    return Err(MatrixError::unavailable("this node is behind the event log"));
-                }
+                catch_up(app, partition).await?;
             }
             Err(AppendError::TooLarge(message)) => return Err(MatrixError::too_large(message)),
             Err(AppendError::Unavailable(message)) => return Err(MatrixError::unavailable(message)),
         }
     }
     Err(MatrixError::unavailable("too many concurrent changes to this room; retry"))
+}
+
+/// Waits until this node has applied everything `partition` holds now.
+async fn catch_up(app: &App, partition: u32) -> ApiResult<()> {
+    let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
+    if app.model.wait_applied(partition, last, APPLY_WAIT).await {
+        Ok(())
+    } else {
+        Err(MatrixError::unavailable("this node is behind the event log"))
+    }
 }
 
 /// True when this node knows `room_id`. A room this node has not seen may have been created a
@@ -169,11 +169,7 @@ pub async fn knows_room(app: &App, room_id: &str) -> ApiResult<bool> {
     if app.model.model.read().expect("model lock").rooms.contains_key(room_id) {
         return Ok(true);
     }
-    let partition = app.model.partition_of(room_id);
-    let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
-    if !app.model.wait_applied(partition, last, APPLY_WAIT).await {
-        return Err(MatrixError::unavailable("this node is behind the event log"));
-    }
+    catch_up(app, app.model.partition_of(room_id)).await?;
     Ok(app.model.model.read().expect("model lock").rooms.contains_key(room_id))
 }
 

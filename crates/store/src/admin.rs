@@ -133,9 +133,7 @@ impl Admin {
 
     /// The current leader of one stream, None while it has none.
     pub async fn leader_of(&self, stream: &str) -> Result<Option<String>, AdminError> {
-        let mut handle = self.js.get_stream(stream).await.map_err(|e| AdminError::Request(e.to_string()))?;
-        let info = handle.info().await.map_err(|e| AdminError::Request(e.to_string()))?;
-        Ok(info.cluster.as_ref().and_then(|c| c.leader.clone()).filter(|l| !l.is_empty()))
+        Ok(self.asset(stream, String::new()).await?.leader)
     }
 
     /// Asks the asset's leader to step down in favour of a replica on a server with `tag`
