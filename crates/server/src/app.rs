@@ -24,6 +24,12 @@ pub struct App {
     /// This node's name (logs, typing part of sync tokens).
     pub node: String,
     pub started: Instant,
+    /// Each user's default push ruleset, built once: every `/sync` evaluates it for unread counts.
+    pub default_push_rules: DefaultPushRules,
+    /// Unread counts per (user, room) as last computed, so a sync evaluates each new event once.
+    pub unread: UnreadCounts,
+    /// Each device's one-time key counts as last read, for its syncs.
+    pub key_counts: crate::api::keys::KeyCounts,
 }
 
 pub type AppState = Arc<App>;
@@ -131,6 +137,63 @@ impl FromRequestParts<AppState> for Caller {
             session: session.session,
             ip: client_ip(parts),
         })
+    }
+}
+
+/// The spec's default push ruleset per user (it names the user), built on first use. Bounded: past
+/// `MAX_CACHED_RULESETS` users the cache starts over.
+#[derive(Default)]
+pub struct DefaultPushRules {
+    rulesets: Mutex<HashMap<String, Arc<serde_json::Value>>>,
+}
+
+const MAX_CACHED_RULESETS: usize = 100_000;
+
+impl DefaultPushRules {
+    pub fn get(&self, user_id: &str) -> Arc<serde_json::Value> {
+        let mut rulesets = self.rulesets.lock().expect("push rules lock");
+        if let Some(rules) = rulesets.get(user_id) {
+            return rules.clone();
+        }
+        if rulesets.len() >= MAX_CACHED_RULESETS {
+            rulesets.clear();
+        }
+        let rules = Arc::new(haetae_matrix::push::default_ruleset(user_id));
+        rulesets.insert(user_id.to_string(), rules.clone());
+        rules
+    }
+}
+
+/// A user's unread counts in one room: `notifications` and `highlights` among the events after
+/// `after` (their read position) up to `upto`, under the push rules of revision `rules_seq`.
+#[derive(Clone, Copy, Debug)]
+pub struct UnreadMemo {
+    pub after: u64,
+    pub rules_seq: u64,
+    pub upto: u64,
+    pub notifications: u64,
+    pub highlights: u64,
+}
+
+/// Unread counts as last computed, per (user, room). Bounded like the other caches.
+#[derive(Default)]
+pub struct UnreadCounts {
+    memos: Mutex<HashMap<(String, String), UnreadMemo>>,
+}
+
+const MAX_UNREAD_MEMOS: usize = 1_000_000;
+
+impl UnreadCounts {
+    pub fn get(&self, key: &(String, String)) -> Option<UnreadMemo> {
+        self.memos.lock().expect("unread lock").get(key).copied()
+    }
+
+    pub fn put(&self, key: (String, String), memo: UnreadMemo) {
+        let mut memos = self.memos.lock().expect("unread lock");
+        if memos.len() >= MAX_UNREAD_MEMOS {
+            memos.clear();
+        }
+        memos.insert(key, memo);
     }
 }
 

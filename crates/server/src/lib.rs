@@ -61,6 +61,9 @@ impl Node {
             limiter: RateLimiter::new(),
             node,
             started: Instant::now(),
+            default_push_rules: Default::default(),
+            key_counts: Default::default(),
+            unread: Default::default(),
         });
         let mut targets = Vec::new();
         for partition in 0..partitions {

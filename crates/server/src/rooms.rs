@@ -128,6 +128,7 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
             Ok(appended) => {
                 let applied = app.model.wait_applied(partition, appended.seq, APPLY_WAIT).await;
                 let total_ms = started.elapsed().as_millis() as u64;
+                tracing::trace!(partition, append_ms, apply_ms = total_ms - append_ms, "send");
                 if total_ms > SLOW_SEND_MS {
                     // The drill's timeline shows that a send was slow; this says where.
                     tracing::warn!(partition, append_ms, apply_ms = total_ms - append_ms, seq = appended.seq, "slow send");

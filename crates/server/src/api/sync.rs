@@ -19,7 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::client;
 use super::events::{client_event, stripped};
-use crate::app::{App, AppState, Caller};
+use crate::app::{App, AppState, Caller, UnreadMemo};
 use crate::error::{ApiResult, MatrixError};
 use crate::read_model::{Model, Room};
 
@@ -234,7 +234,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         })
         .unwrap_or_default();
     if since.is_none() && !user.is_some_and(|u| u.account_data.contains_key("m.push_rules")) {
-        account_data.push(json!({ "type": "m.push_rules", "content": haetae_matrix::push::default_ruleset(&caller.user_id) }));
+        account_data.push(json!({ "type": "m.push_rules", "content": *app.default_push_rules.get(&caller.user_id) }));
     }
     let to_device: Vec<Value> = user
         .map(|u| {
@@ -477,32 +477,45 @@ impl RoomSync<'_> {
             .map(|item| item.seq)
             .unwrap_or(0);
         let after = read_seq.max(own_seq);
-        let start = self.room.index_at(after + 1).max(self.room.timeline.len().saturating_sub(MAX_SCAN));
         let user = self.model.users.get(me);
-        let stored_rules = user.and_then(|u| u.account_data.get("m.push_rules")).map(|(_, c)| c.clone());
-        let rules = stored_rules.unwrap_or_else(|| haetae_matrix::push::default_ruleset(me));
-        let display_name = self.room.state.content("m.room.member", me).and_then(|c| c["displayname"].as_str());
-        let power_levels = self.room.state.power_levels();
-        let context = PushContext {
-            user_id: me,
-            display_name,
-            member_count: self.room.state.joined_count(),
-            power_levels: &power_levels,
+        let stored_rules = user.and_then(|u| u.account_data.get("m.push_rules"));
+        let rules_seq = stored_rules.map_or(0, |(seq, _)| *seq);
+        // Counted before (same read position and rules): only the events since then are new.
+        let memo_key = (me.to_string(), self.room.room_id.clone());
+        let memo = self.app.unread.get(&memo_key).filter(|m| m.after == after && m.rules_seq == rules_seq && m.upto <= self.high);
+        let (from_seq, mut notifications, mut highlights) = match memo {
+            Some(m) => (m.upto + 1, m.notifications, m.highlights),
+            None => (after + 1, 0, 0),
         };
-        let mut notifications = 0;
-        let mut highlights = 0;
-        for item in &self.room.timeline[start..] {
-            if item.seq > self.high || item.event["sender"] == me {
-                continue;
-            }
-            let outcome = evaluate(&rules, &item.event, &context);
-            if outcome.notify {
-                notifications += 1;
-            }
-            if outcome.highlight {
-                highlights += 1;
+        let start = self.room.index_at(from_seq).max(self.room.timeline.len().saturating_sub(MAX_SCAN));
+        let end = self.room.index_at(self.high.saturating_add(1)).max(start);
+        if start < end {
+            let default_rules;
+            let rules = match stored_rules {
+                Some((_, stored)) => stored,
+                None => {
+                    default_rules = self.app.default_push_rules.get(me);
+                    default_rules.as_ref()
+                }
+            };
+            let display_name = self.room.state.content("m.room.member", me).and_then(|c| c["displayname"].as_str());
+            let power_levels = self.room.state.power_levels();
+            let context = PushContext {
+                user_id: me,
+                display_name,
+                member_count: self.room.state.joined_count(),
+                power_levels: &power_levels,
+            };
+            for item in &self.room.timeline[start..end] {
+                if item.event["sender"] == me {
+                    continue;
+                }
+                let outcome = evaluate(rules, &item.event, &context);
+                notifications += u64::from(outcome.notify);
+                highlights += u64::from(outcome.highlight);
             }
         }
+        self.app.unread.put(memo_key, UnreadMemo { after, rules_seq, upto: self.high, notifications, highlights });
         (notifications, highlights)
     }
 

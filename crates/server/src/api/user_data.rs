@@ -247,7 +247,7 @@ fn push_rules(app: &App, user_id: &str) -> Value {
         .get(user_id)
         .and_then(|u| u.account_data.get("m.push_rules"))
         .map(|(_, content)| content.clone())
-        .unwrap_or_else(|| haetae_matrix::push::default_ruleset(user_id))
+        .unwrap_or_else(|| (*app.default_push_rules.get(user_id)).clone())
 }
 
 async fn save_push_rules(app: &App, user_id: &str, rules: Value) -> ApiResult<()> {
