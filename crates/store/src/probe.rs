@@ -2,7 +2,9 @@
 //! concurrency as a haetae workload, measured by the same binary, so a benchmark can say what
 //! share of the engine's throughput haetae keeps.
 //!
-//! Uses a throwaway stream (`HAETAE_PROBE`) that is deleted afterwards.
+//! Uses throwaway streams (`HAETAE_PROBE_<i>`) that are deleted afterwards. With one stream the
+//! engine batches every publish into one replication group; with as many streams as haetae has
+//! log partitions it shows what splitting the same load over that many groups costs.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, stream};
 
-const PROBE_STREAM: &str = "HAETAE_PROBE";
+fn probe_stream(index: usize) -> String {
+    format!("HAETAE_PROBE_{index}")
+}
 
 #[derive(Clone, Debug)]
 pub struct ProbeConfig {
@@ -19,6 +23,8 @@ pub struct ProbeConfig {
     pub concurrency: usize,
     pub payload_bytes: usize,
     pub duration: Duration,
+    /// Streams the publishers are spread over (publisher i writes to stream i mod `streams`).
+    pub streams: usize,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -40,16 +46,19 @@ pub async fn publish_ceiling(url: &str, config: &ProbeConfig) -> Result<ProbeRes
         .await
         .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client);
-    let _ = js.delete_stream(PROBE_STREAM).await;
-    js.create_stream(stream::Config {
-        name: PROBE_STREAM.into(),
-        subjects: vec!["haetae.probe.>".into()],
-        num_replicas: config.replicas,
-        storage: stream::StorageType::File,
-        ..Default::default()
-    })
-    .await
-    .map_err(|e| format!("cannot create the probe stream: {e}"))?;
+    let streams = config.streams.max(1);
+    for index in 0..streams {
+        let _ = js.delete_stream(probe_stream(index)).await;
+        js.create_stream(stream::Config {
+            name: probe_stream(index),
+            subjects: vec![format!("haetae.probe.{index}.>")],
+            num_replicas: config.replicas,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("cannot create probe stream {index}: {e}"))?;
+    }
     let payload = bytes::Bytes::from(vec![b'x'; config.payload_bytes]);
     let stop = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(AtomicU64::new(0));
@@ -59,7 +68,7 @@ pub async fn publish_ceiling(url: &str, config: &ProbeConfig) -> Result<ProbeRes
         let (js, payload, stop, failed) = (js.clone(), payload.clone(), stop.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
-            let subject = format!("haetae.probe.{worker}");
+            let subject = format!("haetae.probe.{}.{worker}", worker % streams);
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let acked = match js.publish(subject.clone(), payload.clone()).await {
@@ -82,6 +91,8 @@ pub async fn publish_ceiling(url: &str, config: &ProbeConfig) -> Result<ProbeRes
         latencies_ms.extend(task.await.unwrap_or_default());
     }
     let duration_s = started.elapsed().as_secs_f64();
-    let _ = js.delete_stream(PROBE_STREAM).await;
+    for index in 0..streams {
+        let _ = js.delete_stream(probe_stream(index)).await;
+    }
     Ok(ProbeResult { acknowledged: latencies_ms.len() as u64, failed: failed.load(Ordering::Relaxed), duration_s, latencies_ms })
 }

@@ -208,6 +208,7 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
         concurrency: shape.concurrency,
         payload_bytes: args.payload_bytes,
         duration: Duration::from_secs(shape.duration_s),
+        streams: 1,
     };
     let mut raw = haetae_store::probe::publish_ceiling(&deployment.state.nats_urls(), &probe).await?;
     deployment.down().await;
