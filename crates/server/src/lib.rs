@@ -145,12 +145,7 @@ async fn tail_partition(app: AppState, partition: u32) {
                 let mut entries = std::pin::pin!(entries);
                 loop {
                     match tokio::time::timeout(TAIL_STALL_CHECK, entries.next()).await {
-                        Ok(Some(Ok(entry))) => {
-                            // An ordered consumer never repeats or skips; guard anyway after a restart.
-                            if entry.seq > app.model.applied(partition) {
-                                app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
-                            }
-                        }
+                        Ok(Some(Ok(entry))) => apply_entry(&app, partition, entry),
                         Ok(Some(Err(error))) => {
                             tracing::warn!(partition, %error, "event log tail interrupted");
                             break;
@@ -159,15 +154,29 @@ async fn tail_partition(app: AppState, partition: u32) {
                         Err(_quiet) => {
                             // Quiet, or stalled: the server holding the consumer may be gone while
                             // the client library has not noticed yet. If the log holds entries this
-                            // node has not seen, start a fresh tail from where it is.
-                            if let Ok(last) = app.store.log().last_seq(partition).await {
-                                // An entry appended a moment ago may still be on its way: give it
-                                // a little time before calling the tail stalled.
-                                if last > app.model.applied(partition) && !app.model.wait_applied(partition, last, TAIL_IN_FLIGHT).await {
-                                    tracing::warn!(partition, last, applied = app.model.applied(partition), "event log tail stalled; recreating it");
-                                    read_ahead(&app, partition).await;
-                                    break;
+                            // node has not seen, they must reach the tail soon (an entry appended a
+                            // moment ago may still be on its way): keep reading it until then, or
+                            // start a fresh tail from where this node is.
+                            let Ok(last) = app.store.log().last_seq(partition).await else { continue };
+                            let deadline = tokio::time::Instant::now() + TAIL_IN_FLIGHT;
+                            let mut healthy = true;
+                            while healthy && app.model.applied(partition) < last {
+                                match tokio::time::timeout_at(deadline, entries.next()).await {
+                                    Ok(Some(Ok(entry))) => apply_entry(&app, partition, entry),
+                                    Ok(Some(Err(error))) => {
+                                        tracing::warn!(partition, %error, "event log tail interrupted");
+                                        healthy = false;
+                                    }
+                                    Ok(None) => healthy = false,
+                                    Err(_late) => {
+                                        tracing::warn!(partition, last, applied = app.model.applied(partition), "event log tail stalled; recreating it");
+                                        read_ahead(&app, partition).await;
+                                        healthy = false;
+                                    }
                                 }
+                            }
+                            if !healthy {
+                                break;
                             }
                         }
                     }
@@ -179,6 +188,14 @@ async fn tail_partition(app: AppState, partition: u32) {
         // and the sooner the tail is back, the sooner this node's sends and syncs are.
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// Applies one entry the tail delivered. An ordered consumer never repeats or skips; guard anyway
+/// (a fresh tail after a read-ahead starts where the model is).
+fn apply_entry(app: &App, partition: u32, entry: haetae_store::LogEntry) {
+    if entry.seq > app.model.applied(partition) {
+        app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
     }
 }
 
