@@ -46,6 +46,10 @@ pub struct DeploymentArgs {
     /// Matrix server name of the deployment.
     #[arg(long, default_value = "haetae.test")]
     pub server_name: String,
+    /// Log filter of the haetae nodes (tracing syntax, e.g. `info` or
+    /// `warn,haetae_server::rooms=trace` for each send's append and apply times).
+    #[arg(long, default_value = "warn")]
+    pub node_log: String,
 }
 
 impl DeploymentArgs {
@@ -57,6 +61,7 @@ impl DeploymentArgs {
         spec.sync_always = self.sync_interval == "always";
         spec.partitions = self.partitions;
         spec.server_name = self.server_name.clone();
+        spec.node_log = self.node_log.clone();
         Ok(spec)
     }
 }
