@@ -7,7 +7,12 @@
 //!
 //! It talks to homeservers only over HTTP, so the same workload runs against any of them.
 
+pub mod big_room;
 pub mod chat;
 pub mod client;
 pub mod drill;
+pub mod idle;
+pub mod initial_sync;
+pub mod login_storm;
+pub mod setup;
 pub mod stats;
