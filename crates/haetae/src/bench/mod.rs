@@ -1,6 +1,8 @@
 //! `haetae bench`: runs the shared workload against homeservers and prints what it measured.
 //! Without `--url` it starts a local single-node haetae (embedded nats-server) to measure.
 
+mod workloads;
+
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -14,6 +16,15 @@ pub enum Workload {
     /// The chat workload on three local DCs (R3) and on one node (R1), and raw JetStream R3
     /// publishes at the same concurrency (the engine's ceiling), in one run, with ratios.
     Compare(CompareArgs),
+    /// One room of many members, all long-polling /sync; one sender: delivery to every member.
+    BigRoom(workloads::BigRoomArgs),
+    /// Password logins as fast as they come back (the server's password hashing settings).
+    LoginStorm(workloads::LoginStormArgs),
+    /// One user in many rooms: full initial /sync latency and size.
+    InitialSync(workloads::InitialSyncArgs),
+    /// Many held long-poll /sync connections: server memory per connection, then one message's
+    /// delivery to all of them.
+    Idle(workloads::IdleArgs),
 }
 
 /// The chat workload's shape, shared by `chat` and `compare`.
@@ -125,6 +136,10 @@ pub fn run(workload: Workload) -> Result<(), String> {
         match workload {
             Workload::Chat(args) => chat_bench(args).await,
             Workload::Compare(args) => compare(args).await,
+            Workload::BigRoom(args) => workloads::big_room(args).await,
+            Workload::LoginStorm(args) => workloads::login_storm(args).await,
+            Workload::InitialSync(args) => workloads::initial_sync(args).await,
+            Workload::Idle(args) => workloads::idle(args).await,
         }
     })
 }
