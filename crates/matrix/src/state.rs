@@ -16,6 +16,13 @@ use crate::power_levels::PowerLevels;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RoomState {
     events: BTreeMap<(String, String), Value>,
+    /// Members per membership (`join`, `invite`, ...), kept with `events`: a sync asks for the
+    /// joined and invited counts of every room it returns.
+    membership_counts: BTreeMap<String, u64>,
+}
+
+fn membership_of(event: &Value) -> Option<&str> {
+    event.get("content").and_then(|c| str_field(c, "membership"))
 }
 
 /// A string field of a JSON object, if it is there and is a string.
@@ -71,7 +78,17 @@ impl RoomState {
             (Some(event_type), Some(state_key)) => (event_type.to_owned(), state_key.to_owned()),
             _ => return false,
         };
-        self.events.insert(key, event);
+        let is_member = key.0 == "m.room.member";
+        if is_member {
+            if let Some(membership) = membership_of(&event) {
+                *self.membership_counts.entry(membership.to_owned()).or_default() += 1;
+            }
+        }
+        if let Some(previous) = self.events.insert(key, event).filter(|_| is_member) {
+            if let Some(count) = membership_of(&previous).and_then(|m| self.membership_counts.get_mut(m)) {
+                *count -= 1;
+            }
+        }
         true
     }
 
@@ -113,22 +130,26 @@ impl RoomState {
 
     /// The users whose membership is `membership`, in user ID order.
     pub fn members_with(&self, membership: &str) -> Vec<String> {
+        self.members(membership).map(str::to_owned).collect()
+    }
+
+    /// The users whose membership is `membership`, in user id order, without copying them.
+    pub fn members<'a>(&'a self, membership: &'a str) -> impl Iterator<Item = &'a str> + 'a {
         self.events
-            .iter()
-            .filter(|((event_type, _), event)| {
-                event_type == "m.room.member"
-                    && event
-                        .get("content")
-                        .and_then(|c| str_field(c, "membership"))
-                        == Some(membership)
-            })
-            .map(|((_, state_key), _)| state_key.clone())
-            .collect()
+            .range(("m.room.member".to_owned(), String::new())..)
+            .take_while(|((event_type, _), _)| event_type == "m.room.member")
+            .filter(move |(_, event)| membership_of(event) == Some(membership))
+            .map(|((_, state_key), _)| state_key.as_str())
+    }
+
+    /// How many users have membership `membership`.
+    pub fn member_count(&self, membership: &str) -> u64 {
+        self.membership_counts.get(membership).copied().unwrap_or(0)
     }
 
     /// The number of joined members, as push rules' `room_member_count` wants it.
     pub fn joined_count(&self) -> u64 {
-        self.members_with("join").len() as u64
+        self.member_count("join")
     }
 
     /// The power levels in force: the event's content if there is one, else
@@ -298,6 +319,20 @@ mod tests {
             json!({"room_version": "11", "creator": "@mallory:x"}),
         )]);
         assert_eq!(v11.creator(), Some("@alice:x"));
+    }
+
+    #[test]
+    fn member_counts_follow_membership_changes() {
+        let mut state = room();
+        let joined_before = state.member_count("join");
+        state.insert(state_event("m.room.member", "@bob:x", "@bob:x", json!({"membership": "invite"})));
+        assert_eq!(state.member_count("invite"), 1);
+        state.insert(state_event("m.room.member", "@bob:x", "@bob:x", json!({"membership": "join"})));
+        assert_eq!((state.member_count("invite"), state.member_count("join")), (0, joined_before + 1));
+        state.insert(state_event("m.room.member", "@bob:x", "@bob:x", json!({"membership": "leave"})));
+        assert_eq!(state.member_count("join"), joined_before);
+        assert_eq!(state.joined_count(), state.members_with("join").len() as u64);
+        assert_eq!(state.members("leave").collect::<Vec<_>>(), vec!["@bob:x"]);
     }
 
     #[test]

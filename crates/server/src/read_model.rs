@@ -48,6 +48,8 @@ pub struct Room {
     pub receipts: Vec<Receipt>,
     /// Sequence of each user's latest membership event.
     pub membership_seq: HashMap<String, u64>,
+    /// Sequence of each user's latest event in the room (it marks what they have read).
+    pub last_sent: HashMap<String, u64>,
 }
 
 impl Room {
@@ -403,6 +405,7 @@ impl Model {
                     last_seq: seq,
                     receipts: Vec::new(),
                     membership_seq: HashMap::new(),
+                    last_sent: HashMap::new(),
                 },
             );
         }
@@ -447,6 +450,9 @@ impl Model {
         }
         // Wake everyone who could see the room before or after this event.
         let mut audience = room.audience();
+        if let Some(sender) = event["sender"].as_str() {
+            room.last_sent.insert(sender.to_string(), seq);
+        }
         room.timeline.push(TimelineItem { seq, event: Arc::new(event), prev_content, txn, redacted_because: None });
         self.event_rooms.insert(event_id, room_id.to_string());
         if let Some((user_id, membership)) = membership_change {

@@ -164,8 +164,11 @@ async fn key_counts(app: &App, caller: &Caller) -> (Value, Value) {
 
 async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &Filter, full_state: bool) -> (Value, bool) {
     let (otk_counts, fallback_types) = key_counts(app, caller).await;
-    let typing = app.model.typing.lock().expect("typing lock");
-    let typing_serial = typing.serial;
+    // A copy of the (small) typing state, so that syncs do not build one at a time behind its lock.
+    let (typing_serial, typing_rooms, typing_room_serial) = {
+        let typing = app.model.typing.lock().expect("typing lock");
+        (typing.serial, typing.rooms.clone(), typing.room_serial.clone())
+    };
     let model = app.model.model.read().expect("model lock");
     let positions = app.model.positions();
     let token = SyncToken { positions: positions.clone(), node: app.node.clone(), typing: typing_serial };
@@ -196,8 +199,8 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
                 initial: since.is_none(),
                 full_state,
                 filter,
-                typing: typing.rooms.get(room_id).map(|users| users.keys().cloned().collect()).unwrap_or_default(),
-                typing_changed: typing.room_serial.get(room_id).is_some_and(|serial| since_typing.is_none_or(|s| *serial > s)),
+                typing: typing_rooms.get(room_id).map(|users| users.keys().cloned().collect()).unwrap_or_default(),
+                typing_changed: typing_room_serial.get(room_id).is_some_and(|serial| since_typing.is_none_or(|s| *serial > s)),
                 user_low,
                 user_high,
             };
@@ -221,7 +224,6 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
             }
         }
     }
-    drop(typing);
     let in_window = |seq: u64| seq > user_low && seq <= user_high;
     let mut account_data: Vec<Value> = user
         .map(|u| {
@@ -348,9 +350,8 @@ impl RoomSync<'_> {
         }
         let ephemeral: Vec<Value> = ephemeral.into_iter().filter(|e| self.filter.room.ephemeral.matches(e)).collect();
         let (notifications, highlights) = self.unread_counts();
-        let joined = self.room.state.members_with("join");
-        let invited = self.room.state.members_with("invite");
-        let heroes: Vec<&String> = joined.iter().filter(|u| **u != self.caller.user_id).take(5).collect();
+        let room_state = &self.room.state;
+        let heroes: Vec<&str> = room_state.members("join").filter(|u| *u != self.caller.user_id).take(5).collect();
         Some(json!({
             "timeline": timeline,
             "state": { "events": state },
@@ -359,8 +360,8 @@ impl RoomSync<'_> {
             "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
             "summary": {
                 "m.heroes": heroes,
-                "m.joined_member_count": joined.len(),
-                "m.invited_member_count": invited.len(),
+                "m.joined_member_count": room_state.member_count("join"),
+                "m.invited_member_count": room_state.member_count("invite"),
             },
         }))
     }
@@ -467,15 +468,7 @@ impl RoomSync<'_> {
             .find_map(|r| self.room.find(&r.event_id).map(|item| item.seq))
             .unwrap_or(0);
         // The caller's own latest event also marks everything before it as read.
-        let own_seq = self
-            .room
-            .timeline
-            .iter()
-            .rev()
-            .take(MAX_SCAN)
-            .find(|item| item.event["sender"] == me)
-            .map(|item| item.seq)
-            .unwrap_or(0);
+        let own_seq = self.room.last_sent.get(me).copied().unwrap_or(0);
         let after = read_seq.max(own_seq);
         let user = self.model.users.get(me);
         let stored_rules = user.and_then(|u| u.account_data.get("m.push_rules"));
