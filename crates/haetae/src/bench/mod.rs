@@ -1,6 +1,7 @@
 //! `haetae bench`: runs the shared workload against homeservers and prints what it measured.
 //! Without `--url` it starts a local single-node haetae (embedded nats-server) to measure.
 
+mod synapse;
 mod workloads;
 
 use std::path::PathBuf;
@@ -65,6 +66,9 @@ pub struct CompareArgs {
     /// Payload of each raw JetStream publish, bytes (about the size of a stored chat message).
     #[arg(long, default_value_t = 512)]
     payload_bytes: usize,
+    /// Skip the Synapse row (it is installed from PyPI into .tools/synapse-venv on first use).
+    #[arg(long)]
+    no_synapse: bool,
 }
 
 #[derive(clap::Args)]
@@ -186,8 +190,8 @@ struct Row {
     note: String,
 }
 
-async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs) -> Result<Row, String> {
-    let config = args.shape.config(endpoints, None);
+async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs, rate_per_s: Option<f64>) -> Result<Row, String> {
+    let config = args.shape.config(endpoints, rate_per_s);
     let progress = |line: &str| eprintln!("bench {setup}: {line}");
     let population = chat::populate(&config, &progress).await.map_err(|e| e.to_string())?;
     let report = chat::run(&config, &population, &progress).await;
@@ -206,45 +210,85 @@ async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs) -> Re
     })
 }
 
-async fn compare(args: CompareArgs) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("haetae-compare-{}", std::process::id()));
-    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
-    let mut rows = Vec::new();
-
-    eprintln!("bench: starting three local DCs (R3, sync_interval: always)");
-    let spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
-    let progress = |line: &str| eprintln!("bench: {line}");
-    let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
-    rows.push(chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args).await?);
+/// Raw JetStream R3 publishes on the deployment's cluster, spread over `streams` streams.
+async fn raw_row(nats_urls: &str, args: &CompareArgs, streams: usize) -> Result<Row, String> {
     let shape = &args.shape;
-    eprintln!("bench: raw JetStream R3 publishes on the same cluster, {} in flight", shape.concurrency);
+    eprintln!("bench: raw JetStream R3 publishes, {} in flight over {streams} stream(s)", shape.concurrency);
     let probe = haetae_store::probe::ProbeConfig {
         replicas: 3,
         concurrency: shape.concurrency,
         payload_bytes: args.payload_bytes,
         duration: Duration::from_secs(shape.duration_s),
-        streams: 1,
+        streams,
     };
-    let mut raw = haetae_store::probe::publish_ceiling(&deployment.state.nats_urls(), &probe).await?;
-    deployment.down().await;
-    let raw_row = Row {
-        setup: "raw JetStream, R3".into(),
+    let mut raw = haetae_store::probe::publish_ceiling(nats_urls, &probe).await?;
+    let plural = if streams == 1 { "" } else { "s" };
+    Ok(Row {
+        setup: format!("raw JetStream, R3, {streams} stream{plural}"),
         per_s: raw.acknowledged as f64 / raw.duration_s,
         send: haetae_workload::stats::summarize(&mut raw.latencies_ms),
         delivery: None,
         note: format!("{} B payloads, {} failed", args.payload_bytes, raw.failed),
-    };
+    })
+}
+
+async fn compare(args: CompareArgs) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("haetae-compare-{}", std::process::id()));
+    let binary = std::env::current_exe().map_err(|e| e.to_string())?;
+    let shape = &args.shape;
+
+    eprintln!("bench: starting three local DCs (R3, sync_interval: always)");
+    let spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    let partitions = spec.partitions as usize;
+    let progress = |line: &str| eprintln!("bench: {line}");
+    let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
+    let three = chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args, None).await?;
+    // The delivery-latency target is set at half the maximum throughput.
+    let half_rate = (three.per_s / 2.0).max(1.0);
+    let half = chat_row(&format!("haetae, 3 DCs, R3, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
+    let nats_urls = deployment.state.nats_urls();
+    let raw_one = raw_row(&nats_urls, &args, 1).await?;
+    let raw_partitioned = raw_row(&nats_urls, &args, partitions).await?;
+    deployment.down().await;
 
     eprintln!("bench: starting one local node (R1, embedded nats-server, sync_interval: always)");
     let node = start_local_node().await?;
-    rows.push(chat_row("haetae, 1 node, R1", vec![node.url.clone()], &args).await?);
+    let one = chat_row("haetae, 1 node, R1", vec![node.url.clone()], &args, None).await?;
     drop(node);
+
+    let synapse = if args.no_synapse {
+        Err("skipped (--no-synapse)".to_string())
+    } else {
+        eprintln!("bench: starting Synapse {} (SQLite, rate limits raised)", synapse::SYNAPSE_VERSION);
+        match synapse::start(&dir, &progress).await {
+            Ok(server) => {
+                let row = chat_row(&format!("Synapse {}, SQLite", synapse::SYNAPSE_VERSION), vec![server.url.clone()], &args, None).await;
+                drop(server);
+                row
+            }
+            Err(error) => Err(error),
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
 
-    let ceiling = raw_row.per_s;
-    rows.push(raw_row);
+    let ceiling = raw_one.per_s;
+    let three_per_s = three.per_s;
+    let mut rows = vec![three, half, one];
+    let synapse_per_s = match synapse {
+        Ok(row) => {
+            let per_s = row.per_s;
+            rows.push(row);
+            Some(per_s)
+        }
+        Err(error) => {
+            eprintln!("bench: no Synapse row: {error}");
+            None
+        }
+    };
+    rows.push(raw_one);
+    rows.push(raw_partitioned);
     println!(
-        "| setup ({}u/{}r/{}m, {} in flight, {} s) | acknowledged/s | vs raw JetStream R3 | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | notes |",
+        "| setup ({}u/{}r/{}m, {} in flight, {} s) | acknowledged/s | vs raw JetStream R3 (1 stream) | send p50 ms | send p99 ms | delivery p50 ms | delivery p99 ms | notes |",
         shape.users, shape.rooms, shape.room_size, shape.concurrency, shape.duration_s
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|");
@@ -263,6 +307,10 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
             row.send.p99_ms,
             row.note
         );
+    }
+    match synapse_per_s {
+        Some(per_s) if per_s > 0.0 => println!("\nhaetae on 3 DCs / Synapse: {:.1}x acknowledged messages per second", three_per_s / per_s),
+        _ => println!("\nSynapse: not measured in this run"),
     }
     Ok(())
 }
