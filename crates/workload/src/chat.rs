@@ -186,6 +186,7 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
     let body = "x".repeat(config.body_bytes);
     let interval = config.rate_per_s.map(|rate| Duration::from_secs_f64(config.concurrency as f64 / rate.max(0.001)));
     let mut senders = Vec::new();
+    let concurrency = config.concurrency.max(1);
     for worker in 0..config.concurrency {
         let mut clients: HashMap<usize, Client> = HashMap::new();
         let rooms = population.rooms.clone();
@@ -194,7 +195,9 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         let body = body.clone();
         senders.push(tokio::spawn(async move {
             let mut sequence = 0u64;
-            let mut next_send = Instant::now();
+            // Workers start spread over one interval, so that a fixed rate arrives evenly rather
+            // than as one burst of `concurrency` sends per interval.
+            let mut next_send = Instant::now() + interval.map_or(Duration::ZERO, |i| i.mul_f64(worker as f64 / concurrency as f64));
             while Instant::now() < deadline {
                 if let Some(interval) = interval {
                     if Instant::now() < next_send {
