@@ -28,6 +28,8 @@ pub struct App {
     pub default_push_rules: DefaultPushRules,
     /// Unread counts per (user, room) as last computed, so a sync evaluates each new event once.
     pub unread: UnreadCounts,
+    /// Where password hashes are computed: one long-lived thread per core.
+    pub password_hashing: HashingPool,
     /// Each device's one-time key counts as last read, for its syncs.
     pub key_counts: crate::api::keys::KeyCounts,
 }
@@ -194,6 +196,47 @@ impl UnreadCounts {
             memos.clear();
         }
         memos.insert(key, memo);
+    }
+}
+
+/// A fixed set of threads for password hashing. Each argon2id hash needs its memory cost (19 MiB
+/// by default) while it runs: on the shared blocking pool a login storm held that much per
+/// concurrent request, and the allocator kept it afterwards in one arena per thread that had
+/// hashed (1.5 GB resident after 100 concurrent registrations). One thread per core bounds both.
+pub struct HashingPool {
+    jobs: Mutex<std::sync::mpsc::Sender<Box<dyn FnOnce() + Send>>>,
+}
+
+impl HashingPool {
+    pub fn new(threads: usize) -> HashingPool {
+        let (sender, receiver) = std::sync::mpsc::channel::<Box<dyn FnOnce() + Send>>();
+        let receiver = Arc::new(Mutex::new(receiver));
+        for index in 0..threads.max(1) {
+            let receiver = receiver.clone();
+            let spawned = std::thread::Builder::new().name(format!("password-hash-{index}")).spawn(move || {
+                loop {
+                    let job = receiver.lock().expect("hashing queue lock").recv();
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                }
+            });
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a password hashing thread");
+            }
+        }
+        HashingPool { jobs: Mutex::new(sender) }
+    }
+
+    /// Runs `work` on a hashing thread; None if the pool is gone.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+        let (done, result) = tokio::sync::oneshot::channel();
+        let job: Box<dyn FnOnce() + Send> = Box::new(move || {
+            let _ = done.send(work());
+        });
+        self.jobs.lock().expect("hashing queue lock").send(job).ok()?;
+        result.await.ok()
     }
 }
 

@@ -63,6 +63,7 @@ impl Node {
             started: Instant::now(),
             default_push_rules: Default::default(),
             key_counts: Default::default(),
+            password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             unread: Default::default(),
         });
         let mut targets = Vec::new();

@@ -50,25 +50,27 @@ fn hasher(app: &App) -> argon2::Argon2<'static> {
 
 async fn hash_password(app: &App, password: String) -> ApiResult<String> {
     let hasher = hasher(app);
-    tokio::task::spawn_blocking(move || {
-        let salt_bytes: [u8; 16] = rand::rng().random();
-        let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
-        hasher.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| MatrixError::unavailable(e))?
-    .map_err(|e| MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", e))
+    app.password_hashing
+        .run(move || {
+            let salt_bytes: [u8; 16] = rand::rng().random();
+            let salt = SaltString::encode_b64(&salt_bytes).map_err(|e| e.to_string())?;
+            hasher.hash_password(password.as_bytes(), &salt).map(|h| h.to_string()).map_err(|e| e.to_string())
+        })
+        .await
+        .ok_or_else(|| MatrixError::unavailable("password hashing is not available"))?
+        .map_err(|e| MatrixError::new(StatusCode::INTERNAL_SERVER_ERROR, "M_UNKNOWN", e))
 }
 
 async fn verify_password(app: &App, password: String, stored_hash: String) -> bool {
     let hasher = hasher(app);
-    tokio::task::spawn_blocking(move || {
-        argon2::PasswordHash::new(&stored_hash)
-            .map(|parsed| hasher.verify_password(password.as_bytes(), &parsed).is_ok())
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+    app.password_hashing
+        .run(move || {
+            argon2::PasswordHash::new(&stored_hash)
+                .map(|parsed| hasher.verify_password(password.as_bytes(), &parsed).is_ok())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
 }
 
 fn uia_flows(stages: &[&str], session: &str) -> Value {
