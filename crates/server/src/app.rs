@@ -142,26 +142,58 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
-/// The spec's default push ruleset per user (it names the user), built on first use. Bounded: past
-/// `MAX_CACHED_RULESETS` users the cache starts over.
-#[derive(Default)]
-pub struct DefaultPushRules {
-    rulesets: Mutex<HashMap<String, Arc<serde_json::Value>>>,
+/// A map for caches that are cheap to refill: once it holds `limit` entries it starts over.
+pub struct BoundedMap<K, V> {
+    entries: Mutex<HashMap<K, V>>,
+    limit: usize,
 }
 
-const MAX_CACHED_RULESETS: usize = 100_000;
+impl<K: std::hash::Hash + Eq, V: Clone> BoundedMap<K, V> {
+    pub fn new(limit: usize) -> BoundedMap<K, V> {
+        BoundedMap { entries: Mutex::new(HashMap::new()), limit }
+    }
+
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.entries.lock().expect("cache lock").get(key).cloned()
+    }
+
+    pub fn put(&self, key: K, value: V) {
+        let mut entries = self.entries.lock().expect("cache lock");
+        if entries.len() >= self.limit {
+            entries.clear();
+        }
+        entries.insert(key, value);
+    }
+
+    pub fn remove<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        self.entries.lock().expect("cache lock").remove(key);
+    }
+}
+
+/// The spec's default push ruleset per user (it names the user), built on first use.
+pub struct DefaultPushRules(BoundedMap<String, Arc<serde_json::Value>>);
+
+impl Default for DefaultPushRules {
+    fn default() -> Self {
+        DefaultPushRules(BoundedMap::new(100_000))
+    }
+}
 
 impl DefaultPushRules {
     pub fn get(&self, user_id: &str) -> Arc<serde_json::Value> {
-        let mut rulesets = self.rulesets.lock().expect("push rules lock");
-        if let Some(rules) = rulesets.get(user_id) {
-            return rules.clone();
-        }
-        if rulesets.len() >= MAX_CACHED_RULESETS {
-            rulesets.clear();
+        if let Some(rules) = self.0.get(user_id) {
+            return rules;
         }
         let rules = Arc::new(haetae_matrix::push::default_ruleset(user_id));
-        rulesets.insert(user_id.to_string(), rules.clone());
+        self.0.put(user_id.to_string(), rules.clone());
         rules
     }
 }
@@ -177,27 +209,8 @@ pub struct UnreadMemo {
     pub highlights: u64,
 }
 
-/// Unread counts as last computed, per (user, room). Bounded like the other caches.
-#[derive(Default)]
-pub struct UnreadCounts {
-    memos: Mutex<HashMap<(String, String), UnreadMemo>>,
-}
-
-const MAX_UNREAD_MEMOS: usize = 1_000_000;
-
-impl UnreadCounts {
-    pub fn get(&self, key: &(String, String)) -> Option<UnreadMemo> {
-        self.memos.lock().expect("unread lock").get(key).copied()
-    }
-
-    pub fn put(&self, key: (String, String), memo: UnreadMemo) {
-        let mut memos = self.memos.lock().expect("unread lock");
-        if memos.len() >= MAX_UNREAD_MEMOS {
-            memos.clear();
-        }
-        memos.insert(key, memo);
-    }
-}
+/// Unread counts as last computed, per (user, room).
+pub type UnreadCounts = BoundedMap<(String, String), UnreadMemo>;
 
 /// A fixed set of threads for password hashing. Each argon2id hash needs its memory cost (19 MiB
 /// by default) while it runs: on the shared blocking pool a login storm held that much per

@@ -62,9 +62,9 @@ impl Node {
             node,
             started: Instant::now(),
             default_push_rules: Default::default(),
-            key_counts: Default::default(),
+            key_counts: app::BoundedMap::new(100_000),
             password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            unread: Default::default(),
+            unread: app::BoundedMap::new(1_000_000),
         });
         let mut targets = Vec::new();
         for partition in 0..partitions {

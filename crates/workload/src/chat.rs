@@ -86,21 +86,8 @@ pub async fn populate(config: &ChatConfig, progress: &(dyn Fn(&str) + Sync)) -> 
         return Err(ChatError::Invalid(format!("room size {} exceeds users {}", config.room_size, config.users)));
     }
     let http = http_client();
-    let run_id: String = (0..6).map(|_| (b'a' + rand::random_range(0..26u8)) as char).collect();
-    let mut clients = Vec::with_capacity(config.users);
-    for chunk_start in (0..config.users).step_by(16) {
-        let chunk_end = (chunk_start + 16).min(config.users);
-        let registrations = (chunk_start..chunk_end).map(|i| {
-            let endpoints = rotated(&config.endpoints, i);
-            let http = http.clone();
-            let localpart = format!("load_{run_id}_{i}");
-            async move { Client::register(http, endpoints, &localpart, "workload-password-1").await }
-        });
-        for client in futures::future::join_all(registrations).await {
-            clients.push(client?);
-        }
-        progress(&format!("registered {}/{} users", clients.len(), config.users));
-    }
+    let prefix = format!("load_{}", crate::setup::run_id());
+    let mut clients = crate::setup::register_many(&http, &config.endpoints, &prefix, config.users, 16, progress).await?;
     let mut rooms = Vec::with_capacity(config.rooms);
     for r in 0..config.rooms {
         let members: Vec<usize> = (0..config.room_size).map(|k| (r * config.room_size + k) % config.users).collect();
@@ -120,11 +107,6 @@ pub async fn populate(config: &ChatConfig, progress: &(dyn Fn(&str) + Sync)) -> 
         }
     }
     Ok(Population { clients, rooms })
-}
-
-fn rotated(endpoints: &[String], home: usize) -> Vec<String> {
-    let n = endpoints.len();
-    (0..n).map(|k| endpoints[(home + k) % n].clone()).collect()
 }
 
 /// Runs the chat workload on a population and reports what it measured.

@@ -29,13 +29,7 @@ pub fn summarize(samples: &mut [f64]) -> Summary {
 
 /// CPU time (user + system) this process has used, seconds (Linux; 0 elsewhere).
 pub fn process_cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
-    let Some(rest) = stat.rsplit(')').next() else { return 0.0 };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = fields.get(11).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0)
-        + fields.get(12).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
+    std::fs::read_to_string("/proc/self/stat").ok().and_then(|stat| crate::setup::parse_stat_cpu_seconds(&stat)).unwrap_or(0.0)
 }
 
 #[cfg(test)]

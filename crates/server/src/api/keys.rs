@@ -88,44 +88,18 @@ const SYNC_LEADER_WAIT: std::time::Duration = std::time::Duration::from_millis(1
 /// times a second; its counts change only when it uploads (here: the entry is dropped at once) or
 /// another device claims one of its keys (seen at most this late; the next sync corrects it).
 const KEY_COUNTS_TTL: std::time::Duration = std::time::Duration::from_secs(1);
-/// Bound on remembered devices; past it the cache starts over.
-const MAX_CACHED_COUNTS: usize = 100_000;
-
-/// Each device's key counts as last read, so that a sync does not read the keys bucket each time.
-#[derive(Default)]
-pub struct KeyCounts {
-    devices: std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, Value, Value)>>,
-}
-
-impl KeyCounts {
-    fn fresh(&self, key: &str) -> Option<(Value, Value)> {
-        let devices = self.devices.lock().expect("key counts lock");
-        devices.get(key).filter(|(read, _, _)| read.elapsed() < KEY_COUNTS_TTL).map(|(_, counts, fallback)| (counts.clone(), fallback.clone()))
-    }
-
-    fn stale(&self, key: &str) -> Option<(Value, Value)> {
-        self.devices.lock().expect("key counts lock").get(key).map(|(_, counts, fallback)| (counts.clone(), fallback.clone()))
-    }
-
-    fn remember(&self, key: &str, counts: &(Value, Value)) {
-        let mut devices = self.devices.lock().expect("key counts lock");
-        if devices.len() >= MAX_CACHED_COUNTS {
-            devices.clear();
-        }
-        devices.insert(key.to_string(), (std::time::Instant::now(), counts.0.clone(), counts.1.clone()));
-    }
-
-    /// Drops a device's counts after this node changed its keys.
-    fn forget(&self, key: &str) {
-        self.devices.lock().expect("key counts lock").remove(key);
-    }
-}
+/// Each device's key counts as last read (when, counts, unused fallback key types), so that a
+/// sync does not read the keys bucket each time.
+pub type KeyCounts = crate::app::BoundedMap<String, (std::time::Instant, Value, Value)>;
 
 /// The key counts a device's sync carries.
 pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Value, Value) {
     let key = otk_key(user_id, device_id);
-    if let Some(counts) = app.key_counts.fresh(&key) {
-        return counts;
+    let cached = app.key_counts.get(&key);
+    if let Some((read, counts, fallback)) = &cached {
+        if read.elapsed() < KEY_COUNTS_TTL {
+            return (counts.clone(), fallback.clone());
+        }
     }
     // A sync must not wait out an election of the keys bucket: read a replica if need be.
     let counts = match app.store.kv().get_available(Bucket::Keys, &key, SYNC_LEADER_WAIT).await {
@@ -134,9 +108,9 @@ pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Valu
             None => (json!({}), json!([])),
         },
         // Unreadable right now: the last counts read are better than none.
-        Err(_) => return app.key_counts.stale(&key).unwrap_or_else(|| (json!({}), json!([]))),
+        Err(_) => return cached.map_or_else(|| (json!({}), json!([])), |(_, counts, fallback)| (counts, fallback)),
     };
-    app.key_counts.remember(&key, &counts);
+    app.key_counts.put(key, (std::time::Instant::now(), counts.0.clone(), counts.1.clone()));
     counts
 }
 
@@ -144,7 +118,7 @@ pub async fn counts_for_sync(app: &App, user_id: &str, device_id: &str) -> (Valu
 pub async fn forget_device_keys(app: &App, user_id: &str, device_id: &str) -> ApiResult<()> {
     app.store.kv().delete(Bucket::Keys, &device_key(user_id, device_id)).await?;
     app.store.kv().delete(Bucket::Keys, &otk_key(user_id, device_id)).await?;
-    app.key_counts.forget(&otk_key(user_id, device_id));
+    app.key_counts.remove(&otk_key(user_id, device_id));
     Ok(())
 }
 
@@ -192,7 +166,7 @@ async fn upload(State(app): State<AppState>, caller: Caller, JsonBody(body): Jso
         })
         .await?
         .unwrap_or_default();
-    app.key_counts.forget(&key);
+    app.key_counts.remove(&key);
     if changed {
         append_user_entry(&app, &caller.user_id, Entry::KeysChanged).await?;
     }
@@ -289,7 +263,7 @@ async fn claim(State(app): State<AppState>, _caller: Caller, JsonBody(body): Jso
                 })
                 .await?
                 .ok();
-            app.key_counts.forget(&otk_key(user_id, device_id));
+            app.key_counts.remove(&otk_key(user_id, device_id));
             if let Some((key_id, value)) = taken {
                 user_keys.insert(device_id.clone(), json!({ key_id: value }));
             }
