@@ -142,6 +142,16 @@ writes_per_user_burst = 100.0
 logins_per_ip_per_s = 5.0
 logins_per_ip_burst = 30.0
 
+[homeserver.history]
+# Memory for rooms' recent events and for older history read back from the log, MiB. A node's
+# memory stays near this plus room state, whatever the number of messages stored.
+cache_mb = 256
+# How often a node considers writing a read-model snapshot (a starting node loads the newest and
+# replays only the log after it), s.
+snapshot_interval_s = 60
+# A snapshot is written only when the stored one is at least this many log entries behind.
+snapshot_min_entries = 10000
+
 [homeserver.password_hashing]
 # argon2id parameters.
 memory_kib = 19456

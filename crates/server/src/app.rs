@@ -48,8 +48,8 @@ impl App {
     /// Looks an access token up: cache first, then the tokens bucket (from its leader).
     pub async fn session_for_token(&self, token: &str) -> ApiResult<Option<Session>> {
         let hash = token_hash(token);
-        if let Some(session) = self.model.model.read().expect("model lock").tokens.get(&hash) {
-            return Ok(Some(session.clone()));
+        if let Some(session) = self.model.cached_session(&hash) {
+            return Ok(Some(session));
         }
         let Some(stored) = self.store.kv().get_available(Bucket::Tokens, &hash, LEADER_WAIT).await? else {
             return Ok(None);
@@ -63,12 +63,10 @@ impl App {
             device_id: device_id.to_string(),
             session: value["session"].as_str().unwrap_or_default().to_string(),
         };
-        let mut model = self.model.model.write().expect("model lock");
         // A revocation applied while we read the bucket must win over our (older) read.
-        if model.revoked_tokens.contains(&hash) {
+        if !self.model.cache_session(&hash, session.clone()) {
             return Ok(None);
         }
-        model.tokens.insert(hash, session.clone());
         Ok(Some(session))
     }
 }
@@ -105,9 +103,11 @@ fn percent_decode(text: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
+        // Hex digits read as bytes: slicing the text could split a multi-byte character.
+        let hex = |b: u8| (b as char).to_digit(16);
         if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(byte) = u8::from_str_radix(&text[i + 1..i + 3], 16) {
-                out.push(byte);
+            if let (Some(high), Some(low)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((high * 16 + low) as u8);
                 i += 3;
                 continue;
             }
@@ -380,5 +380,8 @@ mod tests {
     fn token_query_parameter_is_decoded() {
         assert_eq!(percent_decode("a%2Bb+c"), "a+b c");
         assert_eq!(percent_decode("%"), "%");
+        // Non-ASCII after a percent sign once panicked (a slice inside a character).
+        assert_eq!(percent_decode("%é1"), "%é1");
+        assert_eq!(percent_decode("a%€"), "a%€");
     }
 }

@@ -16,6 +16,26 @@ pub struct ServerConfig {
     pub limits: Limits,
     pub rate_limits: RateLimits,
     pub password_hashing: PasswordHashing,
+    pub history: HistoryConfig,
+}
+
+/// How much history a node holds in memory, and how it snapshots its read model.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HistoryConfig {
+    /// Memory for rooms' recent events and old history read back from the log, MiB. Room state
+    /// and indexes come on top (they grow with rooms and members, not with messages).
+    pub cache_mb: u64,
+    /// How often a node considers writing a read-model snapshot, s.
+    pub snapshot_interval_s: u64,
+    /// A snapshot is written only when the stored one is this many log entries behind.
+    pub snapshot_min_entries: u64,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig { cache_mb: 256, snapshot_interval_s: 60, snapshot_min_entries: 10_000 }
+    }
 }
 
 impl Default for ServerConfig {
@@ -28,6 +48,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             rate_limits: RateLimits::default(),
             password_hashing: PasswordHashing::default(),
+            history: HistoryConfig::default(),
         }
     }
 }

@@ -6,7 +6,9 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-pub const ENTRY_VERSION: u32 = 1;
+/// 2: room events carry no `event_id` (derived from the position), state events their
+/// `prev_content`, redactions their target.
+pub const ENTRY_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Envelope {
@@ -24,12 +26,22 @@ fn default_version() -> u32 {
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Entry {
     // ---- room entries ----
-    /// A room event in client format (no `unsigned`).
+    /// A room event in client format (no `unsigned`). Since entry version 2 it carries no
+    /// `event_id`: the id is derived from the entry's position (`read_model::event_ids`).
     Event {
         event: Value,
         /// The sending device's transaction, echoed to that device as `unsigned.transaction_id`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         txn: Option<Txn>,
+        /// For state events: the content this event replaces (the state it was appended against
+        /// is the state it lands on, since state events are compare-and-set on the room).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prev_content: Option<Value>,
+        /// For redactions: the target as the appending node found it (`event_id`, `sender`,
+        /// `room_id`, `type`), so every node judges the redaction on the same facts even when the
+        /// target is no longer in its memory. None: no such event.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        redacts_target: Option<Value>,
     },
     /// A read receipt.
     Receipt { user_id: String, receipt_type: String, event_id: String, ts: u64, thread_id: Option<String> },
@@ -57,6 +69,10 @@ pub enum Entry {
 pub struct Txn {
     pub device_id: String,
     pub txn_id: String,
+    /// Hash of (user, device, login session, room, txn id): the append's message id, and how a
+    /// node recognises a retry that outlived the log's duplicate window.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
 }
 
 impl Envelope {

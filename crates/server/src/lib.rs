@@ -29,7 +29,8 @@ use tokio::task::JoinSet;
 pub use config::ServerConfig;
 
 use crate::app::{App, AppState, RateLimiter};
-use crate::read_model::ReadModel;
+use crate::read_model::snapshot::SnapshotInfo;
+use crate::read_model::{CacheBudget, ReadModel};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -55,7 +56,7 @@ impl Node {
         let partitions = store.log().partitions();
         let node = config.node_name.clone().unwrap_or_else(|| rooms::random_string(6));
         let app = Arc::new(App {
-            model: Arc::new(ReadModel::new(partitions)),
+            model: Arc::new(ReadModel::with_budget(partitions, CacheBudget::from_mb(config.history.cache_mb))),
             store,
             config,
             limiter: RateLimiter::new(),
@@ -66,6 +67,8 @@ impl Node {
             password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             unread: app::BoundedMap::new(1_000_000),
         });
+        let started = Instant::now();
+        load_snapshot(&app).await;
         let mut targets = Vec::new();
         for partition in 0..partitions {
             targets.push(app.store.log().last_seq(partition).await.map_err(|e| StartError::Log(e.to_string()))?);
@@ -76,7 +79,8 @@ impl Node {
         }
         workers.spawn(typing_listener(app.clone()));
         workers.spawn(typing_expiry(app.clone()));
-        let started = Instant::now();
+        workers.spawn(cache_evictor(app.clone()));
+        workers.spawn(snapshot_writer(app.clone()));
         let mut last_report = Instant::now();
         loop {
             if app.model.wait_positions(&targets, Duration::from_secs(5)).await {
@@ -246,5 +250,99 @@ async fn typing_expiry(app: AppState) {
     loop {
         ticker.tick().await;
         app.model.expire_typing();
+    }
+}
+
+/// Loads the deployment's read-model snapshot, if there is a usable one; otherwise the node
+/// replays the log from the start (and says why).
+async fn load_snapshot(app: &App) {
+    let started = Instant::now();
+    let snapshots = app.store.snapshots();
+    let info = match snapshots.description().await {
+        Ok(Some(description)) => SnapshotInfo::parse(&description),
+        Ok(None) => {
+            tracing::info!("no read-model snapshot yet; replaying the event log from the start");
+            return;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the read-model snapshot; replaying the event log from the start");
+            return;
+        }
+    };
+    let Some(info) = info else {
+        tracing::warn!("the read-model snapshot has an unreadable description; replaying the event log from the start");
+        return;
+    };
+    let bytes = match snapshots.get().await {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the read-model snapshot; replaying the event log from the start");
+            return;
+        }
+    };
+    match app.model.load_snapshot(&info, &bytes) {
+        Ok(()) => tracing::info!(
+            positions = ?info.positions,
+            bytes = info.bytes,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "loaded the read-model snapshot; replaying the event log after it"
+        ),
+        Err(error) => tracing::warn!(%error, "read-model snapshot not used; replaying the event log from the start"),
+    }
+}
+
+/// How often the window evictor checks the cache budget.
+const EVICTION_INTERVAL: Duration = Duration::from_millis(200);
+
+/// Worker: keeps rooms' recent windows within the node's cache budget.
+async fn cache_evictor(app: AppState) {
+    let mut ticker = tokio::time::interval(EVICTION_INTERVAL);
+    loop {
+        ticker.tick().await;
+        let model = app.model.clone();
+        // Sorting rooms by last use is CPU work: off the async threads.
+        let _ = tokio::task::spawn_blocking(move || model.enforce_budget()).await;
+    }
+}
+
+/// Worker: writes a read-model snapshot when the stored one is far enough behind this node.
+/// Every node may write one (no node is special); a node that finds a recent enough snapshot
+/// from another node leaves it.
+async fn snapshot_writer(app: AppState) {
+    let history = app.config.history.clone();
+    let interval = Duration::from_secs(history.snapshot_interval_s.max(1));
+    // Nodes started together should not all write at the same moment.
+    let jitter_ms = rand::random::<u64>() % (interval.as_millis() as u64 / 2 + 1);
+    tokio::time::sleep(interval + Duration::from_millis(jitter_ms)).await;
+    loop {
+        let mine: u64 = app.model.positions().iter().sum();
+        let stored = match app.store.snapshots().description().await {
+            Ok(description) => description.as_deref().and_then(SnapshotInfo::parse).map_or(0, |info| info.entries()),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the snapshot store");
+                u64::MAX
+            }
+        };
+        if stored != u64::MAX && mine >= stored.saturating_add(history.snapshot_min_entries) {
+            let started = Instant::now();
+            let model = app.model.clone();
+            match tokio::task::spawn_blocking(move || model.snapshot()).await {
+                Ok((info, bytes)) => {
+                    let size = bytes.len();
+                    match app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await {
+                        Ok(()) => tracing::info!(
+                            positions = ?info.positions,
+                            bytes = size,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "wrote a read-model snapshot"
+                        ),
+                        Err(error) => tracing::warn!(%error, "cannot write a read-model snapshot"),
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "snapshot task failed"),
+            }
+        }
+        tokio::time::sleep(interval).await;
     }
 }

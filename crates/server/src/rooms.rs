@@ -14,6 +14,8 @@ use sha2::{Digest, Sha256};
 
 use crate::app::{App, Caller};
 use crate::entry::{Entry, Envelope, Txn};
+use crate::read_model::event_ids::{event_id_at, position_of};
+use crate::read_model::{Membership, TimelineItem};
 use crate::error::{ApiResult, MatrixError};
 
 /// How long a write waits for this node to apply it before answering anyway.
@@ -69,25 +71,22 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         return Err(MatrixError::invalid_param(format!("event type and state key are limited to {MAX_TYPE_OR_KEY_BYTES} bytes")));
     }
     let txn_key = new.txn_id.map(|txn| txn_key(caller, new.room_id, txn));
-    let event_id = match &txn_key {
-        // Deterministic: a retry through any node produces the same id, so the log's duplicate
-        // window (keyed by it) stores the event once.
+    // The append's message id: for a transaction, the same on every node, so the log's duplicate
+    // window stores a retried send once (and answers the retry with the original position).
+    let message_id = match &txn_key {
         Some(key) => hash_id('$', key.as_bytes()),
         None => random_event_id(),
     };
-    if txn_key.is_some() {
+    if let Some(key) = &txn_key {
         // A retried transaction whose event this node already applied: answer from the read
-        // model, which holds every event id, without touching the store.
-        let model = app.model.model.read().expect("model lock");
-        if model.event_rooms.contains_key(&event_id) {
-            return Ok(event_id);
-        }
-        if let Some(reason) = model.rejected.get(&event_id) {
-            return Err(MatrixError::forbidden(reason.clone()));
+        // model without touching the store.
+        if let Some((room_id, event_id)) = app.model.transaction_event(key) {
+            if room_id == new.room_id {
+                return Ok(event_id);
+            }
         }
     }
     let mut event = json!({
-        "event_id": event_id,
         "type": new.event_type,
         "sender": caller.user_id,
         "room_id": new.room_id,
@@ -100,16 +99,20 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
     if let Some(redacts) = new.redacts {
         event["redacts"] = json!(redacts);
     }
-    let txn = new.txn_id.map(|txn_id| Txn { device_id: caller.device_id.clone(), txn_id: txn_id.to_string() });
-    let payload = Envelope::new(Entry::Event { event: event.clone(), txn }).to_bytes();
-    if payload.len() > app.config.limits.max_event_bytes {
-        return Err(MatrixError::too_large(format!("event larger than {} bytes", app.config.limits.max_event_bytes)));
-    }
+    let redacts_target = match new.redacts {
+        Some(target_id) => redaction_target(app, new.room_id, target_id).await?,
+        None => None,
+    };
+    let txn = new.txn_id.map(|txn_id| Txn {
+        device_id: caller.device_id.clone(),
+        txn_id: txn_id.to_string(),
+        key: txn_key.clone().unwrap_or_default(),
+    });
     let is_state = new.state_key.is_some();
     let partition = app.model.partition_of(new.room_id);
     for _attempt in 0..MAX_STATE_ATTEMPTS {
-        let expected = match precheck(app, new.room_id, &event) {
-            Ok(expected) => expected,
+        let checked = match precheck(app, new.room_id, &event) {
+            Ok(checked) => checked,
             // Refused on this node's view, which may lag the log (an invite accepted a moment ago
             // through another DC): catch up with the room's partition once and judge again.
             Err(_) => {
@@ -117,11 +120,21 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
                 precheck(app, new.room_id, &event)?
             }
         };
+        let entry = Entry::Event {
+            event: event.clone(),
+            txn: txn.clone(),
+            prev_content: checked.prev_content,
+            redacts_target: redacts_target.clone(),
+        };
+        let payload = Envelope::new(entry).to_bytes();
+        if payload.len() > app.config.limits.max_event_bytes {
+            return Err(MatrixError::too_large(format!("event larger than {} bytes", app.config.limits.max_event_bytes)));
+        }
         let started = std::time::Instant::now();
         let appended = app
             .store
             .log()
-            .append(new.room_id, payload.clone(), &event_id, is_state.then_some(expected))
+            .append(new.room_id, payload, &message_id, is_state.then_some(checked.last_seq))
             .await;
         let append_ms = started.elapsed().as_millis() as u64;
         match appended {
@@ -136,9 +149,13 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
                 if !applied {
                     return Err(MatrixError::unavailable("this node is behind the event log"));
                 }
-                let rejection = app.model.model.read().expect("model lock").rejected.get(&event_id).cloned();
-                if let Some(reason) = rejection {
+                let event_id = event_id_at(partition, appended.seq);
+                if let Some(reason) = app.model.rejection(&event_id) {
                     return Err(MatrixError::forbidden(reason));
+                }
+                // A retry stored again after the duplicate window was skipped: the first is the one.
+                if let Some((_, first)) = txn_key.as_deref().and_then(|key| app.model.transaction_event(key)) {
+                    return Ok(first);
                 }
                 return Ok(event_id);
             }
@@ -151,6 +168,35 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         }
     }
     Err(MatrixError::unavailable("too many concurrent changes to this room; retry"))
+}
+
+/// The target of a redaction as the authorization rules need it (id, sender, room, type), or
+/// None if the room has no such event.
+async fn redaction_target(app: &App, room_id: &str, target_id: &str) -> ApiResult<Option<Value>> {
+    let Some(item) = find_event(app, room_id, target_id).await? else { return Ok(None) };
+    let mut target = json!({
+        "event_id": &*item.event_id,
+        "sender": &*item.sender,
+        "room_id": room_id,
+        "type": &*item.event_type,
+    });
+    if let Some(state_key) = &item.state_key {
+        target["state_key"] = json!(&**state_key);
+    }
+    Ok(Some(target))
+}
+
+/// The event `event_id` of `room_id` as stored (redacted if it was), wherever it is: this
+/// node's window or the log. O(1): the id names the position.
+pub async fn find_event(app: &App, room_id: &str, event_id: &str) -> ApiResult<Option<TimelineItem>> {
+    match position_of(event_id) {
+        Some((partition, seq)) if partition == app.model.partition_of(room_id) => {
+            Ok(app.model.item_at(app.store.log(), room_id, seq).await.map_err(MatrixError::unavailable)?)
+        }
+        Some(_) => Ok(None),
+        // Ids stored by earlier versions are found while they are in the room's window.
+        None => Ok(app.model.with_room(room_id, |room| room.window_find(event_id).map(|i| room.shown(i))).flatten()),
+    }
 }
 
 /// Waits until this node has applied everything `partition` holds now.
@@ -167,22 +213,33 @@ async fn catch_up(app: &App, partition: u32) -> ApiResult<()> {
 /// moment ago through another node: before answering "no such room", catch up with the room's
 /// log partition as it is now, so every node gives the same answer.
 pub async fn knows_room(app: &App, room_id: &str) -> ApiResult<bool> {
-    if app.model.model.read().expect("model lock").rooms.contains_key(room_id) {
+    if app.model.knows_room(room_id) {
         return Ok(true);
     }
     catch_up(app, app.model.partition_of(room_id)).await?;
-    Ok(app.model.model.read().expect("model lock").rooms.contains_key(room_id))
+    Ok(app.model.knows_room(room_id))
 }
 
-/// Checks `event` against the room's current state on this node; returns the room's last sequence.
-fn precheck(app: &App, room_id: &str, event: &Value) -> ApiResult<u64> {
-    let model = app.model.model.read().expect("model lock");
-    match model.rooms.get(room_id) {
-        Some(room) => {
-            haetae_matrix::auth::check(&room.state, event).map_err(|e| MatrixError::forbidden(e.to_string()))?;
-            Ok(room.last_seq)
-        }
-        None if event["type"] == "m.room.create" => Ok(0),
+/// What a pre-check found: the room's last sequence (the expected sequence of a state write)
+/// and, for a state event, the content it replaces.
+struct Checked {
+    last_seq: u64,
+    prev_content: Option<Value>,
+}
+
+/// Checks `event` against the room's current state on this node.
+fn precheck(app: &App, room_id: &str, event: &Value) -> ApiResult<Checked> {
+    let checked = app.model.with_room(room_id, |room| {
+        haetae_matrix::auth::check(&room.state, event).map_err(|e| MatrixError::forbidden(e.to_string()))?;
+        let prev_content = match (event["type"].as_str(), event["state_key"].as_str()) {
+            (Some(event_type), Some(state_key)) => room.state.content(event_type, state_key).cloned(),
+            _ => None,
+        };
+        Ok(Checked { last_seq: room.last_seq, prev_content })
+    });
+    match checked {
+        Some(checked) => checked,
+        None if event["type"] == "m.room.create" => Ok(Checked { last_seq: 0, prev_content: None }),
         None => Err(MatrixError::forbidden("You are not in this room (or it does not exist)")),
     }
 }
@@ -195,14 +252,12 @@ pub fn new_room_id(server_name: &str) -> String {
 pub fn member_content(app: &App, user_id: &str, membership: &str, extra: Option<&Value>) -> Value {
     let mut content = json!({ "membership": membership });
     if membership == "join" || membership == "invite" {
-        let model = app.model.model.read().expect("model lock");
-        if let Some(user) = model.users.get(user_id) {
-            if let Some(name) = &user.displayname {
-                content["displayname"] = json!(name);
-            }
-            if let Some(avatar) = &user.avatar_url {
-                content["avatar_url"] = json!(avatar);
-            }
+        let (name, avatar) = app.model.with_user(user_id, |user| (user.displayname.clone(), user.avatar_url.clone()));
+        if let Some(name) = name {
+            content["displayname"] = json!(name);
+        }
+        if let Some(avatar) = avatar {
+            content["avatar_url"] = json!(avatar);
         }
     }
     if let Some(Value::Object(extra)) = extra {
@@ -230,32 +285,24 @@ pub async fn resolve_room(app: &App, room_id_or_alias: &str) -> ApiResult<String
 }
 
 /// Whether `user_id` may read `room_id`'s history, and up to which position (inclusive):
-/// members read everything; former members read up to their departure.
+/// members read everything; former members read up to their departure. Walks only the user's
+/// own membership changes.
 pub fn readable_until(app: &App, user_id: &str, room_id: &str) -> ApiResult<u64> {
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    if room.visible_from(user_id) == u64::MAX && room.state.history_visibility() != "world_readable" {
-        return Err(MatrixError::forbidden("You are not in this room"));
-    }
-    match room.state.membership(user_id) {
-        Some("join") => Ok(u64::MAX),
-        Some("leave") | Some("ban") => {
-            let was_member = room.timeline.iter().any(|item| {
-                item.event["type"] == "m.room.member"
-                    && item.event["state_key"] == user_id
-                    && item.event["content"]["membership"] == "join"
-            });
-            if was_member {
-                Ok(room.membership_seq.get(user_id).copied().unwrap_or(0))
-            } else {
-                Err(MatrixError::forbidden("You are not in this room"))
+    let not_in_room = || MatrixError::forbidden("You are not in this room");
+    app.model
+        .with_room(room_id, |room| {
+            let world_readable = room.state.history_visibility() == "world_readable";
+            if room.visible_from(user_id) == u64::MAX && !world_readable {
+                return Err(not_in_room());
             }
-        }
-        _ => {
-            let world_readable = room.state.content("m.room.history_visibility", "")
-                .and_then(|c| c["history_visibility"].as_str())
-                == Some("world_readable");
-            if world_readable { Ok(u64::MAX) } else { Err(MatrixError::forbidden("You are not in this room")) }
-        }
-    }
+            match room.state.membership(user_id) {
+                Some("join") => Ok(u64::MAX),
+                Some("leave") | Some("ban") if room.was_ever(user_id, Membership::Join) => {
+                    Ok(room.membership_seq(user_id).unwrap_or(0))
+                }
+                _ if world_readable => Ok(u64::MAX),
+                _ => Err(not_in_room()),
+            }
+        })
+        .unwrap_or_else(|| Err(not_in_room()))
 }

@@ -21,6 +21,7 @@ pub mod launcher;
 pub mod log;
 pub mod media;
 pub mod probe;
+pub mod snapshots;
 
 use std::time::Duration;
 
@@ -84,6 +85,7 @@ pub struct Store {
     log: log::EventLog,
     kv: kv::Buckets,
     media: media::MediaStore,
+    snapshots: snapshots::Snapshots,
 }
 
 impl Store {
@@ -105,9 +107,10 @@ impl Store {
             .build(client.clone());
         let kv = kv::Buckets::open(&js, &config).await?;
         kv::check_partitions(&kv, config.partitions).await?;
-        let log = log::EventLog::open(&js, &config).await?;
+        let log = log::EventLog::open(&client, &js, &config).await?;
         let media = media::MediaStore::open(&js, &config).await?;
-        Ok(Store { client, config, log, kv, media })
+        let snapshots = snapshots::Snapshots::open(&js, &config).await?;
+        Ok(Store { client, config, log, kv, media, snapshots })
     }
 
     pub fn config(&self) -> &StoreConfig {
@@ -124,6 +127,10 @@ impl Store {
 
     pub fn media(&self) -> &media::MediaStore {
         &self.media
+    }
+
+    pub fn snapshots(&self) -> &snapshots::Snapshots {
+        &self.snapshots
     }
 
     pub fn ephemeral(&self) -> ephemeral::Ephemeral {

@@ -16,6 +16,10 @@ const SUBJECT_ROOT: &str = "haetae.log";
 
 /// How long one pull of a tail waits on the server; the idle heartbeat is half of it.
 const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(500);
+/// Most entries one range read asks for (the server's own cap on a direct-get batch is larger).
+pub const MAX_RANGE_BATCH: usize = 1024;
+/// How long a range read waits for each reply.
+const RANGE_REPLY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One entry of one partition.
 #[derive(Clone, Debug)]
@@ -59,6 +63,7 @@ pub enum TailError {
 #[derive(Clone)]
 pub struct EventLog {
     js: jetstream::Context,
+    client: async_nats::Client,
     streams: Vec<stream::Stream>,
     retry_horizon: Duration,
 }
@@ -86,7 +91,11 @@ pub fn partition_of(entity: &str, partitions: u32) -> u32 {
 }
 
 impl EventLog {
-    pub(crate) async fn open(js: &jetstream::Context, config: &StoreConfig) -> Result<EventLog, ConnectError> {
+    pub(crate) async fn open(
+        client: &async_nats::Client,
+        js: &jetstream::Context,
+        config: &StoreConfig,
+    ) -> Result<EventLog, ConnectError> {
         let mut streams = Vec::new();
         for partition in 0..config.partitions {
             let name = stream_name(partition);
@@ -116,7 +125,7 @@ impl EventLog {
             .map_err(|message| ConnectError::Prepare { name: name.clone(), message })?;
             streams.push(prepared);
         }
-        Ok(EventLog { js: js.clone(), streams, retry_horizon: config.retry_horizon })
+        Ok(EventLog { js: js.clone(), client: client.clone(), streams, retry_horizon: config.retry_horizon })
     }
 
     pub fn partitions(&self) -> u32 {
@@ -224,6 +233,104 @@ impl EventLog {
                 Err(error) => Some(Err(TailError::Read { partition, message: error.to_string() })),
             }
         }))
+    }
+
+    /// The entries of `entity` with `from_seq <= seq <= up_to_seq`, in order, at most `max`.
+    ///
+    /// One batched direct get (any current replica may answer, so the caller checks what it got
+    /// against what it knows the range holds); [`EventLog::entity_range_from_leader`] is the
+    /// slower path that asks the stream leader entry by entry.
+    pub async fn entity_range(
+        &self,
+        entity: &str,
+        from_seq: u64,
+        up_to_seq: u64,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, TailError> {
+        let partition = self.partition_of(entity);
+        let read_error = |message: String| TailError::Read { partition, message };
+        if from_seq > up_to_seq || max == 0 {
+            return Ok(Vec::new());
+        }
+        let inbox = self.client.new_inbox();
+        let mut replies = self.client.subscribe(inbox.clone()).await.map_err(|e| read_error(e.to_string()))?;
+        let request = serde_json::json!({
+            "seq": from_seq,
+            "next_by_subj": subject(partition, entity),
+            "batch": max.min(MAX_RANGE_BATCH),
+            "up_to_seq": up_to_seq,
+        });
+        self.client
+            .publish_with_reply(
+                format!("$JS.API.DIRECT.GET.{}", stream_name(partition)),
+                inbox,
+                Bytes::from(request.to_string()),
+            )
+            .await
+            .map_err(|e| read_error(e.to_string()))?;
+        let mut entries = Vec::new();
+        loop {
+            let message = match tokio::time::timeout(RANGE_REPLY_TIMEOUT, replies.next()).await {
+                Ok(Some(message)) => message,
+                Ok(None) => return Err(read_error("reply subscription closed".into())),
+                Err(_) => return Err(read_error("no reply to a range read".into())),
+            };
+            if let Some(status) = message.status {
+                match status.as_u16() {
+                    // End of batch, or nothing in the range.
+                    204 | 404 => return Ok(entries),
+                    other => {
+                        return Err(read_error(format!("range read answered {other} {}", message.description.unwrap_or_default())));
+                    }
+                }
+            }
+            let headers = message.headers.as_ref();
+            let header = |name: &str| headers.and_then(|h| h.get(name)).map(|v| v.as_str().to_string());
+            let seq = header("Nats-Sequence").and_then(|s| s.parse::<u64>().ok());
+            let subject = header("Nats-Subject");
+            let (Some(seq), Some(subject)) = (seq, subject) else {
+                return Err(read_error("range read reply without sequence or subject".into()));
+            };
+            if let Some(entry) = entry_of(partition, &subject, seq, message.payload) {
+                entries.push(entry);
+            }
+            if entries.len() >= max.min(MAX_RANGE_BATCH) {
+                // The server sends its end-of-batch marker next; no need to wait for it.
+                return Ok(entries);
+            }
+        }
+    }
+
+    /// As [`EventLog::entity_range`], asked of the stream leader one entry at a time (slower,
+    /// never behind): for when a replica's answer did not hold what the range must hold.
+    pub async fn entity_range_from_leader(
+        &self,
+        entity: &str,
+        from_seq: u64,
+        up_to_seq: u64,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, TailError> {
+        let partition = self.partition_of(entity);
+        let stream = self.stream(partition)?;
+        let subject = subject(partition, entity);
+        let mut entries = Vec::new();
+        let mut next = from_seq;
+        while next <= up_to_seq && entries.len() < max {
+            match stream.get_first_raw_message_by_subject(&subject, next).await {
+                Ok(message) => {
+                    if message.sequence > up_to_seq {
+                        break;
+                    }
+                    next = message.sequence + 1;
+                    if let Some(entry) = entry_of(partition, &message.subject, message.sequence, message.payload) {
+                        entries.push(entry);
+                    }
+                }
+                Err(error) if error.to_string().contains("no message found") => break,
+                Err(error) => return Err(TailError::Read { partition, message: error.to_string() }),
+            }
+        }
+        Ok(entries)
     }
 
     fn stream(&self, partition: u32) -> Result<&stream::Stream, TailError> {

@@ -19,7 +19,7 @@ pub fn client_event(item: &TimelineItem, viewer: Option<&Caller>) -> Value {
         }
     }
     if let Some(prev) = &item.prev_content {
-        unsigned.insert("prev_content".into(), prev.clone());
+        unsigned.insert("prev_content".into(), (**prev).clone());
     }
     if let Some(redaction) = &item.redacted_because {
         unsigned.insert("redacted_because".into(), (**redaction).clone());

@@ -283,18 +283,14 @@ async fn changes(State(app): State<AppState>, caller: Caller, Query(query): Quer
     let partitions = app.model.partitions();
     let parse = |t: &str| super::sync::SyncToken::parse(t, partitions).ok_or_else(|| MatrixError::invalid_param("invalid token"));
     let (from, to) = (parse(&query.from)?, parse(&query.to)?);
-    let model = app.model.model.read().expect("model lock");
     let mut changed = BTreeSet::new();
-    for (partition, list) in model.key_changes.iter().enumerate() {
-        for (seq, user_id) in list {
-            if *seq > from.positions[partition] && *seq <= to.positions[partition] {
-                let shares = model.users.get(&caller.user_id).is_some_and(|me| {
-                    me.rooms.iter().any(|(room, m)| m == "join" && model.users.get(user_id).is_some_and(|u| u.rooms.get(room).is_some_and(|m| m == "join")))
-                });
-                if shares || user_id == &caller.user_id {
-                    changed.insert(user_id.clone());
-                }
-            }
+    let users = app
+        .model
+        .key_changes_between(&from.positions, &to.positions)
+        .ok_or_else(|| MatrixError::invalid_param("the from token is older than this server remembers; do a full sync"))?;
+    for user_id in users {
+        if user_id == caller.user_id || app.model.share_a_room(&caller.user_id, &user_id) {
+            changed.insert(user_id);
         }
     }
     Ok(Json(json!({ "changed": changed, "left": [] })))

@@ -70,8 +70,7 @@ async fn join(State(app): State<AppState>, caller: Caller, Path(room): Path<Stri
 
 /// `user_id`'s membership in `room_id` on this node's read model.
 fn membership_of(app: &crate::app::App, room_id: &str, user_id: &str) -> Option<String> {
-    let model = app.model.model.read().expect("model lock");
-    model.rooms.get(room_id).and_then(|room| room.state.membership(user_id).map(str::to_string))
+    app.model.membership(room_id, user_id).map(|m| m.as_str().to_string())
 }
 
 fn required_target(body: &Target) -> ApiResult<String> {

@@ -26,6 +26,7 @@ use super::client;
 use super::events::client_event;
 use crate::app::{AppState, Caller, JsonBody, parse_json};
 use crate::error::{ApiResult, MatrixError};
+use crate::read_model::{Membership, TimelineItem};
 use crate::rooms::{self, NewEvent, member_content, readable_until, send_event};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
@@ -184,9 +185,10 @@ async fn check_canonical_alias(app: &crate::app::App, room_id: &str, content: &V
 
 async fn get_full_state(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
     readable_until(&app, &caller.user_id, &room_id)?;
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    let events: Vec<Value> = room.state.iter().cloned().collect();
+    let events = app
+        .model
+        .with_room(&room_id, |room| room.state.iter().cloned().collect::<Vec<Value>>())
+        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
     Ok(Json(Value::Array(events)))
 }
 
@@ -211,11 +213,13 @@ async fn get_state(
     Query(query): Query<FormatQuery>,
 ) -> ApiResult<Json<Value>> {
     readable_until(&app, &caller.user_id, &room_id)?;
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    let event = room.state.get(&event_type, &state_key).ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let event = app
+        .model
+        .with_room(&room_id, |room| room.state.get(&event_type, &state_key).cloned())
+        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?
+        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
     if query.format.as_deref() == Some("event") {
-        return Ok(Json(event.clone()));
+        return Ok(Json(event));
     }
     Ok(Json(event["content"].clone()))
 }
@@ -226,12 +230,9 @@ async fn get_event(
     Path((room_id, event_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let until = readable_until(&app, &caller.user_id, &room_id)?;
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::not_found("Event not found"))?;
-    match room.find(&event_id) {
-        Some(item) if item.seq <= until && item.seq >= room.visible_from(&caller.user_id) => {
-            Ok(Json(client_event(item, Some(&caller))))
-        }
+    let visible_from = app.model.with_room(&room_id, |room| room.visible_from(&caller.user_id)).unwrap_or(u64::MAX);
+    match rooms::find_event(&app, &room_id, &event_id).await? {
+        Some(item) if item.seq <= until && item.seq >= visible_from => Ok(Json(client_event(&item, Some(&caller)))),
         _ => Err(MatrixError::not_found("Event not found")),
     }
 }
@@ -261,29 +262,34 @@ async fn get_context(
     let until = readable_until(&app, &caller.user_id, &room_id)?;
     let filter = parse_room_event_filter(query.filter.as_deref())?;
     let limit = query.limit.unwrap_or(10).min(app.config.limits.max_events_per_response);
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::not_found("Event not found"))?;
-    let index = room
-        .timeline
-        .iter()
-        .position(|item| item.event["event_id"].as_str() == Some(event_id.as_str()) && item.seq <= until)
-        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
-    let visible_from = room.visible_from(&caller.user_id);
-    if room.timeline[index].seq < visible_from {
-        return Err(MatrixError::not_found("Event not found"));
-    }
+    let visible_from = app.model.with_room(&room_id, |room| room.visible_from(&caller.user_id)).unwrap_or(u64::MAX);
+    let item = match rooms::find_event(&app, &room_id, &event_id).await? {
+        Some(item) if item.seq <= until && item.seq >= visible_from => item,
+        _ => return Err(MatrixError::not_found("Event not found")),
+    };
     let half = limit / 2;
-    let before: Vec<&_> =
-        room.timeline[..index].iter().rev().take_while(|i| i.seq >= visible_from).filter(|i| filter.matches(&i.event)).take(limit - half.min(limit)).collect();
-    let after: Vec<&_> =
-        room.timeline[index + 1..].iter().filter(|i| i.seq <= until && filter.matches(&i.event)).take(half).collect();
-    let start = before.last().map(|i| i.seq).unwrap_or(room.timeline[index].seq);
-    let end = after.last().map(|i| i.seq + 1).unwrap_or(room.timeline[index].seq + 1);
+    let log = app.store.log();
+    let keep = |i: &TimelineItem| filter.matches(&i.event);
+    let before = app
+        .model
+        .page_back(log, &room_id, item.seq, visible_from, limit - half.min(limit), keep)
+        .await
+        .map_err(MatrixError::unavailable)?
+        .items;
+    let after = app
+        .model
+        .page_forward(log, &room_id, item.seq + 1, until.min(app.model.applied(app.model.partition_of(&room_id))), half, keep)
+        .await
+        .map_err(MatrixError::unavailable)?
+        .items;
+    let start = before.last().map(|i| i.seq).unwrap_or(item.seq);
+    let end = after.last().map(|i| i.seq + 1).unwrap_or(item.seq + 1);
+    let state: Vec<Value> = app.model.with_room(&room_id, |room| room.state.iter().cloned().collect()).unwrap_or_default();
     Ok(Json(json!({
-        "event": client_event(&room.timeline[index], Some(&caller)),
+        "event": client_event(&item, Some(&caller)),
         "events_before": before.iter().map(|i| client_event(i, Some(&caller))).collect::<Vec<_>>(),
         "events_after": after.iter().map(|i| client_event(i, Some(&caller))).collect::<Vec<_>>(),
-        "state": room.state.iter().cloned().collect::<Vec<_>>(),
+        "state": state,
         "start": super::sync::room_token(start),
         "end": super::sync::room_token(end),
     })))
@@ -322,61 +328,41 @@ async fn get_messages(
     };
     let from = query.from.as_deref().map(parse).transpose()?;
     let to = query.to.as_deref().map(parse).transpose()?;
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    let visible_from = room.visible_from(&caller.user_id);
-    let mut chunk = Vec::new();
+    let (visible_from, last_seq) = app
+        .model
+        .with_room(&room_id, |room| (room.visible_from(&caller.user_id), room.last_event_seq()))
+        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
+    let applied = app.model.applied(partition);
+    let keep = |item: &TimelineItem| filter.matches(&item.event);
+    let log = app.store.log();
     let mut next = None;
-    if backwards {
-        let from = from.unwrap_or(u64::MAX).min(until.saturating_add(1));
-        let end_index = room.index_at(from);
-        let mut position = from;
-        for item in room.timeline[..end_index].iter().rev() {
-            if to.is_some_and(|to| item.seq < to) || item.seq < visible_from {
-                break;
-            }
-            position = item.seq;
-            if filter.matches(&item.event) {
-                chunk.push(client_event(item, Some(&caller)));
-                if chunk.len() == limit {
-                    break;
-                }
-            }
+    let items = if backwards {
+        // Events strictly before `from` (a token names the point just before a position).
+        let before = from.unwrap_or(u64::MAX).min(until.saturating_add(1)).min(applied.saturating_add(1));
+        let floor = visible_from.max(to.unwrap_or(0));
+        let page = app.model.page_back(log, &room_id, before, floor, limit, keep).await.map_err(MatrixError::unavailable)?;
+        if page.full {
+            next = page.items.last().map(|item| item.seq).filter(|seq| *seq > floor);
         }
-        let more = room.index_at(position) > 0 && to.is_none_or(|to| position > to) && position > visible_from;
-        if more && chunk.len() == limit {
-            next = Some(position);
-        }
+        page.items
     } else {
-        let start_index = room.index_at(from.unwrap_or(0).max(visible_from));
-        let mut position = from.unwrap_or(0).max(visible_from);
-        for item in &room.timeline[start_index..] {
-            if item.seq > until || to.is_some_and(|to| item.seq >= to) {
-                break;
-            }
-            position = item.seq + 1;
-            if filter.matches(&item.event) {
-                chunk.push(client_event(item, Some(&caller)));
-                if chunk.len() == limit {
-                    break;
-                }
-            }
-        }
-        next = Some(position);
-    }
-    let start = query.from.clone().unwrap_or_else(|| {
-        super::sync::room_token(if backwards { room.timeline.last().map(|i| i.seq + 1).unwrap_or(0) } else { 0 })
-    });
+        let start = from.unwrap_or(0).max(visible_from);
+        let ceiling = until.min(applied).min(to.map_or(u64::MAX, |to| to.saturating_sub(1)));
+        let page = app.model.page_forward(log, &room_id, start, ceiling, limit, keep).await.map_err(MatrixError::unavailable)?;
+        next = Some(page.items.last().map(|item| item.seq + 1).unwrap_or(start));
+        page.items
+    };
+    let chunk: Vec<Value> = items.iter().map(|item| client_event(item, Some(&caller))).collect();
+    let start = query.from.clone().unwrap_or_else(|| super::sync::room_token(if backwards { last_seq + 1 } else { 0 }));
     let mut state = Vec::new();
     if filter.lazy_load_members {
-        let mut senders: Vec<&str> = chunk.iter().filter_map(|e| e["sender"].as_str()).collect();
+        let mut senders: Vec<&str> = items.iter().map(|item| &*item.sender).collect();
         senders.sort();
         senders.dedup();
-        for sender in senders {
-            if let Some(member) = room.state.get("m.room.member", sender) {
-                state.push(member.clone());
-            }
-        }
+        state = app
+            .model
+            .with_room(&room_id, |room| senders.iter().filter_map(|sender| room.state.get("m.room.member", sender).cloned()).collect())
+            .unwrap_or_default();
     }
     let mut response = json!({ "start": start, "chunk": chunk, "state": state });
     if let Some(next) = next {
@@ -398,19 +384,21 @@ async fn get_members(
     Query(query): Query<MembersQuery>,
 ) -> ApiResult<Json<Value>> {
     readable_until(&app, &caller.user_id, &room_id)?;
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    let chunk: Vec<Value> = room
-        .state
-        .iter()
-        .filter(|e| e["type"] == "m.room.member")
-        .filter(|e| {
-            let membership = e["content"]["membership"].as_str().unwrap_or("");
-            query.membership.as_deref().is_none_or(|m| m == membership)
-                && query.not_membership.as_deref().is_none_or(|m| m != membership)
+    let chunk: Vec<Value> = app
+        .model
+        .with_room(&room_id, |room| {
+            room.state
+                .iter()
+                .filter(|e| e["type"] == "m.room.member")
+                .filter(|e| {
+                    let membership = e["content"]["membership"].as_str().unwrap_or("");
+                    query.membership.as_deref().is_none_or(|m| m == membership)
+                        && query.not_membership.as_deref().is_none_or(|m| m != membership)
+                })
+                .cloned()
+                .collect()
         })
-        .cloned()
-        .collect();
+        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
     Ok(Json(json!({ "chunk": chunk })))
 }
 
@@ -419,30 +407,30 @@ async fn get_joined_members(
     caller: Caller,
     Path(room_id): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let model = app.model.model.read().expect("model lock");
-    let room = model.rooms.get(&room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    if room.state.membership(&caller.user_id) != Some("join") {
-        return Err(MatrixError::forbidden("You are not in this room"));
-    }
-    let mut joined = serde_json::Map::new();
-    for event in room.state.iter().filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join") {
-        if let Some(user_id) = event["state_key"].as_str() {
-            joined.insert(
-                user_id.to_string(),
-                json!({ "display_name": event["content"]["displayname"], "avatar_url": event["content"]["avatar_url"] }),
-            );
-        }
-    }
+    let joined = app
+        .model
+        .with_room(&room_id, |room| {
+            if room.state.membership(&caller.user_id) != Some("join") {
+                return None;
+            }
+            let mut joined = serde_json::Map::new();
+            for event in room.state.iter().filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join") {
+                if let Some(user_id) = event["state_key"].as_str() {
+                    joined.insert(
+                        user_id.to_string(),
+                        json!({ "display_name": event["content"]["displayname"], "avatar_url": event["content"]["avatar_url"] }),
+                    );
+                }
+            }
+            Some(joined)
+        })
+        .flatten()
+        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
     Ok(Json(json!({ "joined": joined })))
 }
 
 async fn joined_rooms(State(app): State<AppState>, caller: Caller) -> Json<Value> {
-    let model = app.model.model.read().expect("model lock");
-    let rooms: Vec<&String> = model
-        .users
-        .get(&caller.user_id)
-        .map(|user| user.rooms.iter().filter(|(_, m)| m.as_str() == "join").map(|(r, _)| r).collect())
-        .unwrap_or_default();
+    let rooms: Vec<String> = app.model.with_user(&caller.user_id, |user| user.joined_rooms().cloned().collect());
     Json(json!({ "joined_rooms": rooms }))
 }
 
@@ -506,12 +494,10 @@ async fn put_alias(
     JsonBody(body): JsonBody<PutAlias>,
 ) -> ApiResult<Json<Value>> {
     check_alias(&app, &alias)?;
-    {
-        let model = app.model.model.read().expect("model lock");
-        let room = model.rooms.get(&body.room_id).ok_or_else(|| MatrixError::not_found("Room not found"))?;
-        if room.state.membership(&caller.user_id) != Some("join") {
-            return Err(MatrixError::forbidden("You are not in this room"));
-        }
+    match app.model.membership(&body.room_id, &caller.user_id) {
+        Some(Membership::Join) => {}
+        _ if !app.model.knows_room(&body.room_id) => return Err(MatrixError::not_found("Room not found")),
+        _ => return Err(MatrixError::forbidden("You are not in this room")),
     }
     match app.store.kv().create(Bucket::Aliases, &alias, body.room_id.into()).await {
         Ok(_) => Ok(Json(json!({}))),
@@ -523,16 +509,16 @@ async fn put_alias(
 async fn delete_alias(State(app): State<AppState>, caller: Caller, Path(alias): Path<String>) -> ApiResult<Json<Value>> {
     check_alias(&app, &alias)?;
     let room_id = rooms::resolve_room(&app, &alias).await?;
-    {
-        let model = app.model.model.read().expect("model lock");
-        let allowed = model.rooms.get(&room_id).is_some_and(|room| {
+    let allowed = app
+        .model
+        .with_room(&room_id, |room| {
             let levels = room.state.power_levels();
             room.state.membership(&caller.user_id) == Some("join")
                 && levels.user_level(&caller.user_id) >= levels.event_level("m.room.canonical_alias", true)
-        });
-        if !allowed {
-            return Err(MatrixError::forbidden("Not allowed to remove this alias"));
-        }
+        })
+        .unwrap_or(false);
+    if !allowed {
+        return Err(MatrixError::forbidden("Not allowed to remove this alias"));
     }
     app.store.kv().delete(Bucket::Aliases, &alias).await?;
     Ok(Json(json!({})))

@@ -6,7 +6,7 @@
 //! the positions are the log's own sequences) plus this node's typing serial. A node that has not
 //! yet applied a token's positions waits until it has before answering.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use axum::Json;
@@ -21,7 +21,8 @@ use super::client;
 use super::events::{client_event, stripped};
 use crate::app::{App, AppState, Caller, UnreadMemo};
 use crate::error::{ApiResult, MatrixError};
-use crate::read_model::{Model, Room};
+use crate::read_model::Membership;
+use crate::read_model::event_ids::position_of;
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     client(router, "/sync", get(sync))
@@ -87,9 +88,8 @@ fn load_filter(app: &App, user_id: &str, filter: Option<&str>) -> ApiResult<Filt
     let value: Value = if filter.trim_start().starts_with('{') {
         serde_json::from_str(filter).map_err(|e| MatrixError::not_json(format!("filter: {e}")))?
     } else {
-        let model = app.model.model.read().expect("model lock");
-        match model.users.get(user_id).and_then(|u| u.filters.get(filter)) {
-            Some(value) => value.clone(),
+        match app.model.with_user(user_id, |user| user.filters.get(filter).cloned()) {
+            Some(value) => value,
             None => return Err(MatrixError::not_found("Unknown filter")),
         }
     };
@@ -144,12 +144,9 @@ async fn sync(State(app): State<AppState>, caller: Caller, Query(query): Query<S
 async fn acknowledge_to_device(app: &App, caller: &Caller, since: &SyncToken) -> ApiResult<()> {
     let partition = app.model.partition_of(&caller.user_id) as usize;
     let upto = since.positions[partition];
-    let pending = {
-        let model = app.model.model.read().expect("model lock");
-        model.users.get(&caller.user_id).is_some_and(|user| {
-            user.to_device.iter().any(|m| m.seq <= upto && m.device_id == caller.device_id)
-        })
-    };
+    let pending = app.model.with_user(&caller.user_id, |user| {
+        user.to_device.iter().any(|m| m.seq <= upto && m.device_id == caller.device_id)
+    });
     if pending {
         let entry = crate::entry::Entry::ToDeviceAck { device_id: caller.device_id.clone(), upto };
         super::account::append_user_entry(app, &caller.user_id, entry).await?;
@@ -169,7 +166,8 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         let typing = app.model.typing.lock().expect("typing lock");
         (typing.serial, typing.rooms.clone(), typing.room_serial.clone())
     };
-    let model = app.model.model.read().expect("model lock");
+    // Positions first: everything up to them is applied; anything applied later waits for the
+    // next sync (windows below are cut at these positions).
     let positions = app.model.positions();
     let token = SyncToken { positions: positions.clone(), node: app.node.clone(), typing: typing_serial };
     let same_node = since.is_some_and(|s| s.node == app.node);
@@ -181,83 +179,74 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
     let mut invited = Map::new();
     let mut left = Map::new();
     let mut changed_users: BTreeSet<String> = BTreeSet::new();
-    let user = model.users.get(&caller.user_id);
-    if let Some(user) = user {
-        for (room_id, membership) in &user.rooms {
-            if !filter.room.room_allowed(room_id) {
-                continue;
-            }
-            let Some(room) = model.rooms.get(room_id) else { continue };
-            let p = room.partition as usize;
-            let context = RoomSync {
-                app,
-                caller,
-                model: &model,
-                room,
-                low: since.map(|s| s.positions[p]).unwrap_or(0),
-                high: positions[p],
-                initial: since.is_none(),
-                full_state,
-                filter,
-                typing: typing_rooms.get(room_id).map(|users| users.keys().cloned().collect()).unwrap_or_default(),
-                typing_changed: typing_room_serial.get(room_id).is_some_and(|serial| since_typing.is_none_or(|s| *serial > s)),
-                user_low,
-                user_high,
-            };
-            match membership.as_str() {
-                "join" => {
-                    if let Some(section) = context.joined(&mut changed_users) {
-                        joined.insert(room_id.clone(), section);
-                    }
-                }
-                "invite" => {
-                    if let Some(section) = context.invited() {
-                        invited.insert(room_id.clone(), section);
-                    }
-                }
-                "leave" | "ban" => {
-                    if let Some(section) = context.left() {
-                        left.insert(room_id.clone(), section);
-                    }
-                }
-                _ => {}
-            }
+    let memberships: Vec<(String, Membership)> =
+        app.model.with_user(&caller.user_id, |user| user.rooms.iter().map(|(r, m)| (r.clone(), *m)).collect());
+    for (room_id, membership) in &memberships {
+        if !filter.room.room_allowed(room_id) {
+            continue;
+        }
+        let p = app.model.partition_of(room_id) as usize;
+        let context = RoomSync {
+            app,
+            caller,
+            room_id,
+            low: since.map(|s| s.positions[p]).unwrap_or(0),
+            high: positions[p],
+            initial: since.is_none(),
+            full_state,
+            filter,
+            typing: typing_rooms.get(room_id).map(|users| users.keys().cloned().collect()).unwrap_or_default(),
+            typing_changed: typing_room_serial.get(room_id).is_some_and(|serial| since_typing.is_none_or(|s| *serial > s)),
+            user_low,
+            user_high,
+        };
+        let section = match membership {
+            Membership::Join => context.joined(&mut changed_users).await.map(|s| (&mut joined, s)),
+            Membership::Invite => context.invited().map(|s| (&mut invited, s)),
+            Membership::Leave | Membership::Ban => context.left().await.map(|s| (&mut left, s)),
+            Membership::Knock => None,
+        };
+        if let Some((sections, section)) = section {
+            sections.insert(room_id.clone(), section);
         }
     }
     let in_window = |seq: u64| seq > user_low && seq <= user_high;
-    let mut account_data: Vec<Value> = user
-        .map(|u| {
-            u.account_data
-                .iter()
-                .filter(|(_, (seq, _))| in_window(*seq))
-                .map(|(event_type, (_, content))| json!({ "type": event_type, "content": content }))
-                .filter(|event| filter.account_data.matches(event))
-                .collect()
-        })
-        .unwrap_or_default();
-    if since.is_none() && !user.is_some_and(|u| u.account_data.contains_key("m.push_rules")) {
+    let (mut account_data, has_push_rules, to_device) = app.model.with_user(&caller.user_id, |user| {
+        let account_data: Vec<Value> = user
+            .account_data
+            .iter()
+            .filter(|(_, (seq, _))| in_window(*seq))
+            .map(|(event_type, (_, content))| json!({ "type": event_type, "content": content }))
+            .filter(|event| filter.account_data.matches(event))
+            .collect();
+        let to_device: Vec<Value> = user
+            .to_device
+            .iter()
+            .filter(|m| (since.is_none() || in_window(m.seq)) && m.seq <= user_high && m.device_id == caller.device_id)
+            .map(|m| m.event.clone())
+            .collect();
+        (account_data, user.account_data.contains_key("m.push_rules"), to_device)
+    });
+    if since.is_none() && !has_push_rules {
         account_data.push(json!({ "type": "m.push_rules", "content": *app.default_push_rules.get(&caller.user_id) }));
     }
-    let to_device: Vec<Value> = user
-        .map(|u| {
-            u.to_device
-                .iter()
-                .filter(|m| (since.is_none() || in_window(m.seq)) && m.seq <= user_high && m.device_id == caller.device_id)
-                .map(|m| m.event.clone())
-                .collect()
-        })
-        .unwrap_or_default();
     if let Some(since) = since {
-        for (partition, changes) in model.key_changes.iter().enumerate() {
-            let low = since.positions[partition];
-            let high = positions[partition];
-            let start = changes.partition_point(|(seq, _)| *seq <= low);
-            for (seq, user_id) in &changes[start..] {
-                if *seq > high {
-                    break;
+        match app.model.key_changes_between(&since.positions, &positions) {
+            Some(users) => {
+                for user_id in users {
+                    if user_id == caller.user_id || app.model.share_a_room(&caller.user_id, &user_id) {
+                        changed_users.insert(user_id);
+                    }
                 }
-                if user_id == &caller.user_id || shares_room(&model, &caller.user_id, user_id) {
-                    changed_users.insert(user_id.clone());
+            }
+            // This node no longer remembers that far back: everyone the caller shares a room
+            // with may have changed (the client re-reads their keys).
+            None => {
+                changed_users.insert(caller.user_id.clone());
+                for (room_id, membership) in &memberships {
+                    if *membership == Membership::Join {
+                        changed_users.extend(app.model.with_room(room_id, |room| room.state.members_with("join")).unwrap_or_default());
+                    }
                 }
             }
         }
@@ -277,17 +266,11 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
     (response, empty)
 }
 
-fn shares_room(model: &Model, a: &str, b: &str) -> bool {
-    let (Some(user_a), Some(user_b)) = (model.users.get(a), model.users.get(b)) else { return false };
-    user_a.rooms.iter().any(|(room, membership)| membership == "join" && user_b.rooms.get(room).is_some_and(|m| m == "join"))
-}
-
 /// Everything needed to build one room's section of a sync response.
 struct RoomSync<'a> {
     app: &'a App,
     caller: &'a Caller,
-    model: &'a Model,
-    room: &'a Room,
+    room_id: &'a str,
     /// Room window: entries with `low < seq <= high`.
     low: u64,
     high: u64,
@@ -301,57 +284,65 @@ struct RoomSync<'a> {
     user_high: u64,
 }
 
+/// What a room's section needs from the room, read in one short look.
+struct RoomNews {
+    timeline: bool,
+    receipts: Vec<crate::read_model::Receipt>,
+    membership_changed: bool,
+    joined_since: Vec<String>,
+    visible_from: u64,
+}
+
 impl RoomSync<'_> {
-    fn window(&self, high: u64) -> &[crate::read_model::TimelineItem] {
-        let visible_from = self.room.visible_from(&self.caller.user_id);
-        let start = self.room.index_at((self.low + 1).max(visible_from));
-        let end = self.room.index_at(high.saturating_add(1));
-        &self.room.timeline[start..end.max(start)]
+    fn news(&self) -> Option<RoomNews> {
+        let me = self.caller.user_id.as_str();
+        self.app.model.with_room(self.room_id, |room| {
+            let timeline = room.window_between(self.low, self.high).next().is_some()
+                || (room.evicted_upto() > self.low && room.evicted_upto() <= self.high);
+            let changes = room.membership_changes_between(self.low, self.high);
+            RoomNews {
+                timeline,
+                receipts: room.receipts_between(self.low, self.high).into_iter().cloned().collect(),
+                membership_changed: changes.iter().any(|(_, user, _)| *user == me),
+                joined_since: changes
+                    .iter()
+                    .filter(|(_, user, m)| *m == Membership::Join && *user != me)
+                    .map(|(_, user, _)| user.to_string())
+                    .collect(),
+                visible_from: room.visible_from(me),
+            }
+        })
     }
 
-    /// Did the caller's membership change inside the window?
-    fn membership_changed(&self) -> bool {
-        self.room.membership_seq.get(&self.caller.user_id).is_some_and(|seq| *seq > self.low && *seq <= self.high)
-    }
-
-    fn joined(&self, changed_users: &mut BTreeSet<String>) -> Option<Value> {
-        let window = self.window(self.high);
-        let newly_joined = self.membership_changed();
-        let receipts: Vec<&crate::read_model::Receipt> = self
-            .room
-            .receipts
-            .iter()
-            .filter(|r| r.seq > self.low && r.seq <= self.high)
-            .collect();
+    async fn joined(&self, changed_users: &mut BTreeSet<String>) -> Option<Value> {
+        let news = self.news()?;
         let account_data = self.room_account_data();
         let typing_news = self.typing_changed;
-        if !self.initial && !self.full_state && window.is_empty() && receipts.is_empty() && account_data.is_empty() && !typing_news {
+        if !self.initial && !self.full_state && !news.timeline && news.receipts.is_empty() && account_data.is_empty() && !typing_news {
             return None;
         }
-        for item in window {
-            if item.event["type"] == "m.room.member" && item.event["content"]["membership"] == "join" {
-                if let Some(user) = item.event["state_key"].as_str() {
-                    if !self.initial && user != self.caller.user_id {
-                        changed_users.insert(user.to_string());
-                    }
-                }
-            }
+        if !self.initial {
+            changed_users.extend(news.joined_since.iter().cloned());
         }
-        let from_start = self.initial || self.full_state || newly_joined;
-        let (timeline, state) = self.timeline_and_state(window, from_start);
+        let from_start = self.initial || self.full_state || news.membership_changed;
+        let (timeline, state) = self.timeline_and_state(self.high, news.visible_from, from_start).await;
         let mut ephemeral = Vec::new();
         if self.initial {
-            ephemeral.extend(self.receipt_event(self.room.receipts.iter().collect()));
-        } else if !receipts.is_empty() {
-            ephemeral.extend(self.receipt_event(receipts));
+            let all = self.app.model.with_room(self.room_id, |room| room.receipts_between(0, self.high).into_iter().cloned().collect::<Vec<_>>());
+            ephemeral.extend(self.receipt_event(all.unwrap_or_default()));
+        } else if !news.receipts.is_empty() {
+            ephemeral.extend(self.receipt_event(news.receipts));
         }
         if typing_news || (self.initial && !self.typing.is_empty()) {
             ephemeral.push(json!({ "type": "m.typing", "content": { "user_ids": self.typing } }));
         }
         let ephemeral: Vec<Value> = ephemeral.into_iter().filter(|e| self.filter.room.ephemeral.matches(e)).collect();
         let (notifications, highlights) = self.unread_counts();
-        let room_state = &self.room.state;
-        let heroes: Vec<&str> = room_state.members("join").filter(|u| *u != self.caller.user_id).take(5).collect();
+        let (heroes, joined_count, invited_count) = self.app.model.with_room(self.room_id, |room| {
+            let state = &room.state;
+            let heroes: Vec<String> = state.members("join").filter(|u| *u != self.caller.user_id).take(5).map(str::to_string).collect();
+            (heroes, state.member_count("join"), state.member_count("invite"))
+        })?;
         Some(json!({
             "timeline": timeline,
             "state": { "events": state },
@@ -360,40 +351,51 @@ impl RoomSync<'_> {
             "unread_notifications": { "notification_count": notifications, "highlight_count": highlights },
             "summary": {
                 "m.heroes": heroes,
-                "m.joined_member_count": room_state.member_count("join"),
-                "m.invited_member_count": room_state.member_count("invite"),
+                "m.joined_member_count": joined_count,
+                "m.invited_member_count": invited_count,
             },
         }))
     }
 
     fn room_account_data(&self) -> Vec<Value> {
-        let Some(user) = self.model.users.get(&self.caller.user_id) else { return Vec::new() };
-        user.room_account_data
-            .iter()
-            .filter(|((room_id, _), (seq, _))| {
-                room_id == &self.room.room_id && (self.initial || (*seq > self.user_low && *seq <= self.user_high))
-            })
-            .map(|((_, event_type), (_, content))| json!({ "type": event_type, "content": content }))
-            .filter(|e| self.filter.room.account_data.matches(e))
-            .collect()
+        self.app.model.with_user(&self.caller.user_id, |user| {
+            let Some(events) = user.room_account_data.get(self.room_id) else { return Vec::new() };
+            events
+                .iter()
+                .filter(|(_, (seq, _))| self.initial || (*seq > self.user_low && *seq <= self.user_high))
+                .map(|(event_type, (_, content))| json!({ "type": event_type, "content": content }))
+                .filter(|e| self.filter.room.account_data.matches(e))
+                .collect()
+        })
     }
 
-    /// The timeline (last `limit` events of the window) and the state before it.
-    fn timeline_and_state(&self, window: &[crate::read_model::TimelineItem], from_start: bool) -> (Value, Vec<Value>) {
+    /// The timeline (last `limit` events with `low < seq <= high` the caller may see) and the
+    /// state before it.
+    async fn timeline_and_state(&self, high: u64, visible_from: u64, from_start: bool) -> (Value, Vec<Value>) {
         let timeline_filter = &self.filter.room.timeline;
         let limit = self.filter.timeline_limit(10).min(self.app.config.limits.max_events_per_response).max(1);
-        let matching: Vec<&crate::read_model::TimelineItem> =
-            window.iter().filter(|item| timeline_filter.matches(&item.event)).collect();
-        let limited = matching.len() > limit;
-        let shown = &matching[matching.len().saturating_sub(limit)..];
-        let first_seq = shown.first().map(|i| i.seq).unwrap_or(self.high + 1);
+        let floor = (self.low + 1).max(visible_from);
+        let page = self
+            .app
+            .model
+            .page_back(self.app.store.log(), self.room_id, high.saturating_add(1), floor, limit + 1, |item| timeline_filter.matches(&item.event))
+            .await;
+        let mut shown = match page {
+            Ok(page) => page.items,
+            Err(error) => {
+                tracing::warn!(room_id = self.room_id, %error, "sync timeline incomplete");
+                Vec::new()
+            }
+        };
+        let limited = shown.len() > limit;
+        shown.truncate(limit);
+        shown.reverse();
+        let first_seq = shown.first().map(|i| i.seq).unwrap_or(high + 1);
         let events: Vec<Value> = shown.iter().map(|item| client_event(item, Some(self.caller))).collect();
-        let shown_ids: std::collections::HashSet<&str> =
-            shown.iter().filter_map(|item| item.event["event_id"].as_str()).collect();
+        let shown_ids: std::collections::HashSet<&str> = shown.iter().map(|item| &*item.event_id).collect();
         let state_filter = &self.filter.room.state;
         let lazy = state_filter.lazy_load_members;
-        let senders: std::collections::HashSet<&str> =
-            shown.iter().filter_map(|item| item.event["sender"].as_str()).collect();
+        let senders: std::collections::HashSet<&str> = shown.iter().map(|item| &*item.sender).collect();
         let wanted = |event: &Value| {
             if !state_filter.matches(event) {
                 return false;
@@ -404,26 +406,30 @@ impl RoomSync<'_> {
             }
             true
         };
-        let state: Vec<Value> = if from_start {
-            self.room
-                .state
-                .iter()
-                .filter(|event| !event["event_id"].as_str().is_some_and(|id| shown_ids.contains(id)))
-                .filter(|event| wanted(event))
-                .cloned()
-                .collect()
-        } else if limited {
-            // State changes that fell into the gap: their latest versions.
-            let mut latest: HashMap<(String, String), Value> = HashMap::new();
-            for item in window.iter().filter(|item| item.seq < first_seq) {
-                if let (Some(t), Some(k)) = (item.event["type"].as_str(), item.event["state_key"].as_str()) {
-                    latest.insert((t.to_string(), k.to_string()), client_event(item, Some(self.caller)));
-                }
-            }
-            latest.into_values().filter(|e| wanted(e)).collect()
-        } else {
-            Vec::new()
-        };
+        let low = self.low;
+        let state: Vec<Value> = self
+            .app
+            .model
+            .with_room(self.room_id, |room| {
+                room.state
+                    .iter()
+                    .filter(|event| !event["event_id"].as_str().is_some_and(|id| shown_ids.contains(id)))
+                    .filter(|event| {
+                        if from_start {
+                            return true;
+                        }
+                        if !limited {
+                            return false;
+                        }
+                        // State changes that fell into the gap before the shown timeline.
+                        let seq = event["event_id"].as_str().and_then(position_of).map(|(_, seq)| seq);
+                        seq.is_some_and(|seq| seq > low && seq < first_seq)
+                    })
+                    .filter(|event| wanted(event))
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
         let timeline = json!({
             "events": events,
             "limited": limited,
@@ -432,7 +438,7 @@ impl RoomSync<'_> {
         (timeline, state)
     }
 
-    fn receipt_event(&self, receipts: Vec<&crate::read_model::Receipt>) -> Option<Value> {
+    fn receipt_event(&self, receipts: Vec<crate::read_model::Receipt>) -> Option<Value> {
         if receipts.is_empty() {
             return None;
         }
@@ -455,91 +461,99 @@ impl RoomSync<'_> {
         Some(json!({ "type": "m.receipt", "content": content }))
     }
 
-    /// Notifications and highlights after the caller's read receipt (bounded scan).
+    /// Notifications and highlights after the caller's read receipt, counted over the events
+    /// this node holds in the room's recent window (at most its size per count).
     fn unread_counts(&self) -> (u64, u64) {
-        const MAX_SCAN: usize = 1000;
         let me = self.caller.user_id.as_str();
-        let read_seq = self
-            .room
-            .receipts
-            .iter()
-            .rev()
-            .filter(|r| r.user_id == me && (r.receipt_type == "m.read" || r.receipt_type == "m.read.private"))
-            .find_map(|r| self.room.find(&r.event_id).map(|item| item.seq))
-            .unwrap_or(0);
-        // The caller's own latest event also marks everything before it as read.
-        let own_seq = self.room.last_sent.get(me).copied().unwrap_or(0);
-        let after = read_seq.max(own_seq);
-        let user = self.model.users.get(me);
-        let stored_rules = user.and_then(|u| u.account_data.get("m.push_rules"));
-        let rules_seq = stored_rules.map_or(0, |(seq, _)| *seq);
-        // Counted before (same read position and rules): only the events since then are new.
-        let memo_key = (me.to_string(), self.room.room_id.clone());
-        let memo = self.app.unread.get(&memo_key).filter(|m| m.after == after && m.rules_seq == rules_seq && m.upto <= self.high);
-        let (from_seq, mut notifications, mut highlights) = match memo {
-            Some(m) => (m.upto + 1, m.notifications, m.highlights),
-            None => (after + 1, 0, 0),
-        };
-        let start = self.room.index_at(from_seq).max(self.room.timeline.len().saturating_sub(MAX_SCAN));
-        let end = self.room.index_at(self.high.saturating_add(1)).max(start);
-        if start < end {
-            let default_rules;
-            let rules = match stored_rules {
-                Some((_, stored)) => stored,
-                None => {
-                    default_rules = self.app.default_push_rules.get(me);
-                    default_rules.as_ref()
-                }
+        let (stored_rules, rules_seq) = self.app.model.with_user(me, |user| match user.account_data.get("m.push_rules") {
+            Some((seq, rules)) => (Some(rules.clone()), *seq),
+            None => (None, 0),
+        });
+        let counted = self.app.model.with_room(self.room_id, |room| {
+            let read_seq = room
+                .receipts_of(me)
+                .filter(|r| r.receipt_type == "m.read" || r.receipt_type == "m.read.private")
+                .filter_map(|r| match position_of(&r.event_id) {
+                    Some((_, seq)) => Some(seq),
+                    None => room.window_find(&r.event_id).map(|item| item.seq),
+                })
+                .max()
+                .unwrap_or(0);
+            // The caller's own latest event also marks everything before it as read.
+            let own_seq = room.last_sent(me).unwrap_or(0);
+            let after = read_seq.max(own_seq);
+            // Counted before (same read position and rules): only the events since then are new.
+            let memo_key = (me.to_string(), self.room_id.to_string());
+            let memo = self.app.unread.get(&memo_key).filter(|m| m.after == after && m.rules_seq == rules_seq && m.upto <= self.high);
+            let (from_seq, mut notifications, mut highlights) = match memo {
+                Some(m) => (m.upto + 1, m.notifications, m.highlights),
+                None => (after + 1, 0, 0),
             };
-            let display_name = self.room.state.content("m.room.member", me).and_then(|c| c["displayname"].as_str());
-            let power_levels = self.room.state.power_levels();
-            let context = PushContext {
-                user_id: me,
-                display_name,
-                member_count: self.room.state.joined_count(),
-                power_levels: &power_levels,
-            };
-            for item in &self.room.timeline[start..end] {
-                if item.event["sender"] == me {
-                    continue;
+            let mut new_events = room.window_between(from_seq.saturating_sub(1), self.high).filter(|item| &*item.sender != me).peekable();
+            if new_events.peek().is_some() {
+                let default_rules;
+                let rules = match &stored_rules {
+                    Some(stored) => stored,
+                    None => {
+                        default_rules = self.app.default_push_rules.get(me);
+                        default_rules.as_ref()
+                    }
+                };
+                let display_name = room.state.content("m.room.member", me).and_then(|c| c["displayname"].as_str());
+                let power_levels = room.state.power_levels();
+                let context = PushContext {
+                    user_id: me,
+                    display_name,
+                    member_count: room.state.joined_count(),
+                    power_levels: &power_levels,
+                };
+                for item in new_events {
+                    let outcome = evaluate(rules, &item.event, &context);
+                    notifications += u64::from(outcome.notify);
+                    highlights += u64::from(outcome.highlight);
                 }
-                let outcome = evaluate(rules, &item.event, &context);
-                notifications += u64::from(outcome.notify);
-                highlights += u64::from(outcome.highlight);
             }
+            (memo_key, UnreadMemo { after, rules_seq, upto: self.high, notifications, highlights })
+        });
+        match counted {
+            Some((key, memo)) => {
+                self.app.unread.put(key, memo);
+                (memo.notifications, memo.highlights)
+            }
+            None => (0, 0),
         }
-        self.app.unread.put(memo_key, UnreadMemo { after, rules_seq, upto: self.high, notifications, highlights });
-        (notifications, highlights)
     }
 
     fn invited(&self) -> Option<Value> {
-        if !self.initial && !self.membership_changed() {
-            return None;
-        }
-        let mut events: Vec<Value> = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"]
-            .iter()
-            .filter_map(|t| self.room.state.get(t, ""))
-            .map(stripped)
-            .collect();
-        if let Some(invite) = self.room.state.get("m.room.member", &self.caller.user_id) {
-            if let Some(inviter) = invite["sender"].as_str() {
-                if let Some(member) = self.room.state.get("m.room.member", inviter) {
-                    events.push(stripped(member));
-                }
+        self.app.model.with_room(self.room_id, |room| {
+            let changed = room.membership_changes_between(self.low, self.high).iter().any(|(_, user, _)| *user == self.caller.user_id);
+            if !self.initial && !changed {
+                return None;
             }
-            events.push(stripped(invite));
-        }
-        Some(json!({ "invite_state": { "events": events } }))
+            let mut events: Vec<Value> = ["m.room.create", "m.room.join_rules", "m.room.name", "m.room.avatar", "m.room.canonical_alias", "m.room.encryption", "m.room.topic"]
+                .iter()
+                .filter_map(|t| room.state.get(t, ""))
+                .map(stripped)
+                .collect();
+            if let Some(invite) = room.state.get("m.room.member", &self.caller.user_id) {
+                if let Some(inviter) = invite["sender"].as_str() {
+                    if let Some(member) = room.state.get("m.room.member", inviter) {
+                        events.push(stripped(member));
+                    }
+                }
+                events.push(stripped(invite));
+            }
+            Some(json!({ "invite_state": { "events": events } }))
+        })?
     }
 
-    fn left(&self) -> Option<Value> {
-        let changed = self.membership_changed();
-        if !changed && !(self.initial && self.filter.room.include_leave) {
+    async fn left(&self) -> Option<Value> {
+        let news = self.news()?;
+        if !news.membership_changed && !(self.initial && self.filter.room.include_leave) {
             return None;
         }
-        let leave_seq = self.room.membership_seq.get(&self.caller.user_id).copied().unwrap_or(self.high);
-        let window = self.window(self.high.min(leave_seq));
-        let (timeline, state) = self.timeline_and_state(window, false);
+        let leave_seq = self.app.model.with_room(self.room_id, |room| room.membership_seq(&self.caller.user_id)).flatten().unwrap_or(self.high);
+        let (timeline, state) = self.timeline_and_state(self.high.min(leave_seq), news.visible_from, false).await;
         Some(json!({ "timeline": timeline, "state": { "events": state }, "account_data": { "events": [] } }))
     }
 }

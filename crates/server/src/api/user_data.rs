@@ -24,6 +24,7 @@ use super::client;
 use crate::app::{App, AppState, Caller, JsonBody};
 use crate::entry::{Entry, Envelope};
 use crate::error::{ApiResult, MatrixError};
+use crate::read_model::Membership;
 use crate::rooms::{NewEvent, member_content, now_ms, random_string, send_event};
 
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
@@ -68,8 +69,7 @@ async fn user_exists(app: &App, user_id: &str) -> ApiResult<bool> {
 }
 
 fn profile_of(app: &App, user_id: &str) -> (Option<String>, Option<String>) {
-    let model = app.model.model.read().expect("model lock");
-    model.users.get(user_id).map(|u| (u.displayname.clone(), u.avatar_url.clone())).unwrap_or_default()
+    app.model.with_user(user_id, |u| (u.displayname.clone(), u.avatar_url.clone()))
 }
 
 async fn get_profile(State(app): State<AppState>, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
@@ -127,10 +127,7 @@ async fn put_profile_field(
     }
     append_user_entry(&app, &user_id, Entry::Profile { displayname, avatar_url }).await?;
     // Members see the new profile in each joined room's member event.
-    let rooms: Vec<String> = {
-        let model = app.model.model.read().expect("model lock");
-        model.users.get(&user_id).map(|u| u.rooms.iter().filter(|(_, m)| *m == "join").map(|(r, _)| r.clone()).collect()).unwrap_or_default()
-    };
+    let rooms: Vec<String> = app.model.with_user(&user_id, |u| u.joined_rooms().cloned().collect());
     for room_id in rooms {
         let content = member_content(&app, &user_id, "join", None);
         let sent = send_event(
@@ -152,9 +149,8 @@ async fn get_account_data(
     Path((user_id, event_type)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     require_self(&caller, &user_id)?;
-    let model = app.model.model.read().expect("model lock");
-    match model.users.get(&user_id).and_then(|u| u.account_data.get(&event_type)) {
-        Some((_, content)) => Ok(Json(content.clone())),
+    match app.model.with_user(&user_id, |u| u.account_data.get(&event_type).cloned()) {
+        Some((_, content)) => Ok(Json(content)),
         None => Err(MatrixError::not_found("Account data not found")),
     }
 }
@@ -187,9 +183,8 @@ async fn get_room_account_data(
     Path((user_id, room_id, event_type)): Path<(String, String, String)>,
 ) -> ApiResult<Json<Value>> {
     require_self(&caller, &user_id)?;
-    let model = app.model.model.read().expect("model lock");
-    match model.users.get(&user_id).and_then(|u| u.room_account_data.get(&(room_id, event_type))) {
-        Some((_, content)) => Ok(Json(content.clone())),
+    match app.model.with_user(&user_id, |u| u.room_account_data.get(&room_id).and_then(|r| r.get(&event_type)).cloned()) {
+        Some((_, content)) => Ok(Json(content)),
         None => Err(MatrixError::not_found("Account data not found")),
     }
 }
@@ -231,9 +226,8 @@ async fn get_filter(
     Path((user_id, filter_id)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     require_self(&caller, &user_id)?;
-    let model = app.model.model.read().expect("model lock");
-    match model.users.get(&user_id).and_then(|u| u.filters.get(&filter_id)) {
-        Some(filter) => Ok(Json(filter.clone())),
+    match app.model.with_user(&user_id, |u| u.filters.get(&filter_id).cloned()) {
+        Some(filter) => Ok(Json(filter)),
         None => Err(MatrixError::not_found("Filter not found")),
     }
 }
@@ -241,12 +235,8 @@ async fn get_filter(
 // ---- push rules: the ruleset lives in the `m.push_rules` account data ----
 
 fn push_rules(app: &App, user_id: &str) -> Value {
-    let model = app.model.model.read().expect("model lock");
-    model
-        .users
-        .get(user_id)
-        .and_then(|u| u.account_data.get("m.push_rules"))
-        .map(|(_, content)| content.clone())
+    app.model
+        .with_user(user_id, |u| u.account_data.get("m.push_rules").map(|(_, content)| content.clone()))
         .unwrap_or_else(|| (*app.default_push_rules.get(user_id)).clone())
 }
 
@@ -356,8 +346,7 @@ async fn put_push_rule_attribute(
 }
 
 async fn get_pushers(State(app): State<AppState>, caller: Caller) -> Json<Value> {
-    let model = app.model.model.read().expect("model lock");
-    let pushers = model.users.get(&caller.user_id).map(|u| u.pushers.clone()).unwrap_or_default();
+    let pushers = app.model.with_user(&caller.user_id, |u| u.pushers.clone());
     Json(json!({ "pushers": pushers }))
 }
 
@@ -365,10 +354,7 @@ async fn set_pusher(State(app): State<AppState>, caller: Caller, JsonBody(body):
     let (Some(pushkey), Some(app_id)) = (body["pushkey"].as_str(), body["app_id"].as_str()) else {
         return Err(MatrixError::missing_param("pushkey and app_id are required"));
     };
-    let mut pushers = {
-        let model = app.model.model.read().expect("model lock");
-        model.users.get(&caller.user_id).map(|u| u.pushers.clone()).unwrap_or_default()
-    };
+    let mut pushers = app.model.with_user(&caller.user_id, |u| u.pushers.clone());
     let append = body["append"].as_bool().unwrap_or(false);
     if body["kind"].is_null() {
         pushers.retain(|p| !(p["pushkey"] == pushkey && p["app_id"] == app_id));
@@ -393,15 +379,11 @@ async fn set_pusher(State(app): State<AppState>, caller: Caller, JsonBody(body):
 
 /// Appends a receipt to the room's history (it is part of the room's replicated state).
 async fn store_receipt(app: &App, caller: &Caller, room_id: &str, receipt_type: &str, event_id: &str, thread_id: Option<String>) -> ApiResult<()> {
-    {
-        let model = app.model.model.read().expect("model lock");
-        let room = model.rooms.get(room_id).ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-        if room.state.membership(&caller.user_id) != Some("join") {
-            return Err(MatrixError::forbidden("You are not in this room"));
-        }
-        if room.find(event_id).is_none() {
-            return Err(MatrixError::not_found("Event not found"));
-        }
+    if app.model.membership(room_id, &caller.user_id) != Some(Membership::Join) {
+        return Err(MatrixError::forbidden("You are not in this room"));
+    }
+    if crate::rooms::find_event(app, room_id, event_id).await?.is_none() {
+        return Err(MatrixError::not_found("Event not found"));
     }
     let entry = Entry::Receipt {
         user_id: caller.user_id.clone(),
@@ -477,12 +459,8 @@ async fn typing(
 ) -> ApiResult<Json<Value>> {
     require_self(&caller, &user_id)?;
     let typing = body["typing"].as_bool().ok_or_else(|| MatrixError::missing_param("typing is required"))?;
-    {
-        let model = app.model.model.read().expect("model lock");
-        let joined = model.rooms.get(&room_id).is_some_and(|r| r.state.membership(&user_id) == Some("join"));
-        if !joined {
-            return Err(MatrixError::forbidden("You are not in this room"));
-        }
+    if app.model.membership(&room_id, &user_id) != Some(Membership::Join) {
+        return Err(MatrixError::forbidden("You are not in this room"));
     }
     let timeout_ms = body["timeout"].as_u64().unwrap_or(30_000).min(MAX_TYPING_MS);
     let notice = json!({ "room_id": room_id, "user_id": user_id, "typing": typing, "timeout_ms": timeout_ms });
@@ -501,36 +479,45 @@ async fn put_presence(_caller: Caller, Path(_user_id): Path<String>, JsonBody(_b
     Json(json!({}))
 }
 
-async fn user_directory(State(app): State<AppState>, _caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+async fn user_directory(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
     let term = body["search_term"].as_str().ok_or_else(|| MatrixError::missing_param("search_term is required"))?.to_lowercase();
     let limit = body["limit"].as_u64().unwrap_or(10).min(50) as usize;
-    let model = app.model.model.read().expect("model lock");
-    let mut results: Vec<Value> = model
-        .users
-        .iter()
-        .filter(|(id, user)| {
-            id.to_lowercase().contains(&term) || user.displayname.as_ref().is_some_and(|n| n.to_lowercase().contains(&term))
-        })
-        .take(limit + 1)
-        .map(|(id, user)| json!({ "user_id": id, "display_name": user.displayname, "avatar_url": user.avatar_url }))
-        .collect();
+    // Whom the caller may find: users they share a room with, and members of public rooms.
+    let my_rooms: std::collections::HashSet<String> = app.model.with_user(&caller.user_id, |u| u.joined_rooms().cloned().collect());
+    let mut candidates = std::collections::BTreeSet::new();
+    app.model.visit_rooms(|room| {
+        let public = room.state.join_rule() == "public";
+        if public || my_rooms.contains(&room.room_id) {
+            candidates.extend(room.state.members("join").map(str::to_string));
+        }
+        candidates.len() < 100_000
+    });
+    let mut results: Vec<Value> = Vec::new();
+    for user_id in candidates {
+        if results.len() > limit {
+            break;
+        }
+        if !haetae_matrix::ids::is_valid_user_id(&user_id) {
+            continue;
+        }
+        let (displayname, avatar_url) = profile_of(&app, &user_id);
+        let matches = user_id.to_lowercase().contains(&term) || displayname.as_ref().is_some_and(|n| n.to_lowercase().contains(&term));
+        if matches {
+            results.push(json!({ "user_id": user_id, "display_name": displayname, "avatar_url": avatar_url }));
+        }
+    }
     let limited = results.len() > limit;
     results.truncate(limit);
     Ok(Json(json!({ "results": results, "limited": limited })))
 }
 
 async fn public_rooms(State(app): State<AppState>) -> Json<Value> {
-    let model = app.model.model.read().expect("model lock");
-    let chunk: Vec<Value> = model
-        .rooms
-        .values()
-        .filter(|room| {
-            room.state.content("m.room.join_rules", "").and_then(|c| c["join_rule"].as_str()) == Some("public")
-                && room.state.get("m.room.canonical_alias", "").is_some()
-        })
-        .take(100)
-        .map(|room| {
-            json!({
+    let mut chunk: Vec<Value> = Vec::new();
+    app.model.visit_rooms(|room| {
+        let listed = room.state.content("m.room.join_rules", "").and_then(|c| c["join_rule"].as_str()) == Some("public")
+            && room.state.get("m.room.canonical_alias", "").is_some();
+        if listed {
+            chunk.push(json!({
                 "room_id": room.room_id,
                 "name": room.state.content("m.room.name", "").and_then(|c| c["name"].as_str()),
                 "topic": room.state.content("m.room.topic", "").and_then(|c| c["topic"].as_str()),
@@ -538,9 +525,10 @@ async fn public_rooms(State(app): State<AppState>) -> Json<Value> {
                 "num_joined_members": room.state.joined_count(),
                 "world_readable": false,
                 "guest_can_join": false,
-            })
-        })
-        .collect();
+            }));
+        }
+        chunk.len() < 100
+    });
     let total = chunk.len();
     Json(json!({ "chunk": chunk, "total_room_count_estimate": total }))
 }

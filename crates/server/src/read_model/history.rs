@@ -1,0 +1,289 @@
+//! Reading a room's older events back from the log: by chunk (the events between two entries of
+//! the room's chunk index), checked against what the node knows the chunk holds, and cached under
+//! a byte budget (least recently used chunk out first).
+//!
+//! A range read may be answered by any replica; one that lags would return fewer events than
+//! the chunk holds, so a short answer is asked again of the stream leader. Entries that are not
+//! timeline events (receipts) or that the room skipped (rejected, retried) are left out.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use haetae_store::log::EventLog;
+
+use super::event_ids::event_id_at;
+use super::room::{CHUNK_EVENTS, HistoryView, TimelineItem};
+use super::ReadModel;
+use crate::entry::{Entry, Envelope};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error("cannot read the room's history from the event log: {0}")]
+    Unavailable(String),
+}
+
+type ChunkKey = (String, u64);
+
+/// Chunks of old history read back from the log, least recently used out first.
+pub struct ChunkCache {
+    chunks: HashMap<ChunkKey, (Arc<Vec<TimelineItem>>, usize, u64)>,
+    bytes: usize,
+    tick: u64,
+    /// The bound, bytes.
+    pub budget_bytes: usize,
+    pub hits: u64,
+    pub misses: u64,
+}
+
+impl ChunkCache {
+    pub fn new(budget_bytes: usize) -> ChunkCache {
+        ChunkCache { chunks: HashMap::new(), bytes: 0, tick: 0, budget_bytes, hits: 0, misses: 0 }
+    }
+
+    fn get(&mut self, key: &ChunkKey) -> Option<Arc<Vec<TimelineItem>>> {
+        self.tick += 1;
+        let tick = self.tick;
+        match self.chunks.get_mut(key) {
+            Some((chunk, _, used)) => {
+                *used = tick;
+                self.hits += 1;
+                Some(chunk.clone())
+            }
+            None => {
+                self.misses += 1;
+                None
+            }
+        }
+    }
+
+    fn put(&mut self, key: ChunkKey, chunk: Arc<Vec<TimelineItem>>) {
+        let bytes: usize = chunk.iter().map(TimelineItem::bytes).sum();
+        self.tick += 1;
+        if let Some((_, old, _)) = self.chunks.insert(key, (chunk, bytes, self.tick)) {
+            self.bytes -= old;
+        }
+        self.bytes += bytes;
+        while self.bytes > self.budget_bytes && self.chunks.len() > 1 {
+            let Some(oldest) = self.chunks.iter().min_by_key(|(_, (_, _, used))| *used).map(|(k, _)| k.clone()) else { break };
+            if let Some((_, bytes, _)) = self.chunks.remove(&oldest) {
+                self.bytes -= bytes;
+            }
+        }
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}
+
+/// A page of timeline events.
+#[derive(Debug, Default)]
+pub struct Page {
+    /// In the order asked for (newest first going back, oldest first going forward), as shown.
+    pub items: Vec<TimelineItem>,
+    /// The page stopped because it was full: more may follow.
+    pub full: bool,
+}
+
+/// The chunk holding timeline event positions around `seq`: index of the last chunk starting at
+/// or before it.
+fn chunk_of(view: &HistoryView, seq: u64) -> Option<usize> {
+    view.chunk_starts.partition_point(|start| *start <= seq).checked_sub(1)
+}
+
+impl ReadModel {
+    /// Chunk `k` of `room_id`'s timeline as stored (not redacted).
+    async fn chunk(&self, log: &EventLog, room_id: &str, view: &HistoryView, k: usize) -> Result<Arc<Vec<TimelineItem>>, HistoryError> {
+        let key = (room_id.to_string(), k as u64);
+        if let Some(chunk) = self.chunks.lock().expect("chunk cache lock").get(&key) {
+            return Ok(chunk);
+        }
+        let from = view.chunk_starts[k];
+        let (to, expected) = match view.chunk_starts.get(k + 1) {
+            Some(next) => (next - 1, CHUNK_EVENTS),
+            None => (view.last_event_seq, view.count - k as u64 * CHUNK_EVENTS),
+        };
+        let mut items = read_range(log, room_id, view, from, to, false).await?;
+        if items.len() as u64 != expected {
+            // A replica behind the leader answered: ask the leader.
+            items = read_range(log, room_id, view, from, to, true).await?;
+        }
+        if items.len() as u64 != expected {
+            return Err(HistoryError::Unavailable(format!(
+                "chunk {k} of {room_id} holds {} events, expected {expected}",
+                items.len()
+            )));
+        }
+        let chunk = Arc::new(items);
+        self.chunks.lock().expect("chunk cache lock").put(key, chunk.clone());
+        Ok(chunk)
+    }
+
+    /// Up to `limit` timeline events with `floor <= seq < before` that pass `keep`, newest first.
+    pub async fn page_back(
+        &self,
+        log: &EventLog,
+        room_id: &str,
+        before: u64,
+        floor: u64,
+        limit: usize,
+        keep: impl Fn(&TimelineItem) -> bool,
+    ) -> Result<Page, HistoryError> {
+        let mut page = Page::default();
+        if limit == 0 || before <= floor {
+            return Ok(page);
+        }
+        let Some((window, view)) = self.with_room(room_id, |room| {
+            let window: Vec<TimelineItem> = room.window_between(floor.saturating_sub(1), before - 1).map(|i| room.shown(i)).collect();
+            (window, room.history_view())
+        }) else {
+            return Ok(page);
+        };
+        for item in window.into_iter().rev() {
+            if keep(&item) {
+                page.items.push(item);
+                if page.items.len() == limit {
+                    page.full = true;
+                    return Ok(page);
+                }
+            }
+        }
+        let upper = (before - 1).min(view.evicted_upto);
+        if view.evicted_upto == 0 || upper < floor {
+            return Ok(page);
+        }
+        let Some(mut k) = chunk_of(&view, upper) else { return Ok(page) };
+        loop {
+            let chunk = self.chunk(log, room_id, &view, k).await?;
+            let shown = self.shown_items(room_id, chunk.iter().rev().filter(|i| i.seq <= upper && i.seq >= floor));
+            for item in shown {
+                if keep(&item) {
+                    page.items.push(item);
+                    if page.items.len() == limit {
+                        page.full = true;
+                        return Ok(page);
+                    }
+                }
+            }
+            if k == 0 || view.chunk_starts[k] <= floor {
+                return Ok(page);
+            }
+            k -= 1;
+        }
+    }
+
+    /// Up to `limit` timeline events with `from <= seq <= ceiling` that pass `keep`, oldest first.
+    pub async fn page_forward(
+        &self,
+        log: &EventLog,
+        room_id: &str,
+        from: u64,
+        ceiling: u64,
+        limit: usize,
+        keep: impl Fn(&TimelineItem) -> bool,
+    ) -> Result<Page, HistoryError> {
+        let mut page = Page::default();
+        if limit == 0 || from > ceiling {
+            return Ok(page);
+        }
+        let Some(view) = self.with_room(room_id, |room| room.history_view()) else { return Ok(page) };
+        if from <= view.evicted_upto {
+            let mut k = chunk_of(&view, from).unwrap_or(0);
+            while k < view.chunk_starts.len() && view.chunk_starts[k] <= ceiling.min(view.evicted_upto) {
+                let chunk = self.chunk(log, room_id, &view, k).await?;
+                let top = ceiling.min(view.evicted_upto);
+                let shown = self.shown_items(room_id, chunk.iter().filter(|i| i.seq >= from && i.seq <= top));
+                for item in shown {
+                    if keep(&item) {
+                        page.items.push(item);
+                        if page.items.len() == limit {
+                            page.full = true;
+                            return Ok(page);
+                        }
+                    }
+                }
+                k += 1;
+            }
+        }
+        let low = from.max(view.evicted_upto + 1);
+        let window: Vec<TimelineItem> = self
+            .with_room(room_id, |room| room.window_between(low - 1, ceiling).map(|i| room.shown(i)).collect())
+            .unwrap_or_default();
+        for item in window {
+            if keep(&item) {
+                page.items.push(item);
+                if page.items.len() == limit {
+                    page.full = true;
+                    return Ok(page);
+                }
+            }
+        }
+        Ok(page)
+    }
+
+    /// The timeline event at `seq` in `room_id`, as shown; None if there is none.
+    pub async fn item_at(&self, log: &EventLog, room_id: &str, seq: u64) -> Result<Option<TimelineItem>, HistoryError> {
+        let Some((in_window, view)) = self.with_room(room_id, |room| (room.window_at(seq).map(|i| room.shown(i)), room.history_view())) else {
+            return Ok(None);
+        };
+        if in_window.is_some() || seq > view.evicted_upto || view.skipped.contains(&seq) {
+            return Ok(in_window);
+        }
+        let Some(k) = chunk_of(&view, seq) else { return Ok(None) };
+        let chunk = self.chunk(log, room_id, &view, k).await?;
+        let found = chunk.iter().find(|i| i.seq == seq);
+        Ok(self.shown_items(room_id, found.into_iter()).into_iter().next())
+    }
+
+    fn shown_items<'a>(&self, room_id: &str, items: impl Iterator<Item = &'a TimelineItem>) -> Vec<TimelineItem> {
+        self.with_room(room_id, |room| items.map(|i| room.shown(i)).collect()).unwrap_or_default()
+    }
+
+    pub fn chunk_cache_stats(&self) -> (usize, u64, u64) {
+        let cache = self.chunks.lock().expect("chunk cache lock");
+        (cache.bytes(), cache.hits, cache.misses)
+    }
+}
+
+/// Reads the timeline events of `room_id` stored at `from..=to`.
+async fn read_range(
+    log: &EventLog,
+    room_id: &str,
+    view: &HistoryView,
+    from: u64,
+    to: u64,
+    from_leader: bool,
+) -> Result<Vec<TimelineItem>, HistoryError> {
+    let mut items = Vec::new();
+    let mut next = from;
+    while next <= to {
+        let batch = haetae_store::log::MAX_RANGE_BATCH;
+        let entries = if from_leader {
+            log.entity_range_from_leader(room_id, next, to, batch).await
+        } else {
+            log.entity_range(room_id, next, to, batch).await
+        }
+        .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let Some(last) = entries.last().map(|e| e.seq) else { break };
+        for entry in &entries {
+            if view.skipped.contains(&entry.seq) {
+                continue;
+            }
+            let Ok(envelope) = serde_json::from_slice::<Envelope>(&entry.payload) else { continue };
+            if let Entry::Event { mut event, txn, prev_content, .. } = envelope.entry {
+                if event.get("event_id").and_then(|v| v.as_str()).is_none() {
+                    event["event_id"] = serde_json::Value::String(event_id_at(view.partition, entry.seq));
+                }
+                items.push(TimelineItem::new(entry.seq, event, prev_content, txn));
+            }
+        }
+        if entries.len() < batch {
+            break;
+        }
+        next = last + 1;
+    }
+    Ok(items)
+}
+
+/// The shared cache handle type.
+pub type SharedChunkCache = Mutex<ChunkCache>;

@@ -1,0 +1,454 @@
+//! One room as a node holds it: its current state, indexes over its history (membership changes,
+//! latest receipts, redactions, where each chunk of its timeline starts in the log) and a window
+//! of its most recent events. Older events are not held: they are read back from the log by
+//! position (`history.rs`).
+//!
+//! Nothing here grows with the number of messages: the window is trimmed under the node's byte
+//! budget, the chunk index holds one position per [`CHUNK_EVENTS`] events, and the other indexes
+//! grow with members, state changes and redactions only.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use haetae_matrix::state::RoomState;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::entry::Txn;
+
+/// Events per chunk of a room's timeline: the unit in which old history is read back from the
+/// log and cached. The chunk index costs 8 bytes per chunk.
+pub const CHUNK_EVENTS: u64 = 128;
+/// Most events a room keeps in its recent window, whatever the byte budget.
+pub const MAX_WINDOW_EVENTS: usize = 512;
+
+/// A membership, parsed once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    Join,
+    Invite,
+    Leave,
+    Ban,
+    Knock,
+}
+
+impl Membership {
+    pub fn parse(text: &str) -> Membership {
+        match text {
+            "join" => Membership::Join,
+            "invite" => Membership::Invite,
+            "ban" => Membership::Ban,
+            "knock" => Membership::Knock,
+            _ => Membership::Leave,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Membership::Join => "join",
+            Membership::Invite => "invite",
+            Membership::Leave => "leave",
+            Membership::Ban => "ban",
+            Membership::Knock => "knock",
+        }
+    }
+}
+
+/// One event of a room's timeline: a typed header read once, the event itself kept raw.
+#[derive(Clone, Debug)]
+pub struct TimelineItem {
+    /// Position in the room's partition.
+    pub seq: u64,
+    pub event_id: Arc<str>,
+    pub sender: Arc<str>,
+    pub event_type: Arc<str>,
+    pub state_key: Option<Arc<str>>,
+    /// The event in client format (with `event_id`, without `unsigned`).
+    pub event: Arc<Value>,
+    /// For state events: the content this event replaced.
+    pub prev_content: Option<Arc<Value>>,
+    pub txn: Option<Arc<Txn>>,
+    /// Set when the event is shown redacted: the redaction event.
+    pub redacted_because: Option<Arc<Value>>,
+}
+
+impl TimelineItem {
+    pub fn new(seq: u64, event: Value, prev_content: Option<Value>, txn: Option<Txn>) -> TimelineItem {
+        let text = |key: &str| event.get(key).and_then(Value::as_str).unwrap_or("");
+        TimelineItem {
+            seq,
+            event_id: text("event_id").into(),
+            sender: text("sender").into(),
+            event_type: text("type").into(),
+            state_key: event.get("state_key").and_then(Value::as_str).map(Into::into),
+            prev_content: prev_content.map(Arc::new),
+            txn: txn.map(Arc::new),
+            redacted_because: None,
+            event: Arc::new(event),
+        }
+    }
+
+    /// What the item costs in memory, roughly (JSON trees cost about three times their text).
+    pub fn bytes(&self) -> usize {
+        let text = self.event.to_string().len();
+        200 + text * 3
+    }
+
+    /// The item as shown after `redaction` (under room version `version`).
+    pub fn redacted(&self, redaction: &Arc<Value>, version: &str) -> TimelineItem {
+        let mut item = self.clone();
+        item.event = Arc::new(haetae_matrix::redaction::redact(&self.event, version));
+        item.redacted_because = Some(redaction.clone());
+        item
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ReceiptKey {
+    pub user_id: String,
+    pub receipt_type: String,
+    pub thread_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Position of the receipt entry (what syncs window on).
+    pub seq: u64,
+    pub user_id: String,
+    pub receipt_type: String,
+    pub event_id: String,
+    pub ts: u64,
+    pub thread_id: Option<String>,
+}
+
+pub struct Room {
+    pub room_id: String,
+    pub partition: u32,
+    pub state: RoomState,
+    /// Sequence of the last entry on this room's subject (for expected-sequence writes).
+    pub last_seq: u64,
+    /// Each user's membership changes, oldest first: (position, membership). Grows with
+    /// membership events only.
+    memberships: HashMap<String, Vec<(u64, Membership)>>,
+    /// The same changes by position: (user, membership). Grows with membership events only.
+    membership_changes: BTreeMap<u64, (String, Membership)>,
+    /// Sequence of each user's latest event in the room (it marks what they have read).
+    last_sent: HashMap<String, u64>,
+    /// The latest receipt per (user, type, thread), and the same keyed by position.
+    receipts: HashMap<ReceiptKey, Receipt>,
+    receipts_by_seq: BTreeMap<u64, ReceiptKey>,
+    /// Redacted events (by position) and the redaction that hit them. Grows with redactions.
+    redactions: HashMap<u64, Arc<Value>>,
+    /// Event entries of this room that are not in its timeline (rejected, or a retried
+    /// transaction seen before): reading history back from the log skips them.
+    skipped: BTreeSet<u64>,
+    /// Position of timeline event number `k * CHUNK_EVENTS`, for every k.
+    chunk_starts: Vec<u64>,
+    /// Timeline events ever accepted.
+    count: u64,
+    /// Position of the newest timeline event (0: none).
+    last_event_seq: u64,
+    /// The most recent timeline events, oldest first; every event after `evicted_upto` is here.
+    window: VecDeque<TimelineItem>,
+    window_bytes: usize,
+    /// Position of the newest timeline event no longer in the window (0: none).
+    evicted_upto: u64,
+    /// Clock tick of the last read or write, for the window evictor (least recently used first).
+    last_used: AtomicU64,
+}
+
+/// What a room's history looked like at one moment, for reading older events back from the log.
+#[derive(Clone, Debug)]
+pub struct HistoryView {
+    pub partition: u32,
+    pub chunk_starts: Arc<[u64]>,
+    pub count: u64,
+    pub last_event_seq: u64,
+    pub evicted_upto: u64,
+    pub skipped: Arc<BTreeSet<u64>>,
+    pub room_version: String,
+}
+
+impl Room {
+    pub fn new(room_id: &str, partition: u32) -> Room {
+        Room {
+            room_id: room_id.to_string(),
+            partition,
+            state: RoomState::default(),
+            last_seq: 0,
+            memberships: HashMap::new(),
+            membership_changes: BTreeMap::new(),
+            last_sent: HashMap::new(),
+            receipts: HashMap::new(),
+            receipts_by_seq: BTreeMap::new(),
+            redactions: HashMap::new(),
+            skipped: BTreeSet::new(),
+            chunk_starts: Vec::new(),
+            count: 0,
+            last_event_seq: 0,
+            window: VecDeque::new(),
+            window_bytes: 0,
+            evicted_upto: 0,
+            last_used: AtomicU64::new(0),
+        }
+    }
+
+    pub fn touch(&self, tick: u64) {
+        self.last_used.store(tick, Ordering::Relaxed);
+    }
+
+    pub fn last_used(&self) -> u64 {
+        self.last_used.load(Ordering::Relaxed)
+    }
+
+    // ---- applying (the partition's applier only) ----
+
+    /// Adds an accepted event to the timeline; returns the bytes the window grew by.
+    pub(super) fn push_event(&mut self, item: TimelineItem) -> isize {
+        if self.count % CHUNK_EVENTS == 0 {
+            self.chunk_starts.push(item.seq);
+        }
+        self.count += 1;
+        self.last_event_seq = item.seq;
+        if let Some(state_key) = &item.state_key
+            && &*item.event_type == "m.room.member"
+        {
+            let membership = Membership::parse(item.event["content"]["membership"].as_str().unwrap_or("leave"));
+            self.memberships.entry(state_key.to_string()).or_default().push((item.seq, membership));
+            self.membership_changes.insert(item.seq, (state_key.to_string(), membership));
+        }
+        self.last_sent.insert(item.sender.to_string(), item.seq);
+        let added = item.bytes();
+        self.window_bytes += added;
+        self.window.push_back(item);
+        let mut delta = added as isize;
+        while self.window.len() > MAX_WINDOW_EVENTS {
+            delta -= self.evict_oldest() as isize;
+        }
+        delta
+    }
+
+    pub(super) fn skip(&mut self, seq: u64) {
+        self.skipped.insert(seq);
+    }
+
+    pub(super) fn record_redaction(&mut self, target_seq: u64, redaction: Arc<Value>) {
+        self.redactions.insert(target_seq, redaction);
+    }
+
+    /// Keeps the latest receipt per (user, type, thread).
+    pub(super) fn record_receipt(&mut self, receipt: Receipt) {
+        let key = ReceiptKey {
+            user_id: receipt.user_id.clone(),
+            receipt_type: receipt.receipt_type.clone(),
+            thread_id: receipt.thread_id.clone(),
+        };
+        if let Some(previous) = self.receipts.insert(key.clone(), receipt.clone()) {
+            self.receipts_by_seq.remove(&previous.seq);
+        }
+        self.receipts_by_seq.insert(receipt.seq, key);
+    }
+
+    /// Drops the oldest window event; returns its bytes.
+    pub(super) fn evict_oldest(&mut self) -> usize {
+        match self.window.pop_front() {
+            Some(item) => {
+                let bytes = item.bytes();
+                self.window_bytes = self.window_bytes.saturating_sub(bytes);
+                self.evicted_upto = item.seq;
+                bytes
+            }
+            None => 0,
+        }
+    }
+
+    pub fn window_bytes(&self) -> usize {
+        self.window_bytes
+    }
+
+    // ---- queries ----
+
+    /// The first position `user_id` may see under the room's history visibility: everything for
+    /// `shared` and `world_readable`; from the start of their current invite-or-join (`invited`)
+    /// or join (`joined`) otherwise; `u64::MAX` if they were never admitted. Walks only this
+    /// user's membership changes.
+    pub fn visible_from(&self, user_id: &str) -> u64 {
+        let admitted: &[Membership] = match self.state.history_visibility() {
+            "invited" => &[Membership::Invite, Membership::Join],
+            "joined" => &[Membership::Join],
+            _ => return 0,
+        };
+        let mut from = u64::MAX;
+        for (seq, membership) in self.membership_history(user_id).iter().rev() {
+            if admitted.contains(membership) {
+                from = *seq;
+            } else if from != u64::MAX {
+                break;
+            }
+        }
+        from
+    }
+
+    pub fn membership_history(&self, user_id: &str) -> &[(u64, Membership)] {
+        self.memberships.get(user_id).map(Vec::as_slice).unwrap_or(&[])
+    }
+
+    /// Position of `user_id`'s latest membership event.
+    pub fn membership_seq(&self, user_id: &str) -> Option<u64> {
+        self.membership_history(user_id).last().map(|(seq, _)| *seq)
+    }
+
+    /// Membership changes at positions `low < seq <= high`: (position, user, membership).
+    pub fn membership_changes_between(&self, low: u64, high: u64) -> Vec<(u64, &str, Membership)> {
+        if low >= high {
+            return Vec::new();
+        }
+        self.membership_changes.range(low + 1..=high).map(|(seq, (user, m))| (*seq, user.as_str(), *m)).collect()
+    }
+
+    pub fn was_ever(&self, user_id: &str, membership: Membership) -> bool {
+        self.membership_history(user_id).iter().any(|(_, m)| *m == membership)
+    }
+
+    pub fn last_sent(&self, user_id: &str) -> Option<u64> {
+        self.last_sent.get(user_id).copied()
+    }
+
+    /// Receipts recorded at positions `low < seq <= high` (latest per user, type and thread).
+    pub fn receipts_between(&self, low: u64, high: u64) -> Vec<&Receipt> {
+        if low >= high {
+            return Vec::new();
+        }
+        self.receipts_by_seq
+            .range(low + 1..=high)
+            .filter_map(|(_, key)| self.receipts.get(key))
+            .collect()
+    }
+
+    pub fn receipts_of(&self, user_id: &str) -> impl Iterator<Item = &Receipt> {
+        self.receipts.values().filter(move |r| r.user_id == user_id)
+    }
+
+    pub fn redaction_of(&self, seq: u64) -> Option<&Arc<Value>> {
+        self.redactions.get(&seq)
+    }
+
+    /// `item` as a client sees it (redacted if it was).
+    pub fn shown(&self, item: &TimelineItem) -> TimelineItem {
+        match self.redactions.get(&item.seq) {
+            Some(redaction) => item.redacted(redaction, self.state.room_version()),
+            None => item.clone(),
+        }
+    }
+
+    /// Window events with `low < seq <= high`, oldest first (as shown).
+    pub fn window_between(&self, low: u64, high: u64) -> impl DoubleEndedIterator<Item = &TimelineItem> {
+        let start = self.window.partition_point(|item| item.seq <= low);
+        let end = self.window.partition_point(|item| item.seq <= high).max(start);
+        self.window.range(start..end)
+    }
+
+    /// The window event with id `event_id` (events stored with their own id are found only here).
+    pub fn window_find(&self, event_id: &str) -> Option<&TimelineItem> {
+        self.window.iter().rev().find(|item| &*item.event_id == event_id)
+    }
+
+    pub fn window_at(&self, seq: u64) -> Option<&TimelineItem> {
+        let index = self.window.partition_point(|item| item.seq < seq);
+        self.window.get(index).filter(|item| item.seq == seq)
+    }
+
+    /// Position of the newest event not in the window (0: the window holds the whole timeline).
+    pub fn evicted_upto(&self) -> u64 {
+        self.evicted_upto
+    }
+
+    pub fn last_event_seq(&self) -> u64 {
+        self.last_event_seq
+    }
+
+    pub fn is_skipped(&self, seq: u64) -> bool {
+        self.skipped.contains(&seq)
+    }
+
+    pub fn history_view(&self) -> HistoryView {
+        HistoryView {
+            partition: self.partition,
+            chunk_starts: self.chunk_starts.clone().into(),
+            count: self.count,
+            last_event_seq: self.last_event_seq,
+            evicted_upto: self.evicted_upto,
+            skipped: Arc::new(self.skipped.clone()),
+            room_version: self.state.room_version().to_string(),
+        }
+    }
+
+    /// The members a change in this room must wake: joined and invited users.
+    pub fn audience(&self) -> Vec<String> {
+        let mut users = self.state.members_with("join");
+        users.extend(self.state.members_with("invite"));
+        users
+    }
+
+    // ---- snapshots ----
+
+    pub(super) fn to_snapshot(&self) -> RoomSnapshot {
+        RoomSnapshot {
+            room_id: self.room_id.clone(),
+            partition: self.partition,
+            state: self.state.iter().cloned().collect(),
+            last_seq: self.last_seq,
+            memberships: self.memberships.clone(),
+            last_sent: self.last_sent.clone(),
+            receipts: self.receipts.values().cloned().collect(),
+            redactions: self.redactions.iter().map(|(seq, r)| (*seq, (**r).clone())).collect(),
+            skipped: self.skipped.iter().copied().collect(),
+            chunk_starts: self.chunk_starts.clone(),
+            count: self.count,
+            last_event_seq: self.last_event_seq,
+        }
+    }
+
+    pub(super) fn from_snapshot(snapshot: RoomSnapshot) -> Room {
+        let mut room = Room::new(&snapshot.room_id, snapshot.partition);
+        room.state = RoomState::from_events(snapshot.state);
+        room.last_seq = snapshot.last_seq;
+        room.membership_changes = snapshot
+            .memberships
+            .iter()
+            .flat_map(|(user, changes)| changes.iter().map(move |(seq, m)| (*seq, (user.clone(), *m))))
+            .collect();
+        room.memberships = snapshot.memberships;
+        room.last_sent = snapshot.last_sent;
+        for receipt in snapshot.receipts {
+            room.record_receipt(receipt);
+        }
+        room.redactions = snapshot.redactions.into_iter().map(|(seq, r)| (seq, Arc::new(r))).collect();
+        room.skipped = snapshot.skipped.into_iter().collect();
+        room.chunk_starts = snapshot.chunk_starts;
+        room.count = snapshot.count;
+        room.last_event_seq = snapshot.last_event_seq;
+        // Nothing in memory yet: everything up to the snapshot is read back from the log.
+        room.evicted_upto = snapshot.last_event_seq;
+        room
+    }
+}
+
+/// A room in a read-model snapshot.
+#[derive(Serialize, Deserialize)]
+pub struct RoomSnapshot {
+    room_id: String,
+    partition: u32,
+    state: Vec<Value>,
+    last_seq: u64,
+    memberships: HashMap<String, Vec<(u64, Membership)>>,
+    last_sent: HashMap<String, u64>,
+    receipts: Vec<Receipt>,
+    redactions: Vec<(u64, Value)>,
+    skipped: Vec<u64>,
+    chunk_starts: Vec<u64>,
+    count: u64,
+    last_event_seq: u64,
+}

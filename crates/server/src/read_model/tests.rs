@@ -1,0 +1,169 @@
+use serde_json::{Value, json};
+
+use super::*;
+
+fn event_entry(event: Value) -> Vec<u8> {
+    Envelope::new(Entry::Event { event, txn: None, prev_content: None, redacts_target: None }).to_bytes().to_vec()
+}
+
+fn ev(event_type: &str, sender: &str, state_key: Option<&str>, content: Value) -> Value {
+    let mut event = json!({"type": event_type, "sender": sender, "room_id": "!r:x", "content": content, "origin_server_ts": 1});
+    if let Some(key) = state_key {
+        event["state_key"] = json!(key);
+    }
+    event
+}
+
+/// Applies `event` at the partition's next position; returns its id.
+fn put(model: &ReadModel, event: Value) -> String {
+    let p = model.partition_of("!r:x");
+    let seq = model.applied(p) + 1;
+    model.apply(p, seq, "!r:x", &event_entry(event));
+    event_id_at(p, seq)
+}
+
+fn created_room(model: &ReadModel) {
+    put(model, ev("m.room.create", "@a:x", Some(""), json!({"room_version": "11"})));
+    put(model, ev("m.room.member", "@a:x", Some("@a:x"), json!({"membership": "join"})));
+}
+
+fn timeline_ids(model: &ReadModel) -> Vec<String> {
+    model.with_room("!r:x", |room| room.window_between(0, u64::MAX).map(|i| i.event_id.to_string()).collect()).unwrap()
+}
+
+#[test]
+fn applies_events_in_order_with_ids_from_positions() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    let id = put(&model, ev("m.room.message", "@a:x", None, json!({"body": "hi"})));
+    let ids = timeline_ids(&model);
+    assert_eq!(ids.len(), 3);
+    assert_eq!(ids[2], id);
+    assert_eq!(position_of(&id), Some((model.partition_of("!r:x"), 3)));
+    assert_eq!(model.membership("!r:x", "@a:x"), Some(Membership::Join));
+    assert!(model.with_user("@a:x", |u| u.rooms.get("!r:x") == Some(&Membership::Join)));
+}
+
+#[test]
+fn a_retried_transaction_is_applied_once() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    let p = model.partition_of("!r:x");
+    let txn = Txn { device_id: "D".into(), txn_id: "t1".into(), key: "k1".into() };
+    let entry = Envelope::new(Entry::Event {
+        event: ev("m.room.message", "@a:x", None, json!({"body": "once"})),
+        txn: Some(txn),
+        prev_content: None,
+        redacts_target: None,
+    })
+    .to_bytes();
+    model.apply(p, 3, "!r:x", &entry);
+    model.apply(p, 4, "!r:x", &entry);
+    assert_eq!(timeline_ids(&model).len(), 3);
+    assert_eq!(model.transaction_event("k1").map(|(_, id)| id), Some(event_id_at(p, 3)));
+    assert!(model.with_room("!r:x", |room| room.is_skipped(4)).unwrap());
+}
+
+#[test]
+fn rejects_what_the_authorization_rules_forbid() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    let id = put(&model, ev("m.room.message", "@mallory:x", None, json!({"body": "hi"})));
+    assert_eq!(timeline_ids(&model).len(), 2);
+    assert!(model.rejection(&id).is_some());
+}
+
+#[test]
+fn redaction_strips_the_target() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    let target = put(&model, ev("m.room.message", "@a:x", None, json!({"body": "secret"})));
+    let mut redaction = ev("m.room.redaction", "@a:x", None, json!({"redacts": target}));
+    redaction["redacts"] = json!(target);
+    put(&model, redaction);
+    let (_, seq) = position_of(&target).unwrap();
+    let shown = model.with_room("!r:x", |room| room.shown(room.window_at(seq).unwrap())).unwrap();
+    assert!(shown.event["content"].get("body").is_none());
+    assert!(shown.redacted_because.is_some());
+}
+
+#[test]
+fn visibility_follows_each_members_own_history() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    put(&model, ev("m.room.history_visibility", "@a:x", Some(""), json!({"history_visibility": "joined"})));
+    put(&model, ev("m.room.join_rules", "@a:x", Some(""), json!({"join_rule": "public"})));
+    for i in 0..50 {
+        put(&model, ev("m.room.message", "@a:x", None, json!({"body": i})));
+    }
+    let join = put(&model, ev("m.room.member", "@b:x", Some("@b:x"), json!({"membership": "join"})));
+    let (_, join_seq) = position_of(&join).unwrap();
+    model.with_room("!r:x", |room| {
+        assert_eq!(room.visible_from("@b:x"), join_seq);
+        assert_eq!(room.visible_from("@nobody:x"), u64::MAX);
+        assert_eq!(room.membership_seq("@b:x"), Some(join_seq));
+    });
+}
+
+#[test]
+fn receipts_keep_the_latest_per_user_type_and_thread() {
+    let model = ReadModel::new(4);
+    created_room(&model);
+    let p = model.partition_of("!r:x");
+    for i in 0..5u64 {
+        let seq = model.applied(p) + 1;
+        let receipt = Entry::Receipt { user_id: "@a:x".into(), receipt_type: "m.read".into(), event_id: format!("$e{i}"), ts: i, thread_id: None };
+        model.apply(p, seq, "!r:x", &Envelope::new(receipt).to_bytes());
+    }
+    let receipts = model.with_room("!r:x", |room| room.receipts_between(0, u64::MAX).into_iter().map(|r| r.event_id.clone()).collect::<Vec<_>>()).unwrap();
+    assert_eq!(receipts, vec!["$e4".to_string()]);
+}
+
+#[test]
+fn windows_shrink_under_the_budget_and_keep_counting() {
+    let model = ReadModel::with_budget(1, CacheBudget { window_bytes: 64 * 1024, chunk_bytes: 64 * 1024 });
+    created_room(&model);
+    for i in 0..2000 {
+        put(&model, ev("m.room.message", "@a:x", None, json!({"body": format!("message {i}")})));
+    }
+    model.enforce_budget();
+    let (window_bytes, ..) = model.cache_stats();
+    assert!(window_bytes <= 64 * 1024, "{window_bytes}");
+    let view = model.with_room("!r:x", |room| room.history_view()).unwrap();
+    assert_eq!(view.count, 2002);
+    assert_eq!(view.chunk_starts.len(), 2002usize.div_ceil(room::CHUNK_EVENTS as usize));
+    assert!(view.evicted_upto > 0);
+}
+
+#[test]
+fn snapshots_round_trip_and_refuse_damage() {
+    let model = ReadModel::new(2);
+    created_room(&model);
+    put(&model, ev("m.room.message", "@a:x", None, json!({"body": "before"})));
+    let (info, bytes) = model.snapshot();
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    assert_eq!(restored.positions(), model.positions());
+    assert_eq!(restored.membership("!r:x", "@a:x"), Some(Membership::Join));
+    assert!(restored.with_user("@a:x", |u| u.rooms.contains_key("!r:x")));
+    let view = restored.with_room("!r:x", |room| room.history_view()).unwrap();
+    assert_eq!(view.count, 3);
+    assert_eq!(view.evicted_upto, view.last_event_seq);
+    // Applying continues after the snapshot's positions.
+    put(&restored, ev("m.room.message", "@a:x", None, json!({"body": "after"})));
+    assert_eq!(restored.with_room("!r:x", |room| room.history_view().count), Some(4));
+
+    let mut damaged = bytes.clone();
+    damaged[10] ^= 1;
+    assert!(matches!(ReadModel::new(2).load_snapshot(&info, &damaged), Err(snapshot::SnapshotLoadError::Checksum)));
+    assert!(matches!(ReadModel::new(3).load_snapshot(&info, &bytes), Err(snapshot::SnapshotLoadError::Partitions { .. })));
+    let old = snapshot::SnapshotInfo { format: 0, ..info.clone() };
+    assert!(matches!(ReadModel::new(2).load_snapshot(&old, &bytes), Err(snapshot::SnapshotLoadError::Format { .. })));
+}
+
+#[test]
+fn unreadable_entries_are_skipped_but_advance_the_position() {
+    let model = ReadModel::new(1);
+    model.apply(0, 7, "!r:x", b"not json");
+    assert_eq!(model.applied(0), 7);
+}
