@@ -30,10 +30,18 @@ async fn root() -> &'static str {
 
 /// Liveness for operators and the drill: 200 once the read model has caught up.
 async fn health(State(app): State<AppState>) -> Json<Value> {
+    let cache = app.model.cache_stats();
     Json(json!({
         "node": app.node,
         "nats_connected": app.store.connected(),
         "positions": app.model.positions(),
+        "started_from_snapshot": app.model.loaded_snapshot(),
+        "history_cache": {
+            "window_bytes": cache.0,
+            "chunk_bytes": cache.1,
+            "chunk_hits": cache.2,
+            "chunk_misses": cache.3,
+        },
         "uptime_s": app.started.elapsed().as_secs(),
     }))
 }

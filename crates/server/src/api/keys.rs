@@ -341,7 +341,10 @@ async fn send_to_device(
                     haetae_store::AppendError::TooLarge(message) => MatrixError::too_large(message),
                     other => MatrixError::unavailable(other),
                 })?;
-            app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await;
+            // Read-your-writes: the caller's next request may be answered from this node's model.
+            if !app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await {
+                return Err(MatrixError::unavailable("this node is behind the event log"));
+            }
         }
     }
     Ok(Json(json!({})))

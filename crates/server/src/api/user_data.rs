@@ -399,7 +399,10 @@ async fn store_receipt(app: &App, caller: &Caller, room_id: &str, receipt_type: 
         .append(room_id, payload, &crate::rooms::random_event_id(), None)
         .await
         .map_err(MatrixError::unavailable)?;
-    app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await;
+    // Read-your-writes: the caller's next sync may be answered from this node's model.
+    if !app.model.wait_applied(appended.partition, appended.seq, std::time::Duration::from_secs(15)).await {
+        return Err(MatrixError::unavailable("this node is behind the event log"));
+    }
     Ok(())
 }
 

@@ -155,6 +155,8 @@ pub struct ReadModel {
     clock: AtomicU64,
     /// Held (shared) while applying an entry, (exclusively) while a snapshot copies the model.
     gate: RwLock<()>,
+    /// The positions of the snapshot this model started from, if it did.
+    loaded_snapshot: Mutex<Option<Vec<u64>>>,
 }
 
 impl ReadModel {
@@ -180,7 +182,13 @@ impl ReadModel {
             window_bytes: AtomicI64::new(0),
             clock: AtomicU64::new(0),
             gate: RwLock::new(()),
+            loaded_snapshot: Mutex::new(None),
         }
+    }
+
+    /// The positions of the snapshot this model started from, if it did.
+    pub fn loaded_snapshot(&self) -> Option<Vec<u64>> {
+        self.loaded_snapshot.lock().expect("snapshot lock").clone()
     }
 
     pub fn partitions(&self) -> u32 {

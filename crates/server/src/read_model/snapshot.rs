@@ -152,6 +152,7 @@ impl ReadModel {
         for (partition, position) in snapshot.positions.iter().enumerate() {
             self.applied[partition].send_replace(*position);
         }
+        *self.loaded_snapshot.lock().expect("snapshot lock") = Some(snapshot.positions);
         Ok(())
     }
 }
