@@ -292,6 +292,25 @@ async fn device_list_changes_and_cross_signing() {
     assert_eq!(result["failures"], json!({}));
     let query = c.post("/keys/query", &bob.token, json!({ "device_keys": { alice.user_id.clone(): [] } })).await.ok();
     assert_eq!(query["device_keys"][&alice.user_id][&alice.device_id]["signatures"][&alice.user_id]["ed25519:SSK1"], "device-sig");
+
+    // Bob may not sign Alice's device keys or her self-signing key, nor add signatures in
+    // Alice's name; only her master key, with his own signature.
+    let meddling = json!({ alice.user_id.clone(): {
+        alice.device_id.clone(): { "signatures": { bob.user_id.clone(): { "ed25519:BOB": "bob-sig" } } },
+        "SSK1": { "signatures": { bob.user_id.clone(): { "ed25519:BOB": "bob-sig" } } },
+        "MSK2": { "signatures": {
+            bob.user_id.clone(): { "ed25519:BUSK": "bob-master-sig" },
+            alice.user_id.clone(): { "ed25519:FORGED": "forged" },
+        } },
+    } });
+    let result = c.post("/keys/signatures/upload", &bob.token, meddling).await.ok();
+    assert_eq!(result["failures"][&alice.user_id]["SSK1"]["errcode"], "M_FORBIDDEN", "{result}");
+    let query = c.post("/keys/query", &bob.token, json!({ "device_keys": { alice.user_id.clone(): [] } })).await.ok();
+    let device_signatures = &query["device_keys"][&alice.user_id][&alice.device_id]["signatures"];
+    assert!(device_signatures.get(&bob.user_id).is_none(), "{device_signatures}");
+    let master_signatures = &query["master_keys"][&alice.user_id]["signatures"];
+    assert_eq!(master_signatures[&bob.user_id]["ed25519:BUSK"], "bob-master-sig");
+    assert!(master_signatures[&alice.user_id].get("ed25519:FORGED").is_none(), "{master_signatures}");
 }
 
 // ---- media ----

@@ -371,13 +371,24 @@ async fn device_signing_upload(State(app): State<AppState>, caller: Caller, Json
 }
 
 /// Merges the `signatures` of `signed` into `target`.
-fn merge_signatures(target: &mut Value, signed: &Value) {
-    if let Some(signatures) = signed["signatures"].as_object() {
-        for (signer, keys) in signatures {
-            if let Some(keys) = keys.as_object() {
-                for (key_id, signature) in keys {
-                    target["signatures"][signer][key_id] = signature.clone();
-                }
+/// Adds `signer`'s signatures in `signed` to the stored key `target`. Stored keys whose
+/// `signatures` are not objects (written by a careless client) are repaired, never indexed into.
+fn merge_signatures(target: &mut Value, signed: &Value, signer: &str) {
+    let Some(keys) = signed["signatures"][signer].as_object() else { return };
+    let Some(target) = target.as_object_mut() else { return };
+    let signatures = target.entry("signatures").or_insert_with(|| json!({}));
+    if !signatures.is_object() {
+        *signatures = json!({});
+    }
+    let Some(signatures) = signatures.as_object_mut() else { return };
+    let by_signer = signatures.entry(signer.to_string()).or_insert_with(|| json!({}));
+    if !by_signer.is_object() {
+        *by_signer = json!({});
+    }
+    if let Some(by_signer) = by_signer.as_object_mut() {
+        for (key_id, signature) in keys {
+            if signature.is_string() {
+                by_signer.insert(key_id.clone(), signature.clone());
             }
         }
     }
@@ -391,8 +402,11 @@ async fn signatures_upload(State(app): State<AppState>, caller: Caller, JsonBody
         for (key_id, signed) in keys {
             // A device id names device keys; otherwise it is a cross-signing public key.
             let device = device_key(user_id, key_id);
-            if let Some(mut stored) = read_json(&app, &device).await? {
-                merge_signatures(&mut stored, signed);
+            // Only the caller's own signatures are taken; of another user's keys, only their
+            // master key may be signed (with the caller's user-signing key).
+            let own = user_id == &caller.user_id;
+            if own && let Some(mut stored) = read_json(&app, &device).await? {
+                merge_signatures(&mut stored, signed, &caller.user_id);
                 app.store.kv().put(Bucket::Keys, &device, to_bytes(&stored)).await?;
                 changed_users.insert(user_id.clone());
                 continue;
@@ -403,10 +417,14 @@ async fn signatures_upload(State(app): State<AppState>, caller: Caller, JsonBody
                 cross[*field]["keys"].as_object().is_some_and(|k| k.values().any(|v| v.as_str() == Some(key_id.as_str())))
             });
             match field {
-                Some(field) => {
-                    merge_signatures(&mut cross[field], signed);
+                Some(field) if own || field == "master_key" => {
+                    merge_signatures(&mut cross[field], signed, &caller.user_id);
                     app.store.kv().put(Bucket::Keys, &cross_key, to_bytes(&cross)).await?;
                     changed_users.insert(user_id.clone());
+                }
+                Some(_) => {
+                    failures.entry(user_id.clone()).or_insert_with(|| json!({}))[key_id] =
+                        json!({ "errcode": "M_FORBIDDEN", "error": "Only another user's master key may be signed" });
                 }
                 None => {
                     failures.entry(user_id.clone()).or_insert_with(|| json!({}))[key_id] =
