@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test haetae has, from a fresh clone:
 #   1. unit and integration tests (real nats-server processes, started by the tests)
-#   2. client-library compatibility: matrix-nio and matrix-js-sdk against a server started here
+#   2. client-library compatibility: matrix-nio and matrix-js-sdk against a server started here,
+#      and the OAuth 2.0 API driven by Authlib
 #   3. a real browser client (Hydrogen in headless Chromium) against the same server
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -11,8 +12,9 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 "$ROOT/scripts/setup.sh"
 
-step "installing test clients (matrix-nio, matrix-js-sdk, Hydrogen, Chromium)"
+step "installing test clients (matrix-nio, matrix-js-sdk, Authlib, Hydrogen, Chromium)"
 tests/compat/install.sh
+tests/oauth/install.sh
 tests/browser/install.sh
 
 step "unit and integration tests"
@@ -45,6 +47,8 @@ curl -sf "$BASE/_matrix/client/versions" >/dev/null || { cat "$WORK/haetae.log";
 failed=0
 step "client-library compatibility against $BASE"
 tests/compat/run.sh "$BASE" || failed=1
+step "OAuth 2.0 API with Authlib against $BASE"
+tests/oauth/run.sh "$BASE" || failed=1
 step "browser end-to-end (Hydrogen, headless Chromium) against $BASE"
 tests/browser/run.sh "$BASE" "$ROOT/target/browser-e2e" || failed=1
 

@@ -157,6 +157,20 @@ snapshot_min_entries = 10000
 memory_kib = 19456
 iterations = 2
 parallelism = 1
+
+[homeserver.oauth]
+# The OAuth 2.0 API and login pages (password login works either way).
+enabled = true
+# Lifetimes, seconds: access tokens (clients refresh after), authorization codes, device codes,
+# sign-ins on the login pages.
+access_token_lifetime_s = 300
+code_lifetime_s = 600
+device_code_lifetime_s = 1800
+device_poll_interval_s = 5
+browser_session_lifetime_s = 43200
+# Token endpoint requests per client IP.
+token_requests_per_ip_per_s = 10.0
+token_requests_per_ip_burst = 60.0
 "#;
 
 #[cfg(test)]

@@ -129,6 +129,10 @@ impl FromRequestParts<AppState> for Caller {
         let token = access_token(parts).ok_or_else(|| {
             MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token")
         })?;
+        if crate::oauth::tokens::access_token_expired(&token) {
+            return Err(MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Access token expired")
+                .with_extra(serde_json::json!({"soft_logout": true})));
+        }
         let session = app.session_for_token(&token).await?.ok_or_else(|| {
             MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Unknown access token")
                 .with_extra(serde_json::json!({"soft_logout": false}))

@@ -17,6 +17,7 @@ pub struct ServerConfig {
     pub rate_limits: RateLimits,
     pub password_hashing: PasswordHashing,
     pub history: HistoryConfig,
+    pub oauth: OauthConfig,
 }
 
 /// How much history a node holds in memory, and how it snapshots its read model.
@@ -49,6 +50,7 @@ impl Default for ServerConfig {
             rate_limits: RateLimits::default(),
             password_hashing: PasswordHashing::default(),
             history: HistoryConfig::default(),
+            oauth: OauthConfig::default(),
         }
     }
 }
@@ -141,5 +143,41 @@ pub struct PasswordHashing {
 impl Default for PasswordHashing {
     fn default() -> Self {
         PasswordHashing { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
+    }
+}
+
+/// The OAuth 2.0 login provider (`crate::oauth`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OauthConfig {
+    /// Whether the OAuth 2.0 API and the login pages are served (password login works either way).
+    pub enabled: bool,
+    /// Lifetime of an access token issued through OAuth, seconds; clients refresh after it.
+    pub access_token_lifetime_s: u64,
+    /// Lifetime of an authorization code, seconds.
+    pub code_lifetime_s: u64,
+    /// Lifetime of a device code and its user code (device authorization grant), seconds.
+    pub device_code_lifetime_s: u64,
+    /// Shortest interval between two polls of one device code, seconds.
+    pub device_poll_interval_s: u64,
+    /// How long a sign-in on the login pages lasts, seconds.
+    pub browser_session_lifetime_s: u64,
+    /// Token endpoint requests per second per client IP (sustained), and in a burst.
+    pub token_requests_per_ip_per_s: f64,
+    pub token_requests_per_ip_burst: f64,
+}
+
+impl Default for OauthConfig {
+    fn default() -> Self {
+        OauthConfig {
+            enabled: true,
+            access_token_lifetime_s: 300,
+            code_lifetime_s: 600,
+            device_code_lifetime_s: 1800,
+            device_poll_interval_s: 5,
+            browser_session_lifetime_s: 12 * 3600,
+            token_requests_per_ip_per_s: 10.0,
+            token_requests_per_ip_burst: 60.0,
+        }
     }
 }

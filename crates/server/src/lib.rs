@@ -6,6 +6,7 @@
 //! - [`rooms`]: the room service (event ids, idempotency, expected-sequence writes).
 //! - [`app`]: shared request plumbing (caller, JSON bodies, rate limits).
 //! - [`api`]: the HTTP endpoints, one file per group.
+//! - [`oauth`]: the OAuth 2.0 login provider (Matrix OAuth API, login pages), its own router.
 //!
 //! A node is stateless apart from its read model: start one with an empty directory and it serves
 //! exactly the same data. It never talks to NATS except through `haetae_store`.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod oauth;
 pub mod read_model;
 pub mod rooms;
 

@@ -26,13 +26,30 @@ pub enum Bucket {
     Aliases,
     /// end-to-end keys: device keys, one-time keys, cross-signing keys
     Keys,
-    /// deployment-wide facts (number of partitions), leases
+    /// deployment-wide facts (number of partitions), leases, the login provider's secrets
     Meta,
+    /// OAuth 2.0 client id -> registered client metadata
+    OauthClients,
+    /// short-lived OAuth grants: hashed authorization codes, device codes, user codes, browser
+    /// sign-ins; expired by JetStream after a day whatever their own (shorter) expiry says
+    OauthGrants,
+    /// OAuth 2.0 sessions: one record per refresh-token family (current and spent token hashes)
+    OauthSessions,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 7] =
-        [Bucket::Accounts, Bucket::Devices, Bucket::Tokens, Bucket::Txns, Bucket::Aliases, Bucket::Keys, Bucket::Meta];
+    pub const ALL: [Bucket; 10] = [
+        Bucket::Accounts,
+        Bucket::Devices,
+        Bucket::Tokens,
+        Bucket::Txns,
+        Bucket::Aliases,
+        Bucket::Keys,
+        Bucket::Meta,
+        Bucket::OauthClients,
+        Bucket::OauthGrants,
+        Bucket::OauthSessions,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -43,6 +60,17 @@ impl Bucket {
             Bucket::Aliases => "haetae_aliases",
             Bucket::Keys => "haetae_keys",
             Bucket::Meta => "haetae_meta",
+            Bucket::OauthClients => "haetae_oauth_clients",
+            Bucket::OauthGrants => "haetae_oauth_grants",
+            Bucket::OauthSessions => "haetae_oauth_sessions",
+        }
+    }
+
+    /// How long JetStream keeps a record of this bucket (zero: forever).
+    fn max_age(self) -> Duration {
+        match self {
+            Bucket::OauthGrants => Duration::from_secs(24 * 3600),
+            _ => Duration::ZERO,
         }
     }
 }
@@ -90,6 +118,7 @@ impl Buckets {
                 num_replicas: config.replicas,
                 storage: jetstream::stream::StorageType::File,
                 max_value_size: 1024 * 1024,
+                max_age: bucket.max_age(),
                 ..Default::default()
             };
             let store = with_retry(config, || async {

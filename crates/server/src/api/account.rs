@@ -48,7 +48,7 @@ fn hasher(app: &App) -> argon2::Argon2<'static> {
     argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params)
 }
 
-async fn hash_password(app: &App, password: String) -> ApiResult<String> {
+pub(crate) async fn hash_password(app: &App, password: String) -> ApiResult<String> {
     let hasher = hasher(app);
     app.password_hashing
         .run(move || {
@@ -211,7 +211,7 @@ struct LoginRequest {
 }
 
 /// The localpart named by a login or UIA identifier (`m.id.user`, or the legacy `user` field).
-fn identified_localpart(app: &App, identifier: Option<&Value>, user: Option<&str>) -> ApiResult<String> {
+pub(crate) fn identified_localpart(app: &App, identifier: Option<&Value>, user: Option<&str>) -> ApiResult<String> {
     let name = match identifier {
         Some(identifier) => {
             if identifier["type"] != "m.id.user" {
@@ -231,7 +231,7 @@ fn identified_localpart(app: &App, identifier: Option<&Value>, user: Option<&str
     Ok(name)
 }
 
-async fn check_password(app: &App, localpart: &str, password: &str) -> ApiResult<()> {
+pub(crate) async fn check_password(app: &App, localpart: &str, password: &str) -> ApiResult<()> {
     let account = app.store.kv().get(Bucket::Accounts, localpart).await?;
     let stored_hash = account
         .and_then(|a| serde_json::from_slice::<Value>(&a.value).ok())
@@ -306,7 +306,7 @@ async fn start_session(
 }
 
 /// Deletes tokens from the bucket and tells every node to drop them from its cache.
-async fn revoke_tokens(app: &App, user_id: &str, token_hashes: Vec<String>) -> ApiResult<()> {
+pub(crate) async fn revoke_tokens(app: &App, user_id: &str, token_hashes: Vec<String>) -> ApiResult<()> {
     if token_hashes.is_empty() {
         return Ok(());
     }
@@ -347,7 +347,7 @@ pub async fn load_devices(app: &App, user_id: &str) -> ApiResult<Value> {
 }
 
 /// Removes devices (all when `device_ids` is None) and revokes their tokens and keys.
-async fn remove_devices(app: &App, user_id: &str, device_ids: Option<&[String]>, keep: Option<&str>) -> ApiResult<()> {
+pub(crate) async fn remove_devices(app: &App, user_id: &str, device_ids: Option<&[String]>, keep: Option<&str>) -> ApiResult<()> {
     let mut revoked = Vec::new();
     let mut removed = Vec::new();
     app.store

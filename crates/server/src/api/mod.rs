@@ -50,7 +50,8 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::middleware::from_fn(matrix_rejections))
         .layer(axum::extract::DefaultBodyLimit::max(app.config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn(cors))
-        .with_state(app)
+        .with_state(app.clone())
+        .merge(crate::oauth::router(app))
 }
 
 /// Browsers (Element Web, Hydrogen) call from another origin: answer preflights and allow all.

@@ -1,0 +1,840 @@
+//! The rules of the grants, with no IO: PKCE, scopes, client metadata and redirect URIs, what a
+//! presented refresh token means for its family, and which authorization codes may be exchanged.
+//! Everything here is a pure function of its arguments, so it is tested without a server.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+/// An OAuth error code (RFC 6749 section 5.2, RFC 7591 section 3.2.2, RFC 8628 section 3.5) and a
+/// description for people. Never carries a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub error: &'static str,
+    pub description: String,
+}
+
+impl Refusal {
+    pub fn new(error: &'static str, description: impl Into<String>) -> Refusal {
+        Refusal { error, description: description.into() }
+    }
+}
+
+pub const SCOPE_API: &str = "urn:matrix:client:api:*";
+pub const SCOPE_API_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:api:*";
+pub const SCOPE_DEVICE_PREFIX: &str = "urn:matrix:client:device:";
+pub const SCOPE_DEVICE_PREFIX_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:device:";
+pub const SCOPE_OPENID: &str = "openid";
+
+/// Longest device id a scope may allocate.
+pub const MAX_DEVICE_ID_CHARS: usize = 255;
+/// Longest scope string accepted.
+pub const MAX_SCOPE_CHARS: usize = 2048;
+
+/// A requested scope, understood. `text` is the scope as granted (the requested tokens, in the
+/// order and forms the client used), echoed in token responses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scope {
+    pub device_id: String,
+    pub openid: bool,
+    pub text: String,
+}
+
+/// The unreserved characters of RFC 3986: what device ids and PKCE verifiers are made of.
+fn is_unreserved(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
+}
+
+/// Parses a Matrix login scope: full API access (`urn:matrix:client:api:*`) and exactly one
+/// device (`urn:matrix:client:device:<id>`), stable or MSC2967 forms, optionally `openid`.
+pub fn parse_scope(scope: &str) -> Result<Scope, Refusal> {
+    if scope.len() > MAX_SCOPE_CHARS {
+        return Err(Refusal::new("invalid_scope", "the scope is too long"));
+    }
+    let mut api = false;
+    let mut openid = false;
+    let mut device_ids = Vec::new();
+    let mut tokens: Vec<&str> = Vec::new();
+    for token in scope.split(' ').filter(|t| !t.is_empty()) {
+        if tokens.contains(&token) {
+            continue;
+        }
+        tokens.push(token);
+        if token == SCOPE_API || token == SCOPE_API_UNSTABLE {
+            api = true;
+        } else if token == SCOPE_OPENID {
+            openid = true;
+        } else if let Some(id) =
+            token.strip_prefix(SCOPE_DEVICE_PREFIX).or_else(|| token.strip_prefix(SCOPE_DEVICE_PREFIX_UNSTABLE))
+        {
+            if id.is_empty() || id.chars().count() > MAX_DEVICE_ID_CHARS || !id.chars().all(is_unreserved) {
+                return Err(Refusal::new(
+                    "invalid_scope",
+                    "a device id must be 1 to 255 characters among A-Z a-z 0-9 - . _ ~",
+                ));
+            }
+            device_ids.push(id.to_string());
+        } else {
+            return Err(Refusal::new("invalid_scope", format!("unknown scope token {}", shorten(token))));
+        }
+    }
+    if !api {
+        return Err(Refusal::new("invalid_scope", format!("the scope must include {SCOPE_API}")));
+    }
+    device_ids.dedup();
+    let device_id = match device_ids.as_slice() {
+        [one] => one.clone(),
+        [] => return Err(Refusal::new("invalid_scope", format!("the scope must include one {SCOPE_DEVICE_PREFIX}<device_id>"))),
+        _ => return Err(Refusal::new("invalid_scope", "the scope may allocate only one device")),
+    };
+    Ok(Scope { device_id, openid, text: tokens.join(" ") })
+}
+
+fn shorten(text: &str) -> String {
+    text.chars().take(80).collect()
+}
+
+/// `BASE64URL(SHA256(verifier))`, the S256 code challenge of RFC 7636.
+pub fn s256_challenge(verifier: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Checks a PKCE verifier (43 to 128 unreserved characters) against an S256 challenge.
+pub fn verify_pkce(challenge: &str, verifier: &str) -> bool {
+    let well_formed = (43..=128).contains(&verifier.len()) && verifier.chars().all(is_unreserved);
+    well_formed && constant_time_eq(s256_challenge(verifier).as_bytes(), challenge.as_bytes())
+}
+
+/// A challenge as a client may send it: 43 base64url characters (a SHA-256 digest).
+pub fn valid_challenge(challenge: &str) -> bool {
+    challenge.len() == 43 && challenge.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The two kinds of client the spec knows; they differ in which redirect URIs they may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ApplicationType {
+    Web,
+    Native,
+}
+
+pub const GRANT_CODE: &str = "authorization_code";
+pub const GRANT_REFRESH: &str = "refresh_token";
+pub const GRANT_DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// A client's registration as stored: what it registered that we understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Client {
+    pub client_id: String,
+    pub client_uri: String,
+    pub client_name: Option<String>,
+    pub logo_uri: Option<String>,
+    pub tos_uri: Option<String>,
+    pub policy_uri: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub application_type: ApplicationType,
+    pub grant_types: Vec<String>,
+    pub response_types: Vec<String>,
+}
+
+impl Client {
+    /// The registration response body (RFC 7591 section 3.2.1).
+    pub fn to_json(&self, issued_at_s: u64) -> Value {
+        let mut body = json!({
+            "client_id": self.client_id,
+            "client_id_issued_at": issued_at_s,
+            "client_uri": self.client_uri,
+            "redirect_uris": self.redirect_uris,
+            "application_type": self.application_type,
+            "grant_types": self.grant_types,
+            "response_types": self.response_types,
+            "token_endpoint_auth_method": "none",
+        });
+        for (field, value) in [
+            ("client_name", &self.client_name),
+            ("logo_uri", &self.logo_uri),
+            ("tos_uri", &self.tos_uri),
+            ("policy_uri", &self.policy_uri),
+        ] {
+            if let Some(value) = value {
+                body[field] = json!(value);
+            }
+        }
+        body
+    }
+
+    /// A name to show people: the registered name, else the client URI's host.
+    pub fn display_name(&self) -> String {
+        self.client_name.clone().unwrap_or_else(|| host_of(&self.client_uri).unwrap_or_else(|| self.client_uri.clone()))
+    }
+
+    pub fn allows_grant(&self, grant: &str) -> bool {
+        self.grant_types.iter().any(|g| g == grant)
+    }
+}
+
+pub fn host_of(uri: &str) -> Option<String> {
+    url::Url::parse(uri).ok().and_then(|u| u.host_str().map(str::to_string))
+}
+
+/// Most redirect URIs one client may register; longest URI accepted.
+const MAX_REDIRECT_URIS: usize = 20;
+const MAX_URI_CHARS: usize = 2000;
+const MAX_CLIENT_NAME_CHARS: usize = 200;
+
+fn bad_metadata(description: impl Into<String>) -> Refusal {
+    Refusal::new("invalid_client_metadata", description)
+}
+
+fn bad_redirect(description: impl Into<String>) -> Refusal {
+    Refusal::new("invalid_redirect_uri", description)
+}
+
+/// `host` is `base` or one of its subdomains.
+fn same_site(host: &str, base: &str) -> bool {
+    host == base || host.ends_with(&format!(".{base}"))
+}
+
+/// An https URI without credentials on the client URI's host or a subdomain of it.
+fn check_https_uri(uri: &str, base_host: &str, field: &str) -> Result<url::Url, String> {
+    if uri.len() > MAX_URI_CHARS {
+        return Err(format!("{field} is too long"));
+    }
+    let parsed = url::Url::parse(uri).map_err(|_| format!("{field} is not a valid URI"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!("{field} must use https"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!("{field} must not contain a user or password"));
+    }
+    let host = parsed.host_str().unwrap_or_default();
+    if !same_site(host, base_host) {
+        return Err(format!("{field} must be on the client URI's host or a subdomain of it"));
+    }
+    Ok(parsed)
+}
+
+/// Validates one redirect URI against the rules for the client's application type.
+pub fn check_redirect_uri(uri: &str, client_host: &str, application_type: ApplicationType) -> Result<(), String> {
+    if uri.len() > MAX_URI_CHARS {
+        return Err("redirect URI is too long".into());
+    }
+    let parsed = url::Url::parse(uri).map_err(|_| format!("{} is not a valid URI", shorten(uri)))?;
+    if parsed.fragment().is_some() || uri.contains('#') {
+        return Err("a redirect URI must not have a fragment".into());
+    }
+    if parsed.scheme() == "https" {
+        return check_https_uri(uri, client_host, "a redirect URI").map(|_| ());
+    }
+    if application_type == ApplicationType::Web {
+        return Err("a web client's redirect URIs must use https".into());
+    }
+    if parsed.scheme() == "http" {
+        let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+        if !loopback {
+            return Err("an http redirect URI must be on the loopback interface".into());
+        }
+        if parsed.port().is_some() {
+            return Err("a loopback redirect URI must not have a port (any port is accepted)".into());
+        }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            return Err("a redirect URI must not contain a user or password".into());
+        }
+        return Ok(());
+    }
+    // A private-use scheme: the client URI's host reversed, possibly extended; no authority.
+    let reversed: Vec<&str> = client_host.split('.').rev().collect();
+    let reversed = reversed.join(".");
+    let scheme = parsed.scheme();
+    if scheme != reversed && !scheme.starts_with(&format!("{reversed}.")) {
+        return Err(format!("a private-use scheme must start with {reversed}"));
+    }
+    let rest = &uri[scheme.len() + 1..];
+    if rest.starts_with("//") {
+        return Err("a private-use scheme redirect URI must not have an authority".into());
+    }
+    Ok(())
+}
+
+/// Validates a dynamic registration request (RFC 7591 with the spec's rules) into a client.
+/// `client_id` is derived from what was registered, so identical registrations share one id.
+pub fn register_client(request: &Value) -> Result<Client, Refusal> {
+    let Some(request) = request.as_object() else {
+        return Err(bad_metadata("the registration request must be a JSON object"));
+    };
+    let text = |field: &str| -> Result<Option<String>, Refusal> {
+        match request.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(bad_metadata(format!("{field} must be a string"))),
+        }
+    };
+    let list = |field: &str| -> Result<Option<Vec<String>>, Refusal> {
+        match request.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|i| i.as_str().map(str::to_string).ok_or_else(|| bad_metadata(format!("{field} must hold strings"))))
+                .collect::<Result<Vec<_>, _>>()
+                .map(Some),
+            Some(_) => Err(bad_metadata(format!("{field} must be an array"))),
+        }
+    };
+    let client_uri = text("client_uri")?.ok_or_else(|| bad_metadata("client_uri is required"))?;
+    if client_uri.len() > MAX_URI_CHARS {
+        return Err(bad_metadata("client_uri is too long"));
+    }
+    let parsed = url::Url::parse(&client_uri).map_err(|_| bad_metadata("client_uri is not a valid URI"))?;
+    if parsed.scheme() != "https" {
+        return Err(bad_metadata("client_uri must use https"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(bad_metadata("client_uri must not contain a user or password"));
+    }
+    let client_host = parsed.host_str().ok_or_else(|| bad_metadata("client_uri needs a host"))?.to_string();
+    let application_type = match text("application_type")?.as_deref() {
+        None | Some("web") => ApplicationType::Web,
+        Some("native") => ApplicationType::Native,
+        Some(_) => return Err(bad_metadata("application_type must be web or native")),
+    };
+    match text("token_endpoint_auth_method")?.as_deref() {
+        None | Some("none") => {}
+        Some(_) => return Err(bad_metadata("only public clients are supported: token_endpoint_auth_method must be none")),
+    }
+    let client_name = text("client_name")?;
+    if client_name.as_ref().is_some_and(|n| n.chars().count() > MAX_CLIENT_NAME_CHARS) {
+        return Err(bad_metadata("client_name is too long"));
+    }
+    let mut optional_uris = Vec::new();
+    for field in ["logo_uri", "tos_uri", "policy_uri"] {
+        let value = text(field)?;
+        if let Some(uri) = &value {
+            check_https_uri(uri, &client_host, field).map_err(bad_metadata)?;
+        }
+        optional_uris.push(value);
+    }
+    // Values the server does not understand are ignored (the spec says so), not refused.
+    let known_grants = [GRANT_CODE, GRANT_REFRESH, GRANT_DEVICE];
+    let mut grant_types: Vec<String> = list("grant_types")?
+        .unwrap_or_else(|| vec![GRANT_CODE.to_string()])
+        .into_iter()
+        .filter(|g| known_grants.contains(&g.as_str()))
+        .collect();
+    grant_types.dedup();
+    let mut response_types: Vec<String> = list("response_types")?
+        .unwrap_or_else(|| vec!["code".to_string()])
+        .into_iter()
+        .filter(|r| r == "code")
+        .collect();
+    response_types.dedup();
+    let redirect_uris = list("redirect_uris")?.unwrap_or_default();
+    if redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(bad_redirect(format!("at most {MAX_REDIRECT_URIS} redirect URIs")));
+    }
+    for uri in &redirect_uris {
+        check_redirect_uri(uri, &client_host, application_type).map_err(bad_redirect)?;
+    }
+    if grant_types.iter().any(|g| g == GRANT_CODE) {
+        if redirect_uris.is_empty() {
+            return Err(bad_redirect("the authorization code grant needs at least one redirect URI"));
+        }
+        if !response_types.iter().any(|r| r == "code") {
+            return Err(bad_metadata("the authorization code grant needs the code response type"));
+        }
+    }
+    if grant_types.is_empty() {
+        return Err(bad_metadata("no supported grant type requested"));
+    }
+    let mut client = Client {
+        client_id: String::new(),
+        client_uri,
+        client_name,
+        logo_uri: optional_uris[0].take(),
+        tos_uri: optional_uris[1].take(),
+        policy_uri: optional_uris[2].take(),
+        redirect_uris,
+        application_type,
+        grant_types,
+        response_types,
+    };
+    let canonical = serde_json::to_vec(&client).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    client.client_id = format!("c{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]));
+    Ok(client)
+}
+
+/// Whether `requested` is one of the client's registered redirect URIs: exact string equality,
+/// except that a native client's loopback URI matches with any port (RFC 8252 section 7.3).
+pub fn redirect_matches(client: &Client, requested: &str) -> bool {
+    if client.redirect_uris.iter().any(|r| r == requested) {
+        return true;
+    }
+    if client.application_type != ApplicationType::Native {
+        return false;
+    }
+    let Ok(mut parsed) = url::Url::parse(requested) else { return false };
+    let loopback = matches!(parsed.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    if parsed.scheme() != "http" || !loopback || parsed.port().is_none() || requested.contains('#') {
+        return false;
+    }
+    if parsed.set_port(None).is_err() {
+        return false;
+    }
+    client
+        .redirect_uris
+        .iter()
+        .filter_map(|r| url::Url::parse(r).ok())
+        .any(|registered| registered.scheme() == "http" && registered == parsed)
+}
+
+/// How the authorization response reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResponseMode {
+    Query,
+    Fragment,
+}
+
+/// The redirect carrying `params` back to the client, in the query or the fragment.
+pub fn redirect_with(redirect_uri: &str, mode: ResponseMode, params: &[(&str, &str)]) -> String {
+    let encoded = serde_urlencoded::to_string(params).unwrap_or_default();
+    match mode {
+        ResponseMode::Fragment => format!("{redirect_uri}#{encoded}"),
+        ResponseMode::Query if redirect_uri.contains('?') => format!("{redirect_uri}&{encoded}"),
+        ResponseMode::Query => format!("{redirect_uri}?{encoded}"),
+    }
+}
+
+/// An authorization code as stored (under the hash of the code).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CodeGrant {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: Scope,
+    pub user_id: String,
+    pub code_challenge: String,
+    pub expires_ms: u64,
+    pub auth_time_s: u64,
+    pub nonce: Option<String>,
+    /// Set once the code was exchanged: the session it started (revoked if the code comes again).
+    pub used_by_session: Option<String>,
+}
+
+/// Decides whether a code may be exchanged by this token request.
+pub fn check_code(grant: &CodeGrant, client_id: &str, redirect_uri: &str, verifier: &str, now_ms: u64) -> Result<(), Refusal> {
+    if grant.used_by_session.is_some() {
+        return Err(Refusal::new("invalid_grant", "the authorization code was already used"));
+    }
+    if now_ms >= grant.expires_ms {
+        return Err(Refusal::new("invalid_grant", "the authorization code expired"));
+    }
+    if grant.client_id != client_id {
+        return Err(Refusal::new("invalid_grant", "the authorization code was issued to another client"));
+    }
+    if grant.redirect_uri != redirect_uri {
+        return Err(Refusal::new("invalid_grant", "redirect_uri differs from the authorization request"));
+    }
+    if !verify_pkce(&grant.code_challenge, verifier) {
+        return Err(Refusal::new("invalid_grant", "the code verifier does not match the code challenge"));
+    }
+    Ok(())
+}
+
+/// Spent refresh tokens remembered per family, for reuse detection.
+pub const MAX_SPENT_REFRESH: usize = 64;
+
+/// One refresh-token family: a device's OAuth session from the grant until revocation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Family {
+    pub user_id: String,
+    pub device_id: String,
+    pub client_id: String,
+    pub scope: Scope,
+    pub auth_time_s: u64,
+    pub created_ms: u64,
+    /// Hash of the refresh token that is valid now.
+    pub current: String,
+    /// Hash of the token `current` replaced: still accepted once, in case the response that
+    /// carried `current` was lost, until `current` is used.
+    pub previous: Option<String>,
+    /// Hashes of tokens no longer valid (bounded): presenting one means the chain leaked.
+    pub spent: Vec<String>,
+    /// Hashes of the access tokens issued lately (they may still be cached and unexpired).
+    pub access: Vec<String>,
+    pub revoked: bool,
+}
+
+/// What a presented refresh token means for its family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The current token: rotate.
+    Rotate,
+    /// The token before the current one, whose successor was never used: the client lost the
+    /// response; rotate again from it (the unused successor becomes spent).
+    Retry,
+    /// A spent token: someone replayed it; revoke the whole family.
+    Reused,
+    /// Not a token of this family, or the family is revoked: refuse, change nothing.
+    Invalid,
+}
+
+pub fn refresh_outcome(family: &Family, presented_hash: &str) -> RefreshOutcome {
+    if family.revoked {
+        return RefreshOutcome::Invalid;
+    }
+    if constant_time_eq(family.current.as_bytes(), presented_hash.as_bytes()) {
+        return RefreshOutcome::Rotate;
+    }
+    if family.previous.as_deref().is_some_and(|p| constant_time_eq(p.as_bytes(), presented_hash.as_bytes())) {
+        return RefreshOutcome::Retry;
+    }
+    if family.spent.iter().any(|s| s == presented_hash) {
+        return RefreshOutcome::Reused;
+    }
+    RefreshOutcome::Invalid
+}
+
+fn push_bounded(list: &mut Vec<String>, item: String, bound: usize) {
+    list.push(item);
+    if list.len() > bound {
+        let excess = list.len() - bound;
+        list.drain(..excess);
+    }
+}
+
+/// Applies an outcome to the family: the new refresh token (hash) becomes current.
+pub fn rotate(family: &mut Family, outcome: RefreshOutcome, new_refresh: String, new_access: String) {
+    match outcome {
+        RefreshOutcome::Rotate => {
+            if let Some(previous) = family.previous.take() {
+                push_bounded(&mut family.spent, previous, MAX_SPENT_REFRESH);
+            }
+            family.previous = Some(std::mem::replace(&mut family.current, new_refresh));
+        }
+        RefreshOutcome::Retry => {
+            let lost = std::mem::replace(&mut family.current, new_refresh);
+            push_bounded(&mut family.spent, lost, MAX_SPENT_REFRESH);
+        }
+        RefreshOutcome::Reused => family.revoked = true,
+        RefreshOutcome::Invalid => {}
+    }
+    if matches!(outcome, RefreshOutcome::Rotate | RefreshOutcome::Retry) {
+        push_bounded(&mut family.access, new_access, 3);
+    }
+}
+
+/// A device authorization (RFC 8628) as stored under the hash of its device code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceGrant {
+    pub client_id: String,
+    pub scope: Scope,
+    pub user_code: String,
+    pub expires_ms: u64,
+    pub last_poll_ms: u64,
+    pub state: DeviceState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DeviceState {
+    Pending,
+    Approved { user_id: String, auth_time_s: u64 },
+    Denied,
+    Used { session: String },
+}
+
+/// What a token poll with a device code gets (before the grant is completed).
+pub fn device_poll(grant: &DeviceGrant, client_id: &str, now_ms: u64, interval_ms: u64) -> Result<(String, u64), Refusal> {
+    if grant.client_id != client_id {
+        return Err(Refusal::new("invalid_grant", "the device code was issued to another client"));
+    }
+    match &grant.state {
+        DeviceState::Used { .. } => Err(Refusal::new("invalid_grant", "the device code was already used")),
+        _ if now_ms >= grant.expires_ms => Err(Refusal::new("expired_token", "the device code expired")),
+        DeviceState::Denied => Err(Refusal::new("access_denied", "the user denied the request")),
+        DeviceState::Pending if now_ms < grant.last_poll_ms + interval_ms => {
+            Err(Refusal::new("slow_down", "polling too often"))
+        }
+        DeviceState::Pending => Err(Refusal::new("authorization_pending", "the user has not answered yet")),
+        DeviceState::Approved { user_id, auth_time_s } => Ok((user_id.clone(), *auth_time_s)),
+    }
+}
+
+/// The alphabet of user codes: consonants only (no words, nothing to confuse with digits).
+const USER_CODE_ALPHABET: &[u8] = b"BCDFGHJKLMNPQRSTVWXZ";
+
+/// A fresh user code, `XXXX-XXXX`.
+pub fn new_user_code() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let mut code = String::with_capacity(9);
+    for i in 0..8 {
+        if i == 4 {
+            code.push('-');
+        }
+        code.push(USER_CODE_ALPHABET[rng.random_range(0..USER_CODE_ALPHABET.len())] as char);
+    }
+    code
+}
+
+/// A user code as typed (any case, with or without the dash or spaces), in canonical form.
+pub fn normalize_user_code(typed: &str) -> Option<String> {
+    let letters: String = typed.chars().filter(|c| c.is_ascii_alphanumeric()).map(|c| c.to_ascii_uppercase()).collect();
+    if letters.len() != 8 || !letters.bytes().all(|b| USER_CODE_ALPHABET.contains(&b)) {
+        return None;
+    }
+    Some(format!("{}-{}", &letters[..4], &letters[4..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pkce_s256_matches_rfc7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        assert_eq!(s256_challenge(verifier), "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM");
+        assert!(verify_pkce("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", verifier));
+        assert!(!verify_pkce("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM", "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXx"));
+        // The plain method is not accepted: the challenge equal to the verifier does not verify.
+        assert!(!verify_pkce(verifier, verifier));
+        // Too short, or characters outside the unreserved set.
+        assert!(!verify_pkce(&s256_challenge("short"), "short"));
+        let spaced = "a b".repeat(20);
+        assert!(!verify_pkce(&s256_challenge(&spaced), &spaced));
+        assert!(valid_challenge("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"));
+        assert!(!valid_challenge("plain"));
+    }
+
+    #[test]
+    fn scopes_need_api_access_and_exactly_one_device() {
+        let scope = parse_scope("urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ").unwrap();
+        assert_eq!(scope.device_id, "ABCDEFGHIJ");
+        assert!(!scope.openid);
+        let unstable =
+            parse_scope("urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:X1 openid")
+                .unwrap();
+        assert_eq!(unstable.device_id, "X1");
+        assert!(unstable.openid);
+        assert_eq!(unstable.text, "urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:X1 openid");
+        for bad in [
+            "",
+            "urn:matrix:client:device:ABC",
+            "urn:matrix:client:api:*",
+            "urn:matrix:client:api:* urn:matrix:client:device:A urn:matrix:client:device:B",
+            "urn:matrix:client:api:* urn:matrix:client:device:",
+            "urn:matrix:client:api:* urn:matrix:client:device:a<b",
+            "urn:matrix:client:api:* urn:matrix:client:device:ABC urn:matrix:client:admin",
+        ] {
+            assert_eq!(parse_scope(bad).unwrap_err().error, "invalid_scope", "{bad}");
+        }
+        // The same device named twice (once per form) is one device.
+        let both = parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D urn:matrix:org.matrix.msc2967.client:device:D");
+        assert_eq!(both.unwrap().device_id, "D");
+    }
+
+    fn registration(application_type: &str, redirect_uris: &[&str]) -> Value {
+        json!({
+            "client_name": "Test",
+            "client_uri": "https://example.com/",
+            "redirect_uris": redirect_uris,
+            "application_type": application_type,
+            "grant_types": ["authorization_code", "refresh_token", "urn:ietf:params:oauth:grant-type:token-exchange"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        })
+    }
+
+    #[test]
+    fn web_redirect_uris_follow_the_spec_examples() {
+        for good in ["https://example.com/callback", "https://app.example.com/callback", "https://example.com:5173/?query=value"] {
+            assert!(register_client(&registration("web", &[good])).is_ok(), "{good}");
+        }
+        for bad in ["https://example.com/callback#fragment", "http://example.com/callback", "http://localhost/", "https://app.com/callback", "https://user:pw@example.com/cb"] {
+            assert_eq!(register_client(&registration("web", &[bad])).unwrap_err().error, "invalid_redirect_uri", "{bad}");
+        }
+    }
+
+    #[test]
+    fn native_redirect_uris_follow_the_spec_examples() {
+        for good in [
+            "com.example.app:/callback",
+            "com.example:/",
+            "com.example:callback",
+            "http://localhost/callback",
+            "http://127.0.0.1/callback",
+            "http://[::1]/callback",
+        ] {
+            assert!(register_client(&registration("native", &[good])).is_ok(), "{good}");
+        }
+        for bad in ["example:/callback", "com.example.app://callback", "https://localhost/callback", "http://localhost:1234/callback"] {
+            assert_eq!(register_client(&registration("native", &[bad])).unwrap_err().error, "invalid_redirect_uri", "{bad}");
+        }
+    }
+
+    #[test]
+    fn registration_keeps_what_it_understands() {
+        let client = register_client(&registration("web", &["https://example.com/cb"])).unwrap();
+        assert_eq!(client.grant_types, vec![GRANT_CODE, GRANT_REFRESH]);
+        assert!(client.client_id.starts_with('c'));
+        // Identical metadata, identical client id; different metadata, different id.
+        assert_eq!(register_client(&registration("web", &["https://example.com/cb"])).unwrap().client_id, client.client_id);
+        assert_ne!(register_client(&registration("web", &["https://example.com/cb2"])).unwrap().client_id, client.client_id);
+        let mut missing = registration("web", &["https://example.com/cb"]);
+        missing.as_object_mut().unwrap().remove("client_uri");
+        assert_eq!(register_client(&missing).unwrap_err().error, "invalid_client_metadata");
+        let mut http = registration("web", &["https://example.com/cb"]);
+        http["client_uri"] = json!("http://example.com/");
+        assert_eq!(register_client(&http).unwrap_err().error, "invalid_client_metadata");
+        let mut secret = registration("web", &["https://example.com/cb"]);
+        secret["token_endpoint_auth_method"] = json!("client_secret_basic");
+        assert!(register_client(&secret).is_err());
+        let mut logo = registration("web", &["https://example.com/cb"]);
+        logo["logo_uri"] = json!("https://evil.test/logo.png");
+        assert!(register_client(&logo).is_err());
+        assert!(register_client(&json!([1])).is_err());
+        let mut no_uris = registration("web", &[]);
+        no_uris["redirect_uris"] = json!([]);
+        assert_eq!(register_client(&no_uris).unwrap_err().error, "invalid_redirect_uri");
+        // A device-only client needs no redirect URI.
+        let device_only = json!({"client_uri": "https://example.com/", "grant_types": [GRANT_DEVICE, GRANT_REFRESH]});
+        assert!(register_client(&device_only).is_ok());
+    }
+
+    #[test]
+    fn redirects_match_exactly_except_loopback_ports() {
+        let web = register_client(&registration("web", &["https://example.com/cb"])).unwrap();
+        assert!(redirect_matches(&web, "https://example.com/cb"));
+        for other in ["https://example.com/cb/", "https://example.com/cb?x=1", "https://example.com/CB", "https://example.com:443/cb", "https://example.com/cb#x"] {
+            assert!(!redirect_matches(&web, other), "{other}");
+        }
+        let native = register_client(&registration("native", &["http://127.0.0.1/callback", "com.example.app:/cb"])).unwrap();
+        assert!(redirect_matches(&native, "http://127.0.0.1:51234/callback"));
+        assert!(redirect_matches(&native, "http://127.0.0.1/callback"));
+        assert!(redirect_matches(&native, "com.example.app:/cb"));
+        assert!(!redirect_matches(&native, "http://127.0.0.1:51234/other"));
+        assert!(!redirect_matches(&native, "http://localhost:51234/callback"));
+        assert!(!redirect_matches(&native, "https://127.0.0.1:51234/callback"));
+        assert!(!redirect_matches(&native, "com.example.app:/cb?x"));
+    }
+
+    #[test]
+    fn responses_go_in_the_query_or_the_fragment() {
+        let params = [("code", "a b"), ("state", "s&t")];
+        assert_eq!(redirect_with("https://e.com/cb", ResponseMode::Query, &params), "https://e.com/cb?code=a+b&state=s%26t");
+        assert_eq!(redirect_with("https://e.com/cb?x=1", ResponseMode::Query, &params), "https://e.com/cb?x=1&code=a+b&state=s%26t");
+        assert_eq!(redirect_with("https://e.com/cb", ResponseMode::Fragment, &params), "https://e.com/cb#code=a+b&state=s%26t");
+    }
+
+    fn code_grant() -> CodeGrant {
+        CodeGrant {
+            client_id: "c1".into(),
+            redirect_uri: "https://e.com/cb".into(),
+            scope: parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D").unwrap(),
+            user_id: "@a:x".into(),
+            code_challenge: s256_challenge(&"v".repeat(43)),
+            expires_ms: 1000,
+            auth_time_s: 0,
+            nonce: None,
+            used_by_session: None,
+        }
+    }
+
+    #[test]
+    fn codes_are_single_use_short_lived_and_bound() {
+        let verifier = "v".repeat(43);
+        let grant = code_grant();
+        assert!(check_code(&grant, "c1", "https://e.com/cb", &verifier, 999).is_ok());
+        assert!(check_code(&grant, "c1", "https://e.com/cb", &verifier, 1000).is_err());
+        assert!(check_code(&grant, "c2", "https://e.com/cb", &verifier, 0).is_err());
+        assert!(check_code(&grant, "c1", "https://e.com/cb2", &verifier, 0).is_err());
+        assert!(check_code(&grant, "c1", "https://e.com/cb", &"w".repeat(43), 0).is_err());
+        let used = CodeGrant { used_by_session: Some("s".into()), ..grant };
+        assert_eq!(check_code(&used, "c1", "https://e.com/cb", &verifier, 0).unwrap_err().error, "invalid_grant");
+    }
+
+    fn family() -> Family {
+        Family {
+            user_id: "@a:x".into(),
+            device_id: "D".into(),
+            client_id: "c1".into(),
+            scope: parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D").unwrap(),
+            auth_time_s: 0,
+            created_ms: 0,
+            current: "r1".into(),
+            previous: None,
+            spent: vec![],
+            access: vec!["a1".into()],
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn refresh_rotates_and_detects_reuse() {
+        let mut family = family();
+        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Rotate);
+        rotate(&mut family, RefreshOutcome::Rotate, "r2".into(), "a2".into());
+        assert_eq!(family.current, "r2");
+        // The response carrying r2 was lost: r1 still works once more, and r2 is then spent.
+        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Retry);
+        rotate(&mut family, RefreshOutcome::Retry, "r3".into(), "a3".into());
+        assert_eq!(family.current, "r3");
+        assert_eq!(refresh_outcome(&family, "r2"), RefreshOutcome::Reused);
+        // Using r3 makes r1 spent: presenting it now is a replay.
+        rotate(&mut family, RefreshOutcome::Rotate, "r4".into(), "a4".into());
+        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Reused);
+        assert_eq!(refresh_outcome(&family, "r3"), RefreshOutcome::Retry);
+        assert_eq!(refresh_outcome(&family, "unknown"), RefreshOutcome::Invalid);
+        assert!(family.access.len() <= 3);
+        rotate(&mut family, RefreshOutcome::Reused, String::new(), String::new());
+        assert!(family.revoked);
+        assert_eq!(refresh_outcome(&family, "r4"), RefreshOutcome::Invalid);
+    }
+
+    #[test]
+    fn spent_tokens_are_bounded() {
+        let mut family = family();
+        for i in 0..200 {
+            rotate(&mut family, RefreshOutcome::Rotate, format!("n{i}"), format!("a{i}"));
+        }
+        assert_eq!(family.spent.len(), MAX_SPENT_REFRESH);
+        assert_eq!(refresh_outcome(&family, "n150"), RefreshOutcome::Reused);
+    }
+
+    #[test]
+    fn device_polls_follow_rfc8628() {
+        let mut grant = DeviceGrant {
+            client_id: "c1".into(),
+            scope: parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D").unwrap(),
+            user_code: "BCDF-GHJK".into(),
+            expires_ms: 100_000,
+            last_poll_ms: 0,
+            state: DeviceState::Pending,
+        };
+        assert_eq!(device_poll(&grant, "c1", 10_000, 5_000).unwrap_err().error, "authorization_pending");
+        grant.last_poll_ms = 10_000;
+        assert_eq!(device_poll(&grant, "c1", 11_000, 5_000).unwrap_err().error, "slow_down");
+        assert_eq!(device_poll(&grant, "c2", 20_000, 5_000).unwrap_err().error, "invalid_grant");
+        assert_eq!(device_poll(&grant, "c1", 100_000, 5_000).unwrap_err().error, "expired_token");
+        grant.state = DeviceState::Denied;
+        assert_eq!(device_poll(&grant, "c1", 20_000, 5_000).unwrap_err().error, "access_denied");
+        grant.state = DeviceState::Approved { user_id: "@a:x".into(), auth_time_s: 5 };
+        assert_eq!(device_poll(&grant, "c1", 20_000, 5_000).unwrap(), ("@a:x".to_string(), 5));
+        grant.state = DeviceState::Used { session: "s".into() };
+        assert_eq!(device_poll(&grant, "c1", 20_000, 5_000).unwrap_err().error, "invalid_grant");
+    }
+
+    #[test]
+    fn user_codes_are_typed_loosely() {
+        let code = new_user_code();
+        assert_eq!(normalize_user_code(&code.to_lowercase().replace('-', " ")), Some(code.clone()));
+        assert_eq!(normalize_user_code("bcdf ghjk"), Some("BCDF-GHJK".into()));
+        assert_eq!(normalize_user_code("BCDF-GHJ"), None);
+        assert_eq!(normalize_user_code("AEIO-UBCD"), None);
+    }
+}

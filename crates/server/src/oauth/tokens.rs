@@ -1,0 +1,504 @@
+//! The JSON endpoints: client registration, the token endpoint (authorization code, refresh
+//! token and device code grants), revocation, device authorization; and how a completed grant
+//! becomes a Matrix device with an access token.
+//!
+//! Token formats (only their SHA-256 hashes are stored):
+//! - access token `haeo_<expiry unix seconds>_<256 random bits>`: the expiry is part of the
+//!   token, so every node refuses an expired one without a lookup or a cache entry to expire;
+//! - refresh token `haer_<family id>_<256 random bits>`: the family names its chain's record.
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use haetae_store::Bucket;
+use serde_json::{Value, json};
+
+use super::grants::{
+    self, CodeGrant, DeviceGrant, DeviceState, Family, Refusal, RefreshOutcome, Scope, refresh_outcome, rotate,
+};
+use super::records::{self, random_secret};
+use super::{Form, OauthError, base_url, no_store, now_ms, now_s};
+use crate::api::account;
+use crate::app::{App, AppState, client_ip, token_hash};
+use crate::error::{ApiResult, MatrixError};
+
+const ACCESS_PREFIX: &str = "haeo_";
+const REFRESH_PREFIX: &str = "haer_";
+/// Characters of a family id (letters only, so it never contains the separator).
+const FAMILY_ID_CHARS: usize = 24;
+
+/// Whether `token` is an OAuth access token whose lifetime is over. Tokens of other kinds
+/// (password logins) never expire here.
+pub fn access_token_expired(token: &str) -> bool {
+    let Some(rest) = token.strip_prefix(ACCESS_PREFIX) else { return false };
+    match rest.split_once('_').and_then(|(expiry, _)| expiry.parse::<u64>().ok()) {
+        Some(expiry_s) => now_s() >= expiry_s,
+        None => true,
+    }
+}
+
+fn family_of_refresh(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(REFRESH_PREFIX)?;
+    let (family, secret) = rest.split_at_checked(FAMILY_ID_CHARS)?;
+    (secret.starts_with('_') && family.chars().all(|c| c.is_ascii_alphabetic())).then_some(family)
+}
+
+/// Per-IP limit on the token, registration and revocation endpoints.
+fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(), OauthError> {
+    let limits = &app.config.rate_limits;
+    let oauth = &app.config.oauth;
+    match parts_ip {
+        Some(ip) if limits.enabled => app
+            .limiter
+            .check(&format!("ot:{ip}"), oauth.token_requests_per_ip_per_s, oauth.token_requests_per_ip_burst)
+            .map_err(OauthError::from),
+        _ => Ok(()),
+    }
+}
+
+/// The client id of a token request: the form's `client_id`, or HTTP Basic with an empty secret.
+fn client_id_of<'a>(headers: &HeaderMap, form: &'a Form) -> Result<String, OauthError> {
+    if let Some(id) = form.get("client_id") {
+        return Ok(id.to_string());
+    }
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "))
+        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|pair| pair.split_once(':').map(|(id, _)| id.to_string()));
+    basic
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| OauthError { status: StatusCode::UNAUTHORIZED, ..OauthError::bad_request("invalid_client", "client_id is required") })
+}
+
+async fn known_client(app: &App, client_id: &str) -> Result<grants::Client, OauthError> {
+    records::client(app, client_id).await?.ok_or_else(|| {
+        OauthError { status: StatusCode::UNAUTHORIZED, ..OauthError::bad_request("invalid_client", "unknown client") }
+    })
+}
+
+fn json_no_store(status: StatusCode, body: Value) -> Response {
+    let mut response = (status, Json(body)).into_response();
+    no_store(&mut response);
+    response
+}
+
+/// # POST /oauth2/register
+pub async fn register_client(State(app): State<AppState>, request: Request) -> Result<Response, OauthError> {
+    let (parts, body) = request.into_parts();
+    limit(&app, client_ip(&parts))?;
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|_| OauthError::bad_request("invalid_client_metadata", "the registration is too large"))?;
+    let metadata = super::json_body(&bytes)?;
+    let client = grants::register_client(&metadata)?;
+    records::save_client(&app, &client).await?;
+    tracing::info!(client_id = %client.client_id, client_uri = %client.client_uri, "OAuth client registered");
+    Ok(json_no_store(StatusCode::CREATED, client.to_json(now_s())))
+}
+
+/// # POST /oauth2/token
+pub async fn token(State(app): State<AppState>, request: Request) -> Result<Response, OauthError> {
+    let (parts, body) = request.into_parts();
+    limit(&app, client_ip(&parts))?;
+    let form = Form::read(Request::from_parts(parts.clone(), body)).await?;
+    let client_id = client_id_of(&parts.headers, &form)?;
+    let client = known_client(&app, &client_id).await?;
+    let grant_type = form.require("grant_type")?;
+    if ![grants::GRANT_CODE, grants::GRANT_REFRESH, grants::GRANT_DEVICE].contains(&grant_type) {
+        return Err(OauthError::bad_request("unsupported_grant_type", "unsupported grant_type"));
+    }
+    if !client.allows_grant(grant_type) {
+        return Err(OauthError::bad_request("unauthorized_client", "the client did not register this grant type"));
+    }
+    let ip = client_ip(&parts);
+    let body = match grant_type {
+        grants::GRANT_CODE => code_grant(&app, &client, &form, ip).await?,
+        grants::GRANT_REFRESH => refresh_grant(&app, &client, &form).await?,
+        _ => device_code_grant(&app, &client, &form, ip).await?,
+    };
+    Ok(json_no_store(StatusCode::OK, body))
+}
+
+async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>) -> Result<Value, OauthError> {
+    let code = form.require("code")?;
+    let redirect_uri = form.require("redirect_uri")?;
+    let verifier = form.require("code_verifier")?;
+    let Some((grant, revision)) = records::code(app, code).await? else {
+        return Err(Refusal::new("invalid_grant", "unknown authorization code").into());
+    };
+    if let Some(session) = &grant.used_by_session {
+        // RFC 6749 section 4.1.2: a code used twice revokes what it was exchanged for.
+        tracing::warn!(client_id = %client.client_id, user_id = %grant.user_id, "authorization code reused; revoking its session");
+        revoke_family(app, session).await?;
+    }
+    grants::check_code(&grant, &client.client_id, redirect_uri, verifier, now_ms())?;
+    let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+    let used = CodeGrant { used_by_session: Some(family_id.clone()), ..grant.clone() };
+    if !records::replace(app, Bucket::OauthGrants, &records::code_key(code), &used, revision).await? {
+        return Err(Refusal::new("invalid_grant", "the authorization code was already used").into());
+    }
+    Ok(start_family(app, client, &grant.user_id, &grant.scope, grant.auth_time_s, &family_id, ip).await?)
+}
+
+fn new_access_token(app: &App) -> (String, u64) {
+    let lifetime_s = app.config.oauth.access_token_lifetime_s.max(1);
+    let expiry_s = now_s() + lifetime_s;
+    (format!("{ACCESS_PREFIX}{expiry_s}_{}", random_secret()), lifetime_s)
+}
+
+fn new_refresh_token(family_id: &str) -> String {
+    format!("{REFRESH_PREFIX}{family_id}_{}", random_secret())
+}
+
+/// Stores an access token the way password-login tokens are stored (hashed, in the tokens
+/// bucket), plus its family, so revocation finds the chain.
+async fn store_access_token(app: &App, hash: &str, user_id: &str, device_id: &str, family_id: &str) -> ApiResult<()> {
+    let record = json!({ "user_id": user_id, "device_id": device_id, "session": family_id, "oauth_family": family_id });
+    app.store.kv().put(Bucket::Tokens, hash, serde_json::to_vec(&record).unwrap_or_default().into()).await?;
+    Ok(())
+}
+
+fn token_response(access: &str, expires_in: u64, refresh: &str, scope: &Scope) -> Value {
+    json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": expires_in,
+        "refresh_token": refresh,
+        "scope": scope.text,
+    })
+}
+
+/// Completes a grant: a new refresh-token family, an access token, and the device the scope
+/// allocated (created, or taken over from an earlier login with the same device id).
+async fn start_family(
+    app: &App,
+    client: &grants::Client,
+    user_id: &str,
+    scope: &Scope,
+    auth_time_s: u64,
+    family_id: &str,
+    ip: Option<std::net::IpAddr>,
+) -> ApiResult<Value> {
+    let (access, expires_in) = new_access_token(app);
+    let access_hash = token_hash(&access);
+    let refresh = new_refresh_token(family_id);
+    let family = Family {
+        user_id: user_id.to_string(),
+        device_id: scope.device_id.clone(),
+        client_id: client.client_id.clone(),
+        scope: scope.clone(),
+        auth_time_s,
+        created_ms: now_ms(),
+        current: token_hash(&refresh),
+        previous: None,
+        spent: vec![],
+        access: vec![access_hash.clone()],
+        revoked: false,
+    };
+    records::create(app, Bucket::OauthSessions, family_id, &family).await?;
+    store_access_token(app, &access_hash, user_id, &scope.device_id, family_id).await?;
+    let device_id = scope.device_id.clone();
+    let display_name = client.display_name();
+    let now = now_ms();
+    let mut replaced = None;
+    app.store
+        .kv()
+        .modify(Bucket::Devices, user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
+            let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+            replaced = devices.get(&device_id).and_then(|old| old["token_hash"].as_str().map(str::to_string));
+            let name = devices[&device_id]["display_name"].as_str().map(str::to_string).unwrap_or(display_name.clone());
+            devices[&device_id] = json!({
+                "display_name": name,
+                "token_hash": access_hash,
+                "session": family_id,
+                "oauth_family": family_id,
+                "oauth_client": client.client_id,
+                "created_ts": now,
+                "last_seen_ts": now,
+                "last_seen_ip": ip.map(|ip| ip.to_string()),
+            });
+            Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+        })
+        .await?
+        .ok();
+    if let Some(old) = replaced.filter(|old| *old != access_hash) {
+        account::revoke_tokens(app, user_id, vec![old]).await?;
+    }
+    tracing::info!(%user_id, device_id = %scope.device_id, client_id = %client.client_id, "OAuth grant completed");
+    Ok(token_response(&access, expires_in, &refresh, scope))
+}
+
+/// Whether the user's device still belongs to this family (a device deleted or logged out
+/// through the Matrix API, or taken over by a newer login, ends the family).
+async fn device_bound(app: &App, user_id: &str, device_id: &str, family_id: &str) -> ApiResult<bool> {
+    let devices = account::load_devices(app, user_id).await?;
+    Ok(devices[device_id]["oauth_family"].as_str() == Some(family_id))
+}
+
+async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Result<Value, OauthError> {
+    let presented = form.require("refresh_token")?;
+    let invalid = || OauthError::from(Refusal::new("invalid_grant", "the refresh token is not valid"));
+    let family_id = family_of_refresh(presented).ok_or_else(invalid)?.to_string();
+    let Some((family, _)) = records::family(app, &family_id).await? else { return Err(invalid()) };
+    if family.client_id != client.client_id || family.revoked {
+        return Err(invalid());
+    }
+    if !device_bound(app, &family.user_id, &family.device_id, &family_id).await? {
+        revoke_family(app, &family_id).await?;
+        return Err(Refusal::new("invalid_grant", "the session has ended").into());
+    }
+    let presented_hash = token_hash(presented);
+    let (access, expires_in) = new_access_token(app);
+    let access_hash = token_hash(&access);
+    let refresh = new_refresh_token(&family_id);
+    let refresh_hash = token_hash(&refresh);
+    let (outcome, replaced_access) = records::modify::<Family, _>(app, Bucket::OauthSessions, &family_id, |current| {
+        let Some(mut family) = current else { return (None, (RefreshOutcome::Invalid, None)) };
+        let outcome = refresh_outcome(&family, &presented_hash);
+        if outcome == RefreshOutcome::Invalid {
+            return (None, (outcome, None));
+        }
+        let replaced = family.access.last().cloned();
+        rotate(&mut family, outcome, refresh_hash.clone(), access_hash.clone());
+        (Some(family), (outcome, replaced))
+    })
+    .await?;
+    match outcome {
+        RefreshOutcome::Invalid => Err(invalid()),
+        RefreshOutcome::Reused => {
+            tracing::warn!(user_id = %family.user_id, device_id = %family.device_id, "a spent refresh token was used again; the session is revoked");
+            revoke_family(app, &family_id).await?;
+            Err(Refusal::new("invalid_grant", "the refresh token was already used; the session is revoked").into())
+        }
+        RefreshOutcome::Rotate | RefreshOutcome::Retry => {
+            store_access_token(app, &access_hash, &family.user_id, &family.device_id, &family_id).await?;
+            let bound = app
+                .store
+                .kv()
+                .modify(Bucket::Devices, &family.user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
+                    let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+                    if devices[&family.device_id]["oauth_family"].as_str() != Some(family_id.as_str()) {
+                        return Err(());
+                    }
+                    devices[&family.device_id]["token_hash"] = json!(access_hash);
+                    devices[&family.device_id]["last_seen_ts"] = json!(now_ms());
+                    Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+                })
+                .await?;
+            if bound.is_err() {
+                app.store.kv().delete(Bucket::Tokens, &access_hash).await?;
+                revoke_family(app, &family_id).await?;
+                return Err(Refusal::new("invalid_grant", "the session has ended").into());
+            }
+            // The access token this one replaces stops working at nodes that have not cached
+            // it; nodes that have refuse it once it expires (at most one lifetime later).
+            if let Some(old) = replaced_access.filter(|old| *old != access_hash) {
+                app.store.kv().delete(Bucket::Tokens, &old).await?;
+            }
+            Ok(token_response(&access, expires_in, &refresh, &family.scope))
+        }
+    }
+}
+
+/// Ends a family: marks it revoked, deletes its device (if the device is still its own), and
+/// revokes every access token it issued lately on every node. Idempotent.
+pub async fn revoke_family(app: &App, family_id: &str) -> ApiResult<()> {
+    let family = records::modify::<Family, Option<Family>>(app, Bucket::OauthSessions, family_id, |current| match current {
+        Some(mut family) => {
+            let was = family.revoked;
+            family.revoked = true;
+            let snapshot = Some(family.clone());
+            (if was { None } else { Some(family) }, snapshot)
+        }
+        None => (None, None),
+    })
+    .await?;
+    let Some(family) = family else { return Ok(()) };
+    if device_bound(app, &family.user_id, &family.device_id, family_id).await? {
+        account::remove_devices(app, &family.user_id, Some(std::slice::from_ref(&family.device_id)), None).await?;
+    }
+    account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
+    tracing::info!(user_id = %family.user_id, device_id = %family.device_id, "OAuth session revoked");
+    Ok(())
+}
+
+/// # POST /oauth2/revoke
+pub async fn revoke(State(app): State<AppState>, request: Request) -> Result<Response, OauthError> {
+    let (parts, body) = request.into_parts();
+    limit(&app, client_ip(&parts))?;
+    let form = Form::read(Request::from_parts(parts, body)).await?;
+    let token = form.require("token")?;
+    if let Some(hint) = form.get("token_type_hint")
+        && !["access_token", "refresh_token"].contains(&hint)
+    {
+        return Err(OauthError::bad_request("unsupported_token_type", "token_type_hint must be access_token or refresh_token"));
+    }
+    // Whoever holds a token may revoke it, whichever client_id they name (the spec asks so, for
+    // secret scanners); an unknown or already revoked token is answered 200 as well.
+    if let Some(family_id) = family_of_refresh(token) {
+        if let Some((family, _)) = records::family(&app, family_id).await? {
+            let hash = token_hash(token);
+            let known = family.current == hash || family.previous.as_deref() == Some(hash.as_str()) || family.spent.contains(&hash);
+            if known {
+                revoke_family(&app, family_id).await?;
+            }
+        }
+    } else if let Some(stored) = app.store.kv().get(Bucket::Tokens, &token_hash(token)).await? {
+        let record: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+        if let Some(family_id) = record["oauth_family"].as_str() {
+            revoke_family(&app, family_id).await?;
+        } else if let (Some(user_id), Some(device_id)) = (record["user_id"].as_str(), record["device_id"].as_str()) {
+            // A password-login token: revoking it logs its device out, as /logout would.
+            account::remove_devices(&app, user_id, Some(&[device_id.to_string()]), None).await?;
+        }
+    }
+    Ok(json_no_store(StatusCode::OK, json!({})))
+}
+
+/// # POST /oauth2/device_authorization
+pub async fn device_authorization(State(app): State<AppState>, request: Request) -> Result<Response, OauthError> {
+    let (parts, body) = request.into_parts();
+    limit(&app, client_ip(&parts))?;
+    let form = Form::read(Request::from_parts(parts.clone(), body)).await?;
+    let client_id = client_id_of(&parts.headers, &form)?;
+    let client = known_client(&app, &client_id).await?;
+    if !client.allows_grant(grants::GRANT_DEVICE) {
+        return Err(OauthError::bad_request("unauthorized_client", "the client did not register the device code grant"));
+    }
+    let scope = grants::parse_scope(form.require("scope")?)?;
+    let device_code = random_secret();
+    let key = records::device_key(&device_code);
+    let lifetime_s = app.config.oauth.device_code_lifetime_s;
+    let mut user_code = grants::new_user_code();
+    let mut attempts = 0;
+    loop {
+        match records::create(&app, Bucket::OauthGrants, &records::user_code_key(&user_code), &json!({ "device": key })).await {
+            Ok(_) => break,
+            Err(haetae_store::KvError::Exists) if attempts < 8 => {
+                attempts += 1;
+                user_code = grants::new_user_code();
+            }
+            Err(other) => return Err(other.into()),
+        }
+    }
+    let grant = DeviceGrant {
+        client_id: client.client_id.clone(),
+        scope,
+        user_code: user_code.clone(),
+        expires_ms: now_ms() + lifetime_s * 1000,
+        last_poll_ms: 0,
+        state: DeviceState::Pending,
+    };
+    records::create(&app, Bucket::OauthGrants, &key, &grant).await?;
+    let base = base_url(&app, &parts.headers);
+    let verification_uri = format!("{base}/device");
+    let complete = format!("{verification_uri}?{}", serde_urlencoded::to_string([("user_code", &user_code)]).unwrap_or_default());
+    Ok(json_no_store(
+        StatusCode::OK,
+        json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "verification_uri_complete": complete,
+            "expires_in": lifetime_s,
+            "interval": app.config.oauth.device_poll_interval_s,
+        }),
+    ))
+}
+
+async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>) -> Result<Value, OauthError> {
+    let device_code = form.require("device_code")?;
+    let key = records::device_key(device_code);
+    let Some((grant, revision)) = records::device_grant(app, &key).await? else {
+        return Err(Refusal::new("invalid_grant", "unknown device code").into());
+    };
+    let now = now_ms();
+    let interval_ms = app.config.oauth.device_poll_interval_s * 1000;
+    match grants::device_poll(&grant, &client.client_id, now, interval_ms) {
+        Ok((user_id, auth_time_s)) => {
+            let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+            let used = DeviceGrant { state: DeviceState::Used { session: family_id.clone() }, ..grant.clone() };
+            if !records::replace(app, Bucket::OauthGrants, &key, &used, revision).await? {
+                return Err(Refusal::new("invalid_grant", "the device code was already used").into());
+            }
+            Ok(start_family(app, client, &user_id, &grant.scope, auth_time_s, &family_id, ip).await?)
+        }
+        Err(refusal) => {
+            if matches!(refusal.error, "authorization_pending" | "slow_down") {
+                // Losing this race to another poll is fine: either write records the poll.
+                let polled = DeviceGrant { last_poll_ms: now, ..grant };
+                let _ = records::replace(app, Bucket::OauthGrants, &key, &polled, revision).await;
+            }
+            Err(refusal.into())
+        }
+    }
+}
+
+/// Approves or denies a pending device authorization (from the `/device` page).
+pub async fn answer_device(app: &App, user_code: &str, approve: Option<(String, u64)>) -> ApiResult<Result<DeviceGrant, &'static str>> {
+    let Some((pointer, _)) = records::read::<Value>(app, Bucket::OauthGrants, &records::user_code_key(user_code)).await? else {
+        return Ok(Err("That code is not valid. Check it and try again."));
+    };
+    let Some(key) = pointer["device"].as_str() else { return Ok(Err("That code is not valid.")) };
+    let now = now_ms();
+    records::modify::<DeviceGrant, Result<DeviceGrant, &'static str>>(app, Bucket::OauthGrants, key, |current| {
+        let Some(mut grant) = current else { return (None, Err("That code is not valid.")) };
+        if grant.expires_ms <= now {
+            return (None, Err("That code has expired. Start again on your device."));
+        }
+        if grant.state != DeviceState::Pending {
+            return (None, Err("That code was already used."));
+        }
+        grant.state = match &approve {
+            Some((user_id, auth_time_s)) => DeviceState::Approved { user_id: user_id.clone(), auth_time_s: *auth_time_s },
+            None => DeviceState::Denied,
+        };
+        (Some(grant.clone()), Ok(grant))
+    })
+    .await
+}
+
+/// Looks a pending device authorization up by user code, for the confirmation page.
+pub async fn pending_device(app: &App, user_code: &str) -> ApiResult<Option<DeviceGrant>> {
+    let Some((pointer, _)) = records::read::<Value>(app, Bucket::OauthGrants, &records::user_code_key(user_code)).await? else {
+        return Ok(None);
+    };
+    let Some(key) = pointer["device"].as_str() else { return Ok(None) };
+    let grant = records::device_grant(app, key).await?.map(|(g, _)| g);
+    Ok(grant.filter(|g| g.state == DeviceState::Pending && g.expires_ms > now_ms()))
+}
+
+/// Issues an authorization code for a consented request; returns the code.
+pub async fn issue_code(app: &App, grant: &CodeGrant) -> ApiResult<String> {
+    let code = random_secret();
+    records::create(app, Bucket::OauthGrants, &records::code_key(&code), grant).await.map_err(MatrixError::from)?;
+    Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn access_tokens_carry_their_expiry() {
+        assert!(!access_token_expired("hae_passwordlogin"));
+        assert!(access_token_expired(&format!("{ACCESS_PREFIX}{}_abc", now_s() - 1)));
+        assert!(!access_token_expired(&format!("{ACCESS_PREFIX}{}_abc", now_s() + 60)));
+        assert!(access_token_expired(&format!("{ACCESS_PREFIX}garbage")));
+    }
+
+    #[test]
+    fn refresh_tokens_name_their_family() {
+        let family = crate::rooms::random_string(FAMILY_ID_CHARS);
+        let token = new_refresh_token(&family);
+        assert_eq!(family_of_refresh(&token), Some(family.as_str()));
+        assert_eq!(family_of_refresh("haer_short_x"), None);
+        assert_eq!(family_of_refresh("hae_whatever"), None);
+        assert_eq!(family_of_refresh(&format!("haer_{}", "a".repeat(FAMILY_ID_CHARS))), None);
+    }
+}

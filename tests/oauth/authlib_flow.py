@@ -1,0 +1,207 @@
+"""The Matrix OAuth 2.0 API driven by Authlib, an OAuth client library nobody here wrote.
+
+    python authlib_flow.py BASE_URL
+
+Discovery, dynamic client registration (a native client with a loopback redirect URI, used with a
+port as RFC 8252 allows), the authorization code grant with PKCE S256 (the login and consent pages
+driven with plain HTTP form posts, as a browser without JavaScript would), a Matrix call with the
+access token, refresh, refresh-token reuse detection, revocation, and the device authorization
+grant. Exits non-zero on the first failure; every request has a timeout.
+"""
+
+import html.parser
+import os
+import sys
+import time
+import urllib.parse
+import uuid
+
+# Authlib refuses plain http unless told; the test server listens on loopback http.
+os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
+
+import requests  # noqa: E402
+from authlib.common.security import generate_token  # noqa: E402
+from authlib.integrations.requests_client import OAuth2Session  # noqa: E402
+
+TIMEOUT_S = 15
+DEADLINE = time.monotonic() + 60
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def check(condition, message):
+    if not condition:
+        print(f"FAIL: {message}", file=sys.stderr)
+        sys.exit(1)
+    if time.monotonic() > DEADLINE:
+        print("FAIL: took longer than 60 s", file=sys.stderr)
+        sys.exit(1)
+
+
+class Forms(html.parser.HTMLParser):
+    """Collects each form's action and its named input values."""
+
+    def __init__(self):
+        super().__init__()
+        self.forms = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "form":
+            self.forms.append((attrs.get("action"), {}))
+        elif tag == "input" and self.forms and attrs.get("name"):
+            self.forms[-1][1][attrs["name"]] = attrs.get("value") or ""
+
+
+def form(page, action):
+    parser = Forms()
+    parser.feed(page)
+    for form_action, fields in parser.forms:
+        if form_action == action:
+            return dict(fields)
+    check(False, f"no form posting to {action} in the page")
+
+
+def register_user(base):
+    name = "authlib_" + uuid.uuid4().hex[:10]
+    password = "a long enough password"
+    body = {"username": name, "password": password}
+    first = requests.post(f"{base}/_matrix/client/v3/register", json=body, timeout=TIMEOUT_S)
+    check(first.status_code == 401, f"register step 1: {first.status_code}")
+    body["auth"] = {"type": "m.login.dummy", "session": first.json()["session"]}
+    done = requests.post(f"{base}/_matrix/client/v3/register", json=body, timeout=TIMEOUT_S)
+    check(done.status_code == 200, f"register: {done.status_code} {done.text}")
+    return name, password
+
+
+def whoami(base, token):
+    return requests.get(
+        f"{base}/_matrix/client/v3/account/whoami",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=TIMEOUT_S,
+    )
+
+
+def main(base):
+    base = base.rstrip("/")
+    # Discovery, as a Matrix client does it.
+    metadata = requests.get(f"{base}/_matrix/client/v1/auth_metadata", timeout=TIMEOUT_S).json()
+    for field in ("authorization_endpoint", "token_endpoint", "registration_endpoint", "revocation_endpoint"):
+        check(field in metadata, f"metadata lacks {field}")
+    check("S256" in metadata["code_challenge_methods_supported"], "S256 not advertised")
+    unstable = requests.get(f"{base}/_matrix/client/unstable/org.matrix.msc2965/auth_metadata", timeout=TIMEOUT_S)
+    check(unstable.json() == metadata, "the unstable metadata path differs")
+
+    # Dynamic client registration (RFC 7591).
+    registration = requests.post(
+        metadata["registration_endpoint"],
+        json={
+            "client_name": "Authlib test",
+            "client_uri": "https://authlib.example.org/",
+            "redirect_uris": ["http://127.0.0.1/callback"],
+            "application_type": "native",
+            "grant_types": ["authorization_code", "refresh_token", DEVICE_GRANT],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=TIMEOUT_S,
+    )
+    check(registration.status_code == 201, f"registration: {registration.status_code} {registration.text}")
+    client_id = registration.json()["client_id"]
+    print(f"registered client {client_id}")
+
+    username, password = register_user(base)
+    device_id = "AUTHLIB" + uuid.uuid4().hex[:6].upper()
+    scope = f"urn:matrix:client:api:* urn:matrix:client:device:{device_id}"
+    # Loopback redirect with a port the client picked now; the registration has none.
+    redirect_uri = "http://127.0.0.1:53682/callback"
+    oauth = OAuth2Session(
+        client_id,
+        scope=scope,
+        redirect_uri=redirect_uri,
+        code_challenge_method="S256",
+        token_endpoint_auth_method="none",
+        timeout=TIMEOUT_S,
+    )
+    verifier = generate_token(64)
+    url, state = oauth.create_authorization_url(
+        metadata["authorization_endpoint"], code_verifier=verifier, response_mode="query"
+    )
+
+    # The person's browser: the login page, then consent; no redirect is followed.
+    browser = requests.Session()
+    page = browser.get(url, allow_redirects=False, timeout=TIMEOUT_S)
+    check(page.status_code == 200 and "Sign in" in page.text, f"login page: {page.status_code}")
+    fields = form(page.text, "/oauth2/login")
+    fields.update(username=username, password=password)
+    signed_in = browser.post(f"{base}/oauth2/login", data=fields, allow_redirects=False, timeout=TIMEOUT_S)
+    check(signed_in.status_code == 303, f"sign in: {signed_in.status_code}")
+    consent = browser.get(base + signed_in.headers["Location"], allow_redirects=False, timeout=TIMEOUT_S)
+    check(consent.status_code == 200 and "Allow access?" in consent.text, "consent page")
+    fields = form(consent.text, "/oauth2/authorize")
+    fields["decision"] = "allow"
+    answer = browser.post(f"{base}/oauth2/authorize", data=fields, allow_redirects=False, timeout=TIMEOUT_S)
+    check(answer.status_code == 303, f"consent: {answer.status_code}")
+    callback = answer.headers["Location"]
+    check(callback.startswith(redirect_uri + "?"), "the callback goes to the loopback redirect URI")
+
+    # Authlib checks `state` and sends the PKCE verifier.
+    token = oauth.fetch_token(
+        metadata["token_endpoint"], authorization_response=callback, state=state, code_verifier=verifier
+    )
+    check(token.get("token_type") == "Bearer" and token.get("refresh_token"), "token response")
+    me = whoami(base, token["access_token"])
+    check(me.status_code == 200 and me.json()["device_id"] == device_id, f"whoami: {me.text}")
+    print("authorization code grant with PKCE: ok")
+
+    first_refresh = token["refresh_token"]
+    refreshed = oauth.refresh_token(metadata["token_endpoint"], refresh_token=first_refresh)
+    check(refreshed["refresh_token"] != first_refresh, "the refresh token rotates")
+    check(whoami(base, refreshed["access_token"]).status_code == 200, "the refreshed access token works")
+    second = oauth.refresh_token(metadata["token_endpoint"], refresh_token=refreshed["refresh_token"])
+    check(whoami(base, second["access_token"]).status_code == 200, "the second refresh works")
+    print("refresh: ok")
+
+    # Replaying a spent refresh token revokes the whole session.
+    try:
+        oauth.refresh_token(metadata["token_endpoint"], refresh_token=first_refresh)
+        check(False, "a spent refresh token was accepted")
+    except Exception as error:  # Authlib raises its OAuthError with the server's error code
+        check("invalid_grant" in str(error), f"reuse refused with invalid_grant, got {error}")
+    check(whoami(base, second["access_token"]).status_code == 401, "reuse revoked the session")
+    print("refresh-token reuse detection: ok")
+
+    # The device authorization grant, then revocation of what it gave.
+    device_id2 = "AUTHLIBTV" + uuid.uuid4().hex[:4].upper()
+    started = requests.post(
+        metadata["device_authorization_endpoint"],
+        data={"client_id": client_id, "scope": f"urn:matrix:client:api:* urn:matrix:client:device:{device_id2}"},
+        timeout=TIMEOUT_S,
+    ).json()
+    approve = browser.get(started["verification_uri_complete"], allow_redirects=False, timeout=TIMEOUT_S)
+    check(approve.status_code == 200 and "Allow this device?" in approve.text, "device confirmation page")
+    fields = form(approve.text, "/device")
+    fields["decision"] = "allow"
+    approved = browser.post(f"{base}/device", data=fields, allow_redirects=False, timeout=TIMEOUT_S)
+    check(approved.status_code == 200, f"device approval: {approved.status_code}")
+    device_session = OAuth2Session(client_id, token_endpoint_auth_method="none", timeout=TIMEOUT_S)
+    device_token = device_session.fetch_token(
+        metadata["token_endpoint"], grant_type=DEVICE_GRANT, device_code=started["device_code"]
+    )
+    me = whoami(base, device_token["access_token"])
+    check(me.status_code == 200 and me.json()["device_id"] == device_id2, f"device grant whoami: {me.text}")
+    print("device authorization grant: ok")
+
+    revoked = device_session.revoke_token(
+        metadata["revocation_endpoint"], token=device_token["refresh_token"], token_type_hint="refresh_token"
+    )
+    check(revoked.status_code == 200, f"revocation: {revoked.status_code}")
+    check(whoami(base, device_token["access_token"]).status_code == 401, "revocation ended the access token")
+    print("revocation: ok")
+    print("authlib: all checks passed")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    main(sys.argv[1])
