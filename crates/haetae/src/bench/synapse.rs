@@ -41,6 +41,13 @@ pub struct Synapse {
     dir: PathBuf,
 }
 
+impl Synapse {
+    /// The Synapse process's PID (for its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Synapse {
     fn drop(&mut self) {
         let _ = Command::new("kill").arg(self.child.id().to_string()).status();
