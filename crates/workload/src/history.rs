@@ -353,7 +353,7 @@ impl Growth {
     async fn send_one(&self, room: usize, index: u64) -> Result<(), ClientError> {
         let room_id = self.room(room).await?;
         let (owner, partner) = &self.pairs[self.pair_of(room)];
-        let mut sender = if index % 2 == 0 { owner.clone() } else { partner.clone() };
+        let mut sender = if index.is_multiple_of(2) { owner.clone() } else { partner.clone() };
         let content = json!({ "msgtype": "m.text", "body": self.body });
         let event_id = sender.send(&room_id, &format!("h{}-{index}", self.run), &content).await?;
         if room == 0 && self.mark_at.binary_search(&index).is_ok() {
@@ -367,7 +367,7 @@ impl Growth {
     }
 }
 
-fn summary_of(samples: &mut Vec<f64>) -> Option<Summary> {
+fn summary_of(samples: &mut [f64]) -> Option<Summary> {
     (!samples.is_empty()).then(|| summarize(samples))
 }
 
@@ -634,11 +634,11 @@ async fn measure(
     chat_config: &ChatConfig,
     progress: &(dyn Fn(&str) + Sync),
 ) -> Result<(), WorkloadError> {
-    if let Some(process) = node.process() {
-        if let Some((rss, settled)) = process.settled_rss_kib(RSS_SETTLE_TOLERANCE_KIB, RSS_SETTLE_LIMIT).await {
-            checkpoint.rss_kib = Some(rss);
-            checkpoint.rss_settled = settled;
-        }
+    if let Some(process) = node.process()
+        && let Some((rss, settled)) = process.settled_rss_kib(RSS_SETTLE_TOLERANCE_KIB, RSS_SETTLE_LIMIT).await
+    {
+        checkpoint.rss_kib = Some(rss);
+        checkpoint.rss_settled = settled;
     }
     let mut user = measuring.clone();
     let since = setup::current_since(&mut user).await?;
@@ -778,19 +778,19 @@ pub fn markdown(report: &HistoryReport) -> String {
         out.push_str(&format!("| {} | {:.0} | {} |\n", thousands(checkpoint.events), checkpoint.grow_events_per_s, cells.join(" | ")));
     }
     let reached: Vec<&Checkpoint> = report.checkpoints.iter().filter(|c| c.reached).collect();
-    if let (Some(first), Some(last)) = (reached.first(), reached.last()) {
-        if reached.len() >= 2 {
-            let cells: Vec<String> = figures(first)
-                .into_iter()
-                .map(|(name, _)| report.ratios.get(name).map_or("–".into(), |r| format!("{r:.2}×")))
-                .collect();
-            out.push_str(&format!(
-                "| ratio {} / {} | – | {} |\n",
-                thousands(last.events),
-                thousands(first.events),
-                cells.join(" | ")
-            ));
-        }
+    if let (Some(first), Some(last)) = (reached.first(), reached.last())
+        && reached.len() >= 2
+    {
+        let cells: Vec<String> = figures(first)
+            .into_iter()
+            .map(|(name, _)| report.ratios.get(name).map_or("–".into(), |r| format!("{r:.2}×")))
+            .collect();
+        out.push_str(&format!(
+            "| ratio {} / {} | – | {} |\n",
+            thousands(last.events),
+            thousands(first.events),
+            cells.join(" | ")
+        ));
     }
     out
 }
@@ -800,7 +800,7 @@ pub fn thousands(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
