@@ -572,11 +572,10 @@ pub async fn run(config: &HistoryConfig, node: &mut dyn NodeControl, progress: &
                     let rate = (acknowledged - acknowledged_before) as f64 / grow_started.elapsed().as_secs_f64().max(1e-9);
                     let last = checkpoints[checkpoints.len() - 1];
                     let eta = |to: u64| if rate > 0.0 { format!("{:.0} s", to.saturating_sub(acknowledged) as f64 / rate) } else { "?".into() };
+                    let etas = if target == last { format!("ETA {}", eta(last)) } else { format!("ETA {target}: {}, {last}: {}", eta(target), eta(last)) };
                     progress(&format!(
-                        "{acknowledged}/{last} events acknowledged, {rate:.0}/s, {} failed; ETA {target}: {}, {last}: {} (at this rate); {:.0} s of the {} s budget used",
+                        "{acknowledged}/{last} events acknowledged, {rate:.0}/s, {} failed; {etas} (at this rate); {:.0} s of the {} s budget used",
                         growth.failed.load(Ordering::Relaxed),
-                        eta(target),
-                        eta(last),
                         started.elapsed().as_secs_f64(),
                         config.time_budget.as_secs()
                     ));
