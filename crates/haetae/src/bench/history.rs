@@ -5,7 +5,7 @@
 //! process (`haetae serve --nats-url ...`, the same binary), so restarting the node leaves NATS
 //! running and the restart time is the node's own. Both are stopped by PID when the command
 //! ends, fails or is interrupted. With `--synapse` it owns a local Synapse instead (installed as
-//! for `bench compare`). The growing and every measurement are `haetae_workload::history`'s.
+//! for `bench compare`, restarted the same way). The growing and every measurement are `haetae_workload::history`'s.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -106,7 +106,7 @@ pub struct HistoryArgs {
     #[arg(long, requires = "url")]
     pid: Option<u32>,
     /// Measure a local Synapse (SQLite, rate limits raised; installed from PyPI into
-    /// .tools/synapse-venv on first use) instead of haetae.
+    /// .tools/synapse-venv on first use) instead of haetae, as far as --time-budget-s allows.
     #[arg(long)]
     synapse: bool,
     /// Write the whole report as JSON to this file.
@@ -223,7 +223,7 @@ impl Drop for OwnedNode {
     }
 }
 
-/// A Synapse started here: memory known, restart not implemented.
+/// A Synapse started here (stopped by PID when dropped).
 struct OwnedSynapse {
     server: synapse::Synapse,
 }
@@ -234,7 +234,7 @@ impl NodeControl for OwnedSynapse {
     }
 
     fn restart(&mut self) -> Restarting<'_> {
-        Box::pin(async { Err("not measured: the bench does not restart Synapse".to_string()) })
+        Box::pin(self.server.restart())
     }
 }
 
