@@ -75,3 +75,53 @@ fn idle_connections_are_held_measured_and_woken() {
     }
     assert_eq!(steps[3]["per_user"], 15);
 }
+
+/// `bench history` small: the table has a row per checkpoint and the ratio row, every message
+/// sent was acknowledged, and every checkpoint has each figure as a number (the local node is
+/// owned, so its memory and restart are measured too).
+fn history(shape: &str) {
+    let (table, report) = bench(&[
+        "history", "--shape", shape, "--max-events", "2000", "--checkpoints", "200,2000", "--rooms", "20",
+        "--sync-samples", "20", "--read-samples", "5", "--initial-sync-rooms", "10", "--initial-sync-samples", "3",
+        "--chat-users", "4", "--chat-rooms", "2", "--chat-concurrency", "4", "--chat-duration-s", "1",
+    ]);
+    assert!(table.contains("| 200 |"), "{table}");
+    assert!(table.contains("| 2,000 |"), "{table}");
+    assert!(table.contains("| ratio 2,000 / 200 |"), "{table}");
+    // Header, separator, two checkpoints, the ratio.
+    assert_eq!(row_count(&table), 5, "{table}");
+    assert_eq!(report["shape"], shape);
+    assert_eq!(report["events_sent"], 2000, "{report}");
+    assert_eq!(report["events_acknowledged"], 2000, "{report}");
+    assert_eq!(report["events_failed"], 0, "{report}");
+    let checkpoints = report["checkpoints"].as_array().expect("checkpoints");
+    assert_eq!(checkpoints.len(), 2);
+    for (checkpoint, events) in checkpoints.iter().zip([200, 2000]) {
+        assert_eq!(checkpoint["events"], events, "{checkpoint}");
+        assert_eq!(checkpoint["reached"], true, "{checkpoint}");
+        assert_eq!(checkpoint["events_acknowledged"], events, "{checkpoint}");
+        assert!(checkpoint["rss_kib"].is_number(), "{checkpoint}");
+        assert!(checkpoint["restart"]["total_s"].is_number(), "{checkpoint}");
+        assert!(checkpoint["restart"]["replay_events_per_s"].is_number(), "{checkpoint}");
+        for figure in ["incremental_sync", "initial_sync", "event_first", "messages_start", "messages_middle", "messages_end", "context_middle"] {
+            assert!(checkpoint[figure]["p50_ms"].is_number(), "{figure}: {checkpoint}");
+            assert!(checkpoint[figure]["p99_ms"].is_number(), "{figure}: {checkpoint}");
+        }
+        assert_eq!(checkpoint["incremental_sync"]["count"], 20, "{checkpoint}");
+        let chat = &checkpoint["chat"];
+        assert!(chat["acknowledged"].as_u64().unwrap() > 0, "{chat}");
+        assert!(chat["send_latency"]["p50_ms"].is_number() && chat["delivery_latency"]["p99_ms"].is_number(), "{chat}");
+    }
+    assert_eq!(checkpoints[1]["rooms_grown"], if shape == "many-rooms" { 20 } else { 1 });
+    assert!(report["ratios"]["incremental_sync_p50_ms"].is_number(), "{report}");
+}
+
+#[test]
+fn history_one_room_grows_and_measures_every_checkpoint() {
+    history("one-room");
+}
+
+#[test]
+fn history_many_rooms_grows_and_measures_every_checkpoint() {
+    history("many-rooms");
+}

@@ -3,6 +3,8 @@
 //! - [`client`]: a minimal Client-Server API client with endpoint failover and txn-id retries.
 //! - [`chat`]: users in rooms, senders and long-polling receivers; acknowledged and delivered
 //!   messages with their latencies.
+//! - [`history`]: grows a server's history and measures it at checkpoints (memory, restart,
+//!   sync, history reads, chat latency with that history underneath).
 //! - [`stats`]: percentiles and the process's own CPU use.
 //!
 //! It talks to homeservers only over HTTP, so the same workload runs against any of them.
@@ -11,6 +13,7 @@ pub mod big_room;
 pub mod chat;
 pub mod client;
 pub mod drill;
+pub mod history;
 pub mod idle;
 pub mod initial_sync;
 pub mod login_storm;

@@ -1,6 +1,7 @@
 //! `haetae bench`: runs the shared workload against homeservers and prints what it measured.
 //! Without `--url` it starts a local single-node haetae (embedded nats-server) to measure.
 
+mod history;
 mod synapse;
 mod workloads;
 
@@ -26,6 +27,9 @@ pub enum Workload {
     /// Many held long-poll /sync connections: server memory per connection, then one message's
     /// delivery to all of them.
     Idle(workloads::IdleArgs),
+    /// Grow a server's history (one room to 1M events, or 10,000 rooms × 100) and measure memory,
+    /// restart, /sync, /event, /messages, /context and chat latency at checkpoints.
+    History(history::HistoryArgs),
 }
 
 /// The chat workload's shape, shared by `chat` and `compare`.
@@ -144,6 +148,7 @@ pub fn run(workload: Workload) -> Result<(), String> {
             Workload::LoginStorm(args) => workloads::login_storm(args).await,
             Workload::InitialSync(args) => workloads::initial_sync(args).await,
             Workload::Idle(args) => workloads::idle(args).await,
+            Workload::History(args) => history::history(args).await,
         }
     })
 }

@@ -39,6 +39,50 @@ pub struct Synapse {
     pub url: String,
     child: Child,
     dir: PathBuf,
+    /// The virtual environment's interpreter and the configuration, to start it again.
+    python: PathBuf,
+    config: PathBuf,
+}
+
+/// How long Synapse may take to exit after SIGTERM before it is killed.
+const STOP_LIMIT: Duration = Duration::from_secs(30);
+
+impl Synapse {
+    /// The Synapse process's PID (for its memory).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGTERM, wait for the exit (SIGKILL after [`STOP_LIMIT`]), start it again on the same
+    /// configuration and database. Returns how long the stop took; serving is the caller's to poll.
+    pub async fn restart(&mut self) -> Result<Duration, String> {
+        let begun = Instant::now();
+        let _ = Command::new("kill").arg(self.child.id().to_string()).status();
+        while !matches!(self.child.try_wait(), Ok(Some(_))) {
+            if begun.elapsed() > STOP_LIMIT {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let stopped = begun.elapsed();
+        self.child = spawn(&self.python, &self.config, &self.dir)?;
+        Ok(stopped)
+    }
+}
+
+/// Starts Synapse on `config`, appending its output to `dir/stdout.log`.
+fn spawn(python: &Path, config: &Path, dir: &Path) -> Result<Child, String> {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("stdout.log")).map_err(|e| e.to_string())?;
+    Command::new(python)
+        .args(["-m", "synapse.app.homeserver", "--config-path"])
+        .arg(config)
+        .current_dir(dir)
+        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .map_err(|e| format!("cannot start Synapse: {e}"))
 }
 
 impl Drop for Synapse {
@@ -147,16 +191,8 @@ pub async fn start(work_dir: &Path, progress: &dyn Fn(&str)) -> Result<Synapse, 
     let generated = std::fs::read_to_string(&config).map_err(|e| e.to_string())?;
     let port = super::free_port()?;
     std::fs::write(&config, configure(&generated, port)).map_err(|e| e.to_string())?;
-    let log = std::fs::File::create(dir.join("stdout.log")).map_err(|e| e.to_string())?;
-    let child = Command::new(&python)
-        .args(["-m", "synapse.app.homeserver", "--config-path"])
-        .arg(&config)
-        .current_dir(&dir)
-        .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .map_err(|e| format!("cannot start Synapse: {e}"))?;
-    let mut synapse = Synapse { url: format!("http://127.0.0.1:{port}"), child, dir };
+    let child = spawn(&python, &config, &dir)?;
+    let mut synapse = Synapse { url: format!("http://127.0.0.1:{port}"), child, dir, python, config };
     let http = haetae_workload::client::http_client();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
