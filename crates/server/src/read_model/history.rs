@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use haetae_store::log::EventLog;
 
 use super::event_ids::event_id_at;
-use super::room::{CHUNK_EVENTS, HistoryView, TimelineItem};
+use super::room::{ChunkRef, TimelineItem};
 use super::ReadModel;
 use crate::entry::{Entry, Envelope};
 
@@ -22,7 +22,9 @@ pub enum HistoryError {
     Unavailable(String),
 }
 
-type ChunkKey = (String, u64);
+/// A chunk is cached under where it sits and how many events it held when read: the last chunk
+/// of a room grows, and a longer read of it is a different entry.
+type ChunkKey = (String, ChunkRef);
 
 /// Chunks of old history read back from the log, least recently used out first.
 pub struct ChunkCache {
@@ -85,38 +87,45 @@ pub struct Page {
     pub full: bool,
 }
 
-/// The chunk holding timeline event positions around `seq`: index of the last chunk starting at
-/// or before it.
-fn chunk_of(view: &HistoryView, seq: u64) -> Option<usize> {
-    view.chunk_starts.partition_point(|start| *start <= seq).checked_sub(1)
+impl Page {
+    /// Adds `item` if `keep` says so; true once the page is full.
+    fn offer(&mut self, item: TimelineItem, limit: usize, keep: &impl Fn(&TimelineItem) -> bool) -> bool {
+        if keep(&item) {
+            self.items.push(item);
+        }
+        self.full = self.items.len() >= limit;
+        self.full
+    }
 }
 
 impl ReadModel {
-    /// Chunk `k` of `room_id`'s timeline as stored (not redacted).
-    async fn chunk(&self, log: &EventLog, room_id: &str, view: &HistoryView, k: usize) -> Result<Arc<Vec<TimelineItem>>, HistoryError> {
-        let key = (room_id.to_string(), k as u64);
-        if let Some(chunk) = self.chunks.lock().expect("chunk cache lock").get(&key) {
-            return Ok(chunk);
-        }
-        let from = view.chunk_starts[k];
-        let (to, expected) = match view.chunk_starts.get(k + 1) {
-            Some(next) => (next - 1, CHUNK_EVENTS),
-            None => (view.last_event_seq, view.count - k as u64 * CHUNK_EVENTS),
+    /// Chunk `k` of `room_id`'s timeline as stored (not redacted); None if the room has no such
+    /// chunk.
+    async fn chunk(&self, log: &EventLog, room_id: &str, k: usize) -> Result<Option<Arc<Vec<TimelineItem>>>, HistoryError> {
+        let Some(Some((chunk, skipped))) =
+            self.with_room(room_id, |room| room.chunk_ref(k).map(|c| (c.clone(), room.skipped_between(c.from, c.to))))
+        else {
+            return Ok(None);
         };
-        let mut items = read_range(log, room_id, view, from, to, false).await?;
-        if items.len() as u64 != expected {
-            // A replica behind the leader answered: ask the leader.
-            items = read_range(log, room_id, view, from, to, true).await?;
+        let key = (room_id.to_string(), chunk.clone());
+        if let Some(items) = self.chunks.lock().expect("chunk cache lock").get(&key) {
+            return Ok(Some(items));
         }
-        if items.len() as u64 != expected {
+        let mut items = read_range(log, room_id, &chunk, &skipped, false).await?;
+        if items.len() as u64 != chunk.events {
+            // A replica behind the leader answered: ask the leader.
+            items = read_range(log, room_id, &chunk, &skipped, true).await?;
+        }
+        if items.len() as u64 != chunk.events {
             return Err(HistoryError::Unavailable(format!(
-                "chunk {k} of {room_id} holds {} events, expected {expected}",
-                items.len()
+                "chunk {k} of {room_id} holds {} events, expected {}",
+                items.len(),
+                chunk.events
             )));
         }
-        let chunk = Arc::new(items);
-        self.chunks.lock().expect("chunk cache lock").put(key, chunk.clone());
-        Ok(chunk)
+        let items = Arc::new(items);
+        self.chunks.lock().expect("chunk cache lock").put(key, items.clone());
+        Ok(Some(items))
     }
 
     /// Up to `limit` timeline events with `floor <= seq < before` that pass `keep`, newest first.
@@ -133,39 +142,31 @@ impl ReadModel {
         if limit == 0 || before <= floor {
             return Ok(page);
         }
-        let Some((window, view)) = self.with_room(room_id, |room| {
+        let Some((window, evicted_upto)) = self.with_room(room_id, |room| {
             let window: Vec<TimelineItem> = room.window_between(floor.saturating_sub(1), before - 1).map(|i| room.shown(i)).collect();
-            (window, room.history_view())
+            (window, room.evicted_upto())
         }) else {
             return Ok(page);
         };
         for item in window.into_iter().rev() {
-            if keep(&item) {
-                page.items.push(item);
-                if page.items.len() == limit {
-                    page.full = true;
+            if page.offer(item, limit, &keep) {
+                return Ok(page);
+            }
+        }
+        let upper = (before - 1).min(evicted_upto);
+        if evicted_upto == 0 || upper < floor {
+            return Ok(page);
+        }
+        let Some(mut k) = self.with_room(room_id, |room| room.chunk_of(upper)).flatten() else { return Ok(page) };
+        loop {
+            let Some(chunk) = self.chunk(log, room_id, k).await? else { return Ok(page) };
+            let shown = self.shown_items(room_id, chunk.iter().rev().filter(|i| i.seq <= upper && i.seq >= floor));
+            for item in shown {
+                if page.offer(item, limit, &keep) {
                     return Ok(page);
                 }
             }
-        }
-        let upper = (before - 1).min(view.evicted_upto);
-        if view.evicted_upto == 0 || upper < floor {
-            return Ok(page);
-        }
-        let Some(mut k) = chunk_of(&view, upper) else { return Ok(page) };
-        loop {
-            let chunk = self.chunk(log, room_id, &view, k).await?;
-            let shown = self.shown_items(room_id, chunk.iter().rev().filter(|i| i.seq <= upper && i.seq >= floor));
-            for item in shown {
-                if keep(&item) {
-                    page.items.push(item);
-                    if page.items.len() == limit {
-                        page.full = true;
-                        return Ok(page);
-                    }
-                }
-            }
-            if k == 0 || view.chunk_starts[k] <= floor {
+            if k == 0 || chunk.first().is_none_or(|first| first.seq <= floor) {
                 return Ok(page);
             }
             k -= 1;
@@ -186,36 +187,32 @@ impl ReadModel {
         if limit == 0 || from > ceiling {
             return Ok(page);
         }
-        let Some(view) = self.with_room(room_id, |room| room.history_view()) else { return Ok(page) };
-        if from <= view.evicted_upto {
-            let mut k = chunk_of(&view, from).unwrap_or(0);
-            while k < view.chunk_starts.len() && view.chunk_starts[k] <= ceiling.min(view.evicted_upto) {
-                let chunk = self.chunk(log, room_id, &view, k).await?;
-                let top = ceiling.min(view.evicted_upto);
+        let Some((evicted_upto, first_chunk)) = self.with_room(room_id, |room| (room.evicted_upto(), room.chunk_of(from).unwrap_or(0))) else {
+            return Ok(page);
+        };
+        if from <= evicted_upto {
+            let top = ceiling.min(evicted_upto);
+            let mut k = first_chunk;
+            while let Some(chunk) = self.chunk(log, room_id, k).await? {
+                if chunk.first().is_none_or(|first| first.seq > top) {
+                    break;
+                }
                 let shown = self.shown_items(room_id, chunk.iter().filter(|i| i.seq >= from && i.seq <= top));
                 for item in shown {
-                    if keep(&item) {
-                        page.items.push(item);
-                        if page.items.len() == limit {
-                            page.full = true;
-                            return Ok(page);
-                        }
+                    if page.offer(item, limit, &keep) {
+                        return Ok(page);
                     }
                 }
                 k += 1;
             }
         }
-        let low = from.max(view.evicted_upto + 1);
+        let low = from.max(evicted_upto + 1);
         let window: Vec<TimelineItem> = self
             .with_room(room_id, |room| room.window_between(low - 1, ceiling).map(|i| room.shown(i)).collect())
             .unwrap_or_default();
         for item in window {
-            if keep(&item) {
-                page.items.push(item);
-                if page.items.len() == limit {
-                    page.full = true;
-                    return Ok(page);
-                }
+            if page.offer(item, limit, &keep) {
+                return Ok(page);
             }
         }
         Ok(page)
@@ -223,14 +220,16 @@ impl ReadModel {
 
     /// The timeline event at `seq` in `room_id`, as shown; None if there is none.
     pub async fn item_at(&self, log: &EventLog, room_id: &str, seq: u64) -> Result<Option<TimelineItem>, HistoryError> {
-        let Some((in_window, view)) = self.with_room(room_id, |room| (room.window_at(seq).map(|i| room.shown(i)), room.history_view())) else {
+        let Some((in_window, evicted_upto, skipped, k)) = self.with_room(room_id, |room| {
+            (room.window_at(seq).map(|i| room.shown(i)), room.evicted_upto(), room.is_skipped(seq), room.chunk_of(seq))
+        }) else {
             return Ok(None);
         };
-        if in_window.is_some() || seq > view.evicted_upto || view.skipped.contains(&seq) {
+        if in_window.is_some() || seq > evicted_upto || skipped {
             return Ok(in_window);
         }
-        let Some(k) = chunk_of(&view, seq) else { return Ok(None) };
-        let chunk = self.chunk(log, room_id, &view, k).await?;
+        let Some(k) = k else { return Ok(None) };
+        let Some(chunk) = self.chunk(log, room_id, k).await? else { return Ok(None) };
         let found = chunk.iter().find(|i| i.seq == seq);
         Ok(self.shown_items(room_id, found.into_iter()).into_iter().next())
     }
@@ -245,34 +244,33 @@ impl ReadModel {
     }
 }
 
-/// Reads the timeline events of `room_id` stored at `from..=to`.
+/// Reads the timeline events of `room_id` in `chunk`, leaving out the positions in `skipped`.
 async fn read_range(
     log: &EventLog,
     room_id: &str,
-    view: &HistoryView,
-    from: u64,
-    to: u64,
+    chunk: &ChunkRef,
+    skipped: &[u64],
     from_leader: bool,
 ) -> Result<Vec<TimelineItem>, HistoryError> {
     let mut items = Vec::new();
-    let mut next = from;
-    while next <= to {
+    let mut next = chunk.from;
+    while next <= chunk.to {
         let batch = haetae_store::log::MAX_RANGE_BATCH;
         let entries = if from_leader {
-            log.entity_range_from_leader(room_id, next, to, batch).await
+            log.entity_range_from_leader(room_id, next, chunk.to, batch).await
         } else {
-            log.entity_range(room_id, next, to, batch).await
+            log.entity_range(room_id, next, chunk.to, batch).await
         }
         .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
         let Some(last) = entries.last().map(|e| e.seq) else { break };
         for entry in &entries {
-            if view.skipped.contains(&entry.seq) {
+            if skipped.binary_search(&entry.seq).is_ok() {
                 continue;
             }
             let Ok(envelope) = serde_json::from_slice::<Envelope>(&entry.payload) else { continue };
             if let Entry::Event { mut event, txn, prev_content, .. } = envelope.entry {
                 if event.get("event_id").and_then(|v| v.as_str()).is_none() {
-                    event["event_id"] = serde_json::Value::String(event_id_at(view.partition, entry.seq));
+                    event["event_id"] = serde_json::Value::String(event_id_at(chunk.partition, entry.seq));
                 }
                 items.push(TimelineItem::new(entry.seq, event, prev_content, txn));
             }

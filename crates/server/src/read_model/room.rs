@@ -159,16 +159,16 @@ pub struct Room {
     last_used: AtomicU64,
 }
 
-/// What a room's history looked like at one moment, for reading older events back from the log.
-#[derive(Clone, Debug)]
-pub struct HistoryView {
+/// Where one chunk of a room's timeline sits in the log, and what it must hold.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ChunkRef {
+    pub index: usize,
     pub partition: u32,
-    pub chunk_starts: Arc<[u64]>,
-    pub count: u64,
-    pub last_event_seq: u64,
-    pub evicted_upto: u64,
-    pub skipped: Arc<BTreeSet<u64>>,
-    pub room_version: String,
+    /// Positions of its first and last timeline events.
+    pub from: u64,
+    pub to: u64,
+    /// Timeline events in it.
+    pub events: u64,
 }
 
 impl Room {
@@ -373,16 +373,24 @@ impl Room {
         self.skipped.contains(&seq)
     }
 
-    pub fn history_view(&self) -> HistoryView {
-        HistoryView {
-            partition: self.partition,
-            chunk_starts: self.chunk_starts.clone().into(),
-            count: self.count,
-            last_event_seq: self.last_event_seq,
-            evicted_upto: self.evicted_upto,
-            skipped: Arc::new(self.skipped.clone()),
-            room_version: self.state.room_version().to_string(),
-        }
+    /// The chunk holding position `seq` (the last chunk starting at or before it).
+    pub fn chunk_of(&self, seq: u64) -> Option<usize> {
+        self.chunk_starts.partition_point(|start| *start <= seq).checked_sub(1)
+    }
+
+    /// Chunk `index`, as it stands now (the last chunk grows until it is full).
+    pub fn chunk_ref(&self, index: usize) -> Option<ChunkRef> {
+        let from = *self.chunk_starts.get(index)?;
+        let (to, events) = match self.chunk_starts.get(index + 1) {
+            Some(next) => (next - 1, CHUNK_EVENTS),
+            None => (self.last_event_seq, self.count - index as u64 * CHUNK_EVENTS),
+        };
+        Some(ChunkRef { index, partition: self.partition, from, to, events })
+    }
+
+    /// Entries this room skipped at positions `from..=to`.
+    pub fn skipped_between(&self, from: u64, to: u64) -> Vec<u64> {
+        self.skipped.range(from..=to).copied().collect()
     }
 
     /// The members a change in this room must wake: joined and invited users.
