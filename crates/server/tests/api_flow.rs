@@ -877,7 +877,6 @@ async fn former_members_see_history_only_until_they_left() {
 /// Spec (GET /rooms/{roomId}/state and /state/{eventType}/{stateKey}): "If the user has left the
 /// room then the state is taken from the state of the room when they left."
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: a former member reads the room's current state, including changes made after they left"]
 async fn former_members_read_the_state_as_it_was_when_they_left() {
     let server = TestServer::start().await;
     let c = server.client();
@@ -898,7 +897,6 @@ async fn former_members_read_the_state_as_it_was_when_they_left() {
 /// Spec (end-to-end encryption, device_lists.left): "List of users with whom we do not share any
 /// encrypted rooms anymore since the previous sync response." Clients rely on it to stop tracking.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "server bug: device_lists.left (in /sync and /keys/changes) is always empty"]
 async fn device_lists_left_names_users_no_longer_sharing_a_room() {
     let server = TestServer::start().await;
     let c = server.client();

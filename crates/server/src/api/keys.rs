@@ -293,7 +293,11 @@ async fn changes(State(app): State<AppState>, caller: Caller, Query(query): Quer
             changed.insert(user_id);
         }
     }
-    Ok(Json(json!({ "changed": changed, "left": [] })))
+    let left = app.model.users_left_between(&caller.user_id, &from.positions, &to.positions);
+    for user_id in &left {
+        changed.remove(user_id);
+    }
+    Ok(Json(json!({ "changed": changed, "left": left })))
 }
 
 #[derive(Deserialize)]

@@ -184,12 +184,20 @@ async fn check_canonical_alias(app: &crate::app::App, room_id: &str, content: &V
 }
 
 async fn get_full_state(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
-    readable_until(&app, &caller.user_id, &room_id)?;
-    let events = app
-        .model
-        .with_room(&room_id, |room| room.state.iter().cloned().collect::<Vec<Value>>())
-        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
-    Ok(Json(Value::Array(events)))
+    Ok(Json(Value::Array(readable_state(&app, &caller, &room_id).await?)))
+}
+
+/// The room state `caller` may read: the current state for members, the state as it was when
+/// they left for former members.
+async fn readable_state(app: &crate::app::App, caller: &Caller, room_id: &str) -> ApiResult<Vec<Value>> {
+    let until = readable_until(app, &caller.user_id, room_id)?;
+    if until == u64::MAX {
+        return app
+            .model
+            .with_room(room_id, |room| room.state.iter().cloned().collect())
+            .ok_or_else(|| MatrixError::forbidden("You are not in this room"));
+    }
+    app.model.state_at(app.store.log(), room_id, until).await.map_err(MatrixError::unavailable)
 }
 
 async fn get_state_empty_key(
@@ -212,12 +220,18 @@ async fn get_state(
     Path((room_id, event_type, state_key)): Path<(String, String, String)>,
     Query(query): Query<FormatQuery>,
 ) -> ApiResult<Json<Value>> {
-    readable_until(&app, &caller.user_id, &room_id)?;
-    let event = app
-        .model
-        .with_room(&room_id, |room| room.state.get(&event_type, &state_key).cloned())
-        .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?
-        .ok_or_else(|| MatrixError::not_found("Event not found"))?;
+    let until = readable_until(&app, &caller.user_id, &room_id)?;
+    let event = if until == u64::MAX {
+        app.model
+            .with_room(&room_id, |room| room.state.get(&event_type, &state_key).cloned())
+            .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?
+    } else {
+        readable_state(&app, &caller, &room_id)
+            .await?
+            .into_iter()
+            .find(|e| e["type"] == event_type.as_str() && e["state_key"] == state_key.as_str())
+    }
+    .ok_or_else(|| MatrixError::not_found("Event not found"))?;
     if query.format.as_deref() == Some("event") {
         return Ok(Json(event));
     }

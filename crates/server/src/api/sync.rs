@@ -251,15 +251,22 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
             }
         }
     }
+    let left_users: Vec<String> = match since {
+        Some(since) => app.model.users_left_between(&caller.user_id, &since.positions, &positions),
+        None => Vec::new(),
+    };
+    for user_id in &left_users {
+        changed_users.remove(user_id);
+    }
     let empty = joined.is_empty() && invited.is_empty() && left.is_empty() && account_data.is_empty()
-        && to_device.is_empty() && changed_users.is_empty();
+        && to_device.is_empty() && changed_users.is_empty() && left_users.is_empty();
     let response = json!({
         "next_batch": token.encode(),
         "rooms": { "join": joined, "invite": invited, "leave": left, "knock": {} },
         "account_data": { "events": account_data },
         "presence": { "events": [] },
         "to_device": { "events": to_device },
-        "device_lists": { "changed": changed_users, "left": [] },
+        "device_lists": { "changed": changed_users, "left": left_users },
         "device_one_time_keys_count": otk_counts,
         "device_unused_fallback_key_types": fallback_types,
     });

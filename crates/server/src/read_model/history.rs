@@ -234,6 +234,36 @@ impl ReadModel {
         Ok(self.shown_items(room_id, found.into_iter()).into_iter().next())
     }
 
+    /// The room's state as it was at `position` (a former member's view), read back from the log
+    /// for the keys that changed since.
+    pub async fn state_at(&self, log: &EventLog, room_id: &str, position: u64) -> Result<Vec<serde_json::Value>, HistoryError> {
+        let Some((current, positions)) = self.with_room(room_id, |room| {
+            let current: HashMap<u64, serde_json::Value> = room
+                .state
+                .iter()
+                .filter_map(|event| {
+                    let seq = event["event_id"].as_str().and_then(super::event_ids::position_of).map(|(_, seq)| seq)?;
+                    (seq <= position).then(|| (seq, event.clone()))
+                })
+                .collect();
+            (current, room.state_positions_at(position))
+        }) else {
+            return Ok(Vec::new());
+        };
+        let mut state = Vec::new();
+        for seq in positions {
+            match current.get(&seq) {
+                Some(event) => state.push(event.clone()),
+                None => {
+                    if let Some(item) = self.item_at(log, room_id, seq).await? {
+                        state.push((*item.event).clone());
+                    }
+                }
+            }
+        }
+        Ok(state)
+    }
+
     fn shown_items<'a>(&self, room_id: &str, items: impl Iterator<Item = &'a TimelineItem>) -> Vec<TimelineItem> {
         self.with_room(room_id, |room| items.map(|i| room.shown(i)).collect()).unwrap_or_default()
     }

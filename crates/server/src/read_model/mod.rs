@@ -295,6 +295,31 @@ impl ReadModel {
         self.with_user(b, |user| rooms_of_a.iter().any(|room| user.rooms.get(room) == Some(&Membership::Join)))
     }
 
+    /// Users `user_id` stopped sharing every room with at positions `since < seq <= upto` (per
+    /// partition): they left or were removed from a shared room, or `user_id` left theirs. Walks
+    /// only the membership changes of `user_id`'s rooms in that window.
+    pub fn users_left_between(&self, user_id: &str, since: &[u64], upto: &[u64]) -> Vec<String> {
+        let rooms: Vec<String> = self.with_user(user_id, |user| user.rooms.keys().cloned().collect());
+        let mut candidates = std::collections::BTreeSet::new();
+        for room_id in rooms {
+            let p = self.partition_of(&room_id) as usize;
+            let (Some(low), Some(high)) = (since.get(p).copied(), upto.get(p).copied()) else { continue };
+            self.with_room(&room_id, |room| {
+                for (_, member, membership) in room.membership_changes_between(low, high) {
+                    if !matches!(membership, Membership::Leave | Membership::Ban) {
+                        continue;
+                    }
+                    if member == user_id {
+                        candidates.extend(room.state.members("join").map(str::to_string));
+                    } else {
+                        candidates.insert(member.to_string());
+                    }
+                }
+            });
+        }
+        candidates.into_iter().filter(|other| other != user_id && !self.share_a_room(user_id, other)).collect()
+    }
+
     /// Why the authorization rules rejected `event_id`, if they did.
     pub fn rejection(&self, event_id: &str) -> Option<String> {
         self.rejected.lock().expect("rejected lock").0.get(event_id).cloned()

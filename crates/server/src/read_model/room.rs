@@ -134,6 +134,9 @@ pub struct Room {
     memberships: HashMap<String, Vec<(u64, Membership)>>,
     /// The same changes by position: (user, membership). Grows with membership events only.
     membership_changes: BTreeMap<u64, (String, Membership)>,
+    /// Positions of the state events that became current, per (type, state key), oldest first:
+    /// the state at any earlier position is found from them. Grows with state changes only.
+    state_history: HashMap<(String, String), Vec<u64>>,
     /// Sequence of each user's latest event in the room (it marks what they have read).
     last_sent: HashMap<String, u64>,
     /// The latest receipt per (user, type, thread), and the same keyed by position.
@@ -180,6 +183,7 @@ impl Room {
             last_seq: 0,
             memberships: HashMap::new(),
             membership_changes: BTreeMap::new(),
+            state_history: HashMap::new(),
             last_sent: HashMap::new(),
             receipts: HashMap::new(),
             receipts_by_seq: BTreeMap::new(),
@@ -218,6 +222,9 @@ impl Room {
             let membership = Membership::parse(item.event["content"]["membership"].as_str().unwrap_or("leave"));
             self.memberships.entry(state_key.to_string()).or_default().push((item.seq, membership));
             self.membership_changes.insert(item.seq, (state_key.to_string(), membership));
+        }
+        if let Some(state_key) = &item.state_key {
+            self.state_history.entry((item.event_type.to_string(), state_key.to_string())).or_default().push(item.seq);
         }
         self.last_sent.insert(item.sender.to_string(), item.seq);
         let added = item.bytes();
@@ -298,6 +305,14 @@ impl Room {
     /// Position of `user_id`'s latest membership event.
     pub fn membership_seq(&self, user_id: &str) -> Option<u64> {
         self.membership_history(user_id).last().map(|(seq, _)| *seq)
+    }
+
+    /// Where the state event current at `position` sits, per (type, state key) that had one then.
+    pub fn state_positions_at(&self, position: u64) -> Vec<u64> {
+        self.state_history
+            .values()
+            .filter_map(|changes| changes[..changes.partition_point(|seq| *seq <= position)].last().copied())
+            .collect()
     }
 
     /// Membership changes at positions `low < seq <= high`: (position, user, membership).
@@ -409,6 +424,7 @@ impl Room {
             state: self.state.iter().cloned().collect(),
             last_seq: self.last_seq,
             memberships: self.memberships.clone(),
+            state_history: self.state_history.iter().map(|((t, k), seqs)| (t.clone(), k.clone(), seqs.clone())).collect(),
             last_sent: self.last_sent.clone(),
             receipts: self.receipts.values().cloned().collect(),
             redactions: self.redactions.iter().map(|(seq, r)| (*seq, (**r).clone())).collect(),
@@ -429,6 +445,7 @@ impl Room {
             .flat_map(|(user, changes)| changes.iter().map(move |(seq, m)| (*seq, (user.clone(), *m))))
             .collect();
         room.memberships = snapshot.memberships;
+        room.state_history = snapshot.state_history.into_iter().map(|(t, k, seqs)| ((t, k), seqs)).collect();
         room.last_sent = snapshot.last_sent;
         for receipt in snapshot.receipts {
             room.record_receipt(receipt);
@@ -452,6 +469,8 @@ pub struct RoomSnapshot {
     state: Vec<Value>,
     last_seq: u64,
     memberships: HashMap<String, Vec<(u64, Membership)>>,
+    #[serde(default)]
+    state_history: Vec<(String, String, Vec<u64>)>,
     last_sent: HashMap<String, u64>,
     receipts: Vec<Receipt>,
     redactions: Vec<(u64, Value)>,
