@@ -63,6 +63,8 @@ pub enum Entry {
     Profile { displayname: Option<String>, avatar_url: Option<String> },
     /// Pushers, stored whole.
     Pushers { pushers: Vec<Value> },
+    /// The user forgot a room they had left: it leaves their room list and history.
+    Forgotten { room_id: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -289,6 +289,7 @@ pub async fn resolve_room(app: &App, room_id_or_alias: &str) -> ApiResult<String
 /// own membership changes.
 pub fn readable_until(app: &App, user_id: &str, room_id: &str) -> ApiResult<u64> {
     let not_in_room = || MatrixError::forbidden("You are not in this room");
+    let forgotten = app.model.with_user(user_id, |user| user.forgotten.contains(room_id));
     app.model
         .with_room(room_id, |room| {
             let world_readable = room.state.history_visibility() == "world_readable";
@@ -297,7 +298,7 @@ pub fn readable_until(app: &App, user_id: &str, room_id: &str) -> ApiResult<u64>
             }
             match room.state.membership(user_id) {
                 Some("join") => Ok(u64::MAX),
-                Some("leave") | Some("ban") if room.was_ever(user_id, Membership::Join) => {
+                Some("leave") | Some("ban") if room.was_ever(user_id, Membership::Join) && !forgotten => {
                     Ok(room.membership_seq(user_id).unwrap_or(0))
                 }
                 _ if world_readable => Ok(u64::MAX),

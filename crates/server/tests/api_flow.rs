@@ -870,6 +870,11 @@ async fn former_members_see_history_only_until_they_left() {
     c.get(&format!("/rooms/{}/context/{}", enc(&room_id), enc(&secret)), &bob.token).await.expect_err(404, "M_NOT_FOUND");
     // Forgetting works once left; a stranger cannot read at all.
     c.post(&format!("/rooms/{}/forget", enc(&room_id)), &bob.token, json!({})).await.ok();
+    // Once forgotten, the room is gone from Bob's syncs and its history from his reach.
+    let filter = json!({ "room": { "include_leave": true } }).to_string();
+    let sync = c.sync_query(&bob, None, 0, &[("filter", filter.as_str())]).await;
+    assert!(sync["rooms"]["leave"].get(&room_id).is_none(), "{}", sync["rooms"]["leave"]);
+    c.get(&format!("/rooms/{}/messages?dir=b", enc(&room_id)), &bob.token).await.expect_err(403, "M_FORBIDDEN");
     let stranger = c.register("stranger").await;
     c.get(&format!("/rooms/{}/messages?dir=b", enc(&room_id)), &stranger.token).await.expect_err(403, "M_FORBIDDEN");
 }

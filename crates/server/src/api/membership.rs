@@ -110,7 +110,11 @@ async fn forget(State(app): State<AppState>, caller: Caller, Path(room_id): Path
             "Leave the room before forgetting it",
         )),
         None => Err(MatrixError::not_found("You are not in this room")),
-        _ => Ok(Json(json!({}))),
+        _ => {
+            let entry = crate::entry::Entry::Forgotten { room_id: room_id.clone() };
+            super::account::append_user_entry(&app, &caller.user_id, entry).await?;
+            Ok(Json(json!({})))
+        }
     }
 }
 

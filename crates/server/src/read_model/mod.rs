@@ -75,6 +75,9 @@ pub struct User {
     pub displayname: Option<String>,
     pub avatar_url: Option<String>,
     pub pushers: Vec<Value>,
+    /// Rooms the user left and then forgot (until they join again).
+    #[serde(default)]
+    pub forgotten: std::collections::BTreeSet<String>,
 }
 
 impl User {
@@ -522,6 +525,12 @@ impl ReadModel {
                     Entry::Pushers { pushers } => {
                         user.pushers = pushers;
                     }
+                    Entry::Forgotten { room_id } => {
+                        if matches!(user.rooms.get(&room_id), Some(Membership::Leave | Membership::Ban)) {
+                            user.rooms.remove(&room_id);
+                            user.forgotten.insert(room_id);
+                        }
+                    }
                     Entry::Event { .. } | Entry::Receipt { .. } | Entry::KeysChanged | Entry::TokensRevoked { .. } => {
                         unreachable!("handled above")
                     }
@@ -666,7 +675,14 @@ impl ReadModel {
         }
         if let Some((user_id, membership)) = membership_change {
             let user = self.user_handle(&user_id);
-            user.write().expect("user lock").rooms.insert(room_id.to_string(), membership);
+            let mut user = user.write().expect("user lock");
+            if membership != Membership::Leave || !user.forgotten.contains(room_id) {
+                user.rooms.insert(room_id.to_string(), membership);
+            }
+            if matches!(membership, Membership::Join | Membership::Invite) {
+                user.forgotten.remove(room_id);
+            }
+            drop(user);
             audience.push(user_id);
         }
         audience

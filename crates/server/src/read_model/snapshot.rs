@@ -136,11 +136,10 @@ impl ReadModel {
             let room = Room::from_snapshot(room);
             for event in room.state.iter().filter(|e| e["type"] == "m.room.member") {
                 if let (Some(user_id), Some(membership)) = (event["state_key"].as_str(), event["content"]["membership"].as_str()) {
-                    users
-                        .entry(user_id.to_string())
-                        .or_default()
-                        .rooms
-                        .insert(room.room_id.clone(), super::Membership::parse(membership));
+                    let user = users.entry(user_id.to_string()).or_default();
+                    if !user.forgotten.contains(&room.room_id) {
+                        user.rooms.insert(room.room_id.clone(), super::Membership::parse(membership));
+                    }
                 }
             }
             rooms.insert(room.room_id.clone(), Arc::new(RwLock::new(room)));
