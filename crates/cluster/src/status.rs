@@ -49,11 +49,21 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
         if state.spec.sync_always { "always" } else { "server default" },
         state.spec.partitions
     ));
-    out.push_str("DC      nats-server                       haetae node\n");
+    out.push_str(&format!(
+        "supervisor: PID {} {}{}\n\n",
+        state.supervisor_pid,
+        if alive(Some(state.supervisor_pid)) { "running" } else { "NOT RUNNING" },
+        if state.activity.is_empty() { String::new() } else { format!("; {}", state.activity) }
+    ));
+    out.push_str("DC      nats-server                       haetae node                      phase\n");
     for dc in &state.dcs {
         let nats = format!("{} {}", dc.nats_url(), if alive(dc.nats_pid) { "up" } else { "DOWN" });
         let node = format!("{} {}", dc.endpoint(), if alive(dc.node_pid) { "up" } else { "DOWN" });
-        out.push_str(&format!("{:<7} {:<33} {}\n", dc.name, nats, node));
+        let mut phase = dc.phase.as_str().to_string();
+        if dc.burns > 0 || dc.repairs > 0 {
+            phase.push_str(&format!(" (burned {}x, repaired {}x)", dc.burns, dc.repairs));
+        }
+        out.push_str(&format!("{:<7} {:<33} {:<32} {}\n", dc.name, nats, node, phase));
     }
     out.push('\n');
     match assets {
