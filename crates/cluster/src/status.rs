@@ -9,10 +9,19 @@ use haetae_store::admin::{Admin, AssetInfo};
 
 use crate::deployment::State;
 
-/// True while a process with this PID exists.
+/// True while a process with this PID runs. A zombie (exited, not yet reaped by its parent) does
+/// not count: `cluster down` must not wait for a supervisor that already finished.
 pub fn alive(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
     // SAFETY: kill(pid, 0) only checks for existence.
-    pid.is_some_and(|pid| unsafe { libc::kill(pid as libc::pid_t, 0) } == 0)
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat: "PID (command) STATE ...", the command may hold spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => true,
+    }
 }
 
 /// Problems with one asset's placement; empty when it has three current replicas in three DCs.
