@@ -79,7 +79,7 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
         Err(error) => out.push_str(&format!("JetStream: cannot read placement: {error}\n")),
         Ok(assets) => {
             let mut leaders: Vec<(String, usize)> = state.dcs.iter().map(|d| (d.name.clone(), 0)).collect();
-            out.push_str(&format!("{:<14} {:>8} {:<7} {:<40} {}\n", "asset", "messages", "leader", "replicas (DC:lag)", "check"));
+            out.push_str(&format!("{:<18} {:>8} {:<7} {:<40} {}\n", "asset", "messages", "leader", "replicas (DC:lag)", "check"));
             let mut flagged = 0;
             for asset in assets {
                 if let Some(leader) = &asset.leader {
@@ -97,7 +97,7 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
                     flagged += 1;
                 }
                 out.push_str(&format!(
-                    "{:<14} {:>8} {:<7} {:<40} {}\n",
+                    "{:<18} {:>8} {:<7} {:<40} {}\n",
                     asset.label,
                     asset.messages,
                     asset.leader.as_deref().unwrap_or("NONE"),
