@@ -26,10 +26,17 @@ pub enum ClusterError {
     Net(#[from] crate::netns::NetError),
     #[error("cannot write {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("timed out after {seconds} s waiting for {what}")]
-    Timeout { what: String, seconds: u64 },
+    /// A wait that passed its deadline: what it waited for, how long, and what to do about it.
+    #[error("timed out after {seconds} s waiting for {what}; {hint}")]
+    Timeout { what: String, seconds: u64, hint: String },
     #[error("{0}")]
     Admin(#[from] haetae_store::admin::AdminError),
+    /// A DC's replicas made no progress catching up: restarting its server on a clean disk is
+    /// the remedy (the supervisor does it by itself).
+    #[error(
+        "DC {dc}: replicas made no progress catching up for {seconds} s; still behind: {behind}; its nats-server says: {health}; its log: {log}"
+    )]
+    Stuck { dc: String, seconds: u64, behind: String, health: String, log: PathBuf },
 }
 
 /// What to deploy.
@@ -80,6 +87,46 @@ pub struct DcPlan {
     pub namespace: Option<String>,
     pub nats_pid: Option<u32>,
     pub node_pid: Option<u32>,
+    /// What the supervisor is doing with this DC (read by `cluster status` and `cluster fire`).
+    #[serde(default)]
+    pub phase: Phase,
+    /// How many times this DC was burned (its processes killed and disks deleted) by the
+    /// supervisor; `cluster fire` watches it grow to know its request was carried out.
+    #[serde(default)]
+    pub burns: u32,
+    /// How many times its nats-server was restarted on a clean disk because its replicas stayed
+    /// behind.
+    #[serde(default)]
+    pub repairs: u32,
+}
+
+/// The life of one DC as the supervisor sees it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Phase {
+    /// Processes starting for the first time.
+    #[default]
+    Starting,
+    /// Processes running, replicas current (as far as the supervisor last looked).
+    Serving,
+    /// Processes killed, disks deleted, not yet started again.
+    Burned,
+    /// Starting again (after a fire, a crash or a repair) and catching up.
+    Rebuilding,
+    /// Stopped on purpose (`cluster down`, or a graceful stop).
+    Stopped,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Starting => "starting",
+            Phase::Serving => "serving",
+            Phase::Burned => "burned",
+            Phase::Rebuilding => "rebuilding",
+            Phase::Stopped => "stopped",
+        }
+    }
 }
 
 impl DcPlan {
@@ -104,6 +151,9 @@ pub struct State {
     pub network: Option<Network>,
     /// The process supervising the deployment.
     pub supervisor_pid: u32,
+    /// What the supervisor is doing now, in a sentence (empty when it only watches).
+    #[serde(default)]
+    pub activity: String,
 }
 
 impl State {
@@ -120,6 +170,69 @@ impl State {
 
     pub fn nats_urls(&self) -> String {
         self.dcs.iter().map(DcPlan::nats_url).collect::<Vec<_>>().join(",")
+    }
+
+    /// Writes the state file atomically (a temporary file renamed over it), so that `status` and
+    /// `fire`, which read it while the supervisor writes, never see half a file.
+    pub fn store(&self) -> Result<(), ClusterError> {
+        let path = State::path(&self.spec.dir);
+        let temporary = self.spec.dir.join(format!(".cluster.json.{}", std::process::id()));
+        let text = serde_json::to_string_pretty(self).unwrap_or_default();
+        std::fs::write(&temporary, text).map_err(|source| ClusterError::Io { path: temporary.clone(), source })?;
+        std::fs::rename(&temporary, &path).map_err(|source| ClusterError::Io { path, source })
+    }
+}
+
+/// How one DC's replicas stand, from one look at every asset.
+#[derive(Clone, Debug, Default)]
+pub struct DcReplicas {
+    /// Assets whose replica in this DC is not current (or missing), with its lag.
+    pub behind: Vec<(String, u64)>,
+    /// Assets without a leader.
+    pub leaderless: Vec<String>,
+    /// Assets with fewer than two current replicas outside this DC: losing this DC's copy now
+    /// could lose acknowledged writes.
+    pub fragile_elsewhere: Vec<String>,
+}
+
+impl DcReplicas {
+    /// Reads one DC's standing out of the assets' placement.
+    pub fn of(dc: &str, assets: &[AssetInfo]) -> DcReplicas {
+        let mut standing = DcReplicas::default();
+        for asset in assets {
+            if asset.leader.is_none() {
+                standing.leaderless.push(asset.label.clone());
+            }
+            match asset.replicas.iter().find(|r| r.server == dc) {
+                Some(replica) if replica.current => {}
+                Some(replica) => standing.behind.push((asset.label.clone(), replica.lag)),
+                None => standing.behind.push((asset.label.clone(), 0)),
+            }
+            let elsewhere = asset.replicas.iter().filter(|r| r.server != dc && r.current).count();
+            if elsewhere < 2 {
+                standing.fragile_elsewhere.push(asset.label.clone());
+            }
+        }
+        standing
+    }
+
+    /// Every asset has a leader and a current replica in this DC.
+    pub fn current(&self) -> bool {
+        self.behind.is_empty() && self.leaderless.is_empty()
+    }
+
+    /// The lags of the replicas behind, summed: falling means the DC is catching up.
+    pub fn total_lag(&self) -> u64 {
+        self.behind.iter().map(|(_, lag)| *lag).sum()
+    }
+
+    /// `log/1 (lag 37), kv/accounts (lag 0)`, at most `limit` of them.
+    pub fn describe_behind(&self, limit: usize) -> String {
+        let mut parts: Vec<String> = self.behind.iter().take(limit).map(|(label, lag)| format!("{label} (lag {lag})")).collect();
+        if self.behind.len() > limit {
+            parts.push(format!("and {} more", self.behind.len() - limit));
+        }
+        parts.join(", ")
     }
 }
 
@@ -160,6 +273,12 @@ fn rand_u32() -> u32 {
 }
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// A DC catching up that shows no progress (fewer replicas behind, or less lag) for this long is
+/// stuck; one that progresses may take up to `CATCH_UP_LIMIT`.
+pub const CATCH_UP_NO_PROGRESS: Duration = Duration::from_secs(30);
+pub const CATCH_UP_LIMIT: Duration = Duration::from_secs(180);
+/// How long `down` waits for processes to exit after SIGTERM before it SIGKILLs them.
+pub const STOP_GRACE: Duration = Duration::from_secs(5);
 
 impl Deployment {
     /// Starts every DC, waits until JetStream has a leader and every node serves, then spreads
@@ -222,6 +341,9 @@ impl Deployment {
                     namespace: Some(network.dcs[i].namespace.clone()),
                     nats_pid: None,
                     node_pid: None,
+                    phase: Phase::Starting,
+                    burns: 0,
+                    repairs: 0,
                 },
                 None => DcPlan {
                     name: name.clone(),
@@ -233,13 +355,16 @@ impl Deployment {
                     namespace: None,
                     nats_pid: None,
                     node_pid: None,
+                    phase: Phase::Starting,
+                    burns: 0,
+                    repairs: 0,
                 },
             };
             dcs.push(plan);
         }
         let count = dcs.len();
         let mut deployment = Deployment {
-            state: State { spec, dcs, network, supervisor_pid: std::process::id() },
+            state: State { spec, dcs, network, supervisor_pid: std::process::id(), activity: String::new() },
             nats: (0..count).map(|_| None).collect(),
             nodes: (0..count).map(|_| None).collect(),
             cut: vec![false; count],
@@ -274,6 +399,10 @@ impl Deployment {
         progress("nodes serving; spreading leaders over the DCs");
         deployment.balance_leaders(Duration::from_secs(20)).await?;
         deployment.wait_replicas_current(START_TIMEOUT).await?;
+        for dc in &mut deployment.state.dcs {
+            dc.phase = Phase::Serving;
+        }
+        deployment.save()?;
         Ok(deployment)
     }
 
@@ -397,7 +526,12 @@ impl Deployment {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Timeout { what: format!("the node of DC {}", self.state.dcs[i].name), seconds: timeout.as_secs() });
+                let log = self.dc_dir(i).join("node/node.log");
+                return Err(ClusterError::Timeout {
+                    what: format!("the haetae node of DC {} to answer {url}", self.state.dcs[i].name),
+                    seconds: timeout.as_secs(),
+                    hint: format!("it replays the whole log before it answers; see its log {}", log.display()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -412,17 +546,20 @@ impl Deployment {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Timeout { what: format!("nats-server of DC {} to be healthy", self.state.dcs[i].name), seconds: timeout.as_secs() });
+                let log = self.dc_dir(i).join("nats/nats.log");
+                return Err(ClusterError::Timeout {
+                    what: format!("the nats-server of DC {} to report healthy at {url}", self.state.dcs[i].name),
+                    seconds: timeout.as_secs(),
+                    hint: format!("is the JetStream cluster formed (are the other DCs up)? see its log {}", log.display()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
-    /// Writes the state file.
+    /// Writes the state file (atomically).
     pub fn save(&self) -> Result<(), ClusterError> {
-        let path = State::path(&self.state.spec.dir);
-        let text = serde_json::to_string_pretty(&self.state).unwrap_or_default();
-        std::fs::write(&path, text).map_err(|source| ClusterError::Io { path, source })
+        self.state.store()
     }
 
     /// DCs whose processes run and whose network is up.
@@ -496,7 +633,11 @@ impl Deployment {
                 }
             }
             if Instant::now() > deadline {
-                return Err(ClusterError::Timeout { what: "every replica to be current".into(), seconds: timeout.as_secs() });
+                return Err(ClusterError::Timeout {
+                    what: "every asset to have a leader and every replica to be current".into(),
+                    seconds: timeout.as_secs(),
+                    hint: format!("`haetae cluster status --dir {}` shows which replica lags", self.state.spec.dir.display()),
+                });
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -590,14 +731,104 @@ impl Deployment {
             self.state.dcs[i].nats_pid = process.pid();
             self.nats[i] = Some(process);
         }
-        self.wait_nats_healthy(i, Duration::from_secs(120)).await?;
-        self.wait_replicas_current(Duration::from_secs(120)).await?;
+        self.wait_dc_current(i, CATCH_UP_NO_PROGRESS, CATCH_UP_LIMIT).await?;
         let caught_up = started.elapsed();
         if self.nodes[i].is_none() {
             self.start_node(i).await?;
         }
         self.save()?;
         Ok(caught_up)
+    }
+
+    /// What DC `i`'s nats-server says at `/healthz`: None when healthy, else its error (or why it
+    /// did not answer).
+    pub async fn health_problem(&self, i: usize) -> Option<String> {
+        let url = format!("{}/healthz", self.state.dcs[i].monitor_url());
+        match self.http.get(&url).send().await {
+            Ok(response) if response.status().is_success() => None,
+            Ok(response) => {
+                let status = response.status();
+                let body: serde_json::Value = response.json().await.unwrap_or_default();
+                Some(body["error"].as_str().map(str::to_string).unwrap_or_else(|| format!("HTTP {status}")))
+            }
+            Err(error) => Some(format!("no answer ({error})")),
+        }
+    }
+
+    /// Waits until every asset has a leader and a current replica in DC `i`, and DC `i`'s
+    /// nats-server reports healthy. Fails with [`ClusterError::Stuck`] when nothing improved
+    /// (fewer replicas behind, or less lag) for `no_progress`, and with a timeout after `limit`
+    /// even if it kept improving. Returns how long it took.
+    pub async fn wait_dc_current(&self, i: usize, no_progress: Duration, limit: Duration) -> Result<Duration, ClusterError> {
+        let started = Instant::now();
+        let name = self.state.dcs[i].name.clone();
+        // (replicas behind, their total lag): a new low in either is progress.
+        let mut best: Option<(usize, u64)> = None;
+        let mut progressed_at = started;
+        let mut last = DcReplicas::default();
+        loop {
+            let assets = match self.admin().await {
+                Ok(admin) => admin.assets().await.ok(),
+                Err(_) => None,
+            };
+            let health = self.health_problem(i).await;
+            if let Some(assets) = assets.filter(|a| !a.is_empty()) {
+                last = DcReplicas::of(&name, &assets);
+                if last.current() && health.is_none() {
+                    return Ok(started.elapsed());
+                }
+                let now = (last.behind.len() + last.leaderless.len(), last.total_lag());
+                let improved = match best {
+                    None => true,
+                    Some((count, lag)) => now.0 < count || now.1 < lag,
+                };
+                if improved {
+                    best = Some((best.map_or(now.0, |b| b.0.min(now.0)), best.map_or(now.1, |b| b.1.min(now.1))));
+                    progressed_at = Instant::now();
+                }
+            }
+            let log = self.dc_dir(i).join("nats/nats.log");
+            if progressed_at.elapsed() > no_progress {
+                let mut behind = last.describe_behind(5);
+                if !last.leaderless.is_empty() {
+                    behind.push_str(&format!("; without a leader: {}", last.leaderless.join(", ")));
+                }
+                return Err(ClusterError::Stuck {
+                    dc: name,
+                    seconds: no_progress.as_secs(),
+                    behind: if behind.is_empty() { "nothing reported (JetStream did not answer)".into() } else { behind },
+                    health: health.unwrap_or_else(|| "healthy".into()),
+                    log,
+                });
+            }
+            if started.elapsed() > limit {
+                return Err(ClusterError::Timeout {
+                    what: format!("DC {name}'s replicas to be current (still behind: {})", last.describe_behind(5)),
+                    seconds: limit.as_secs(),
+                    hint: format!("it kept catching up but did not finish; see `haetae cluster status` and {}", log.display()),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Restarts DC `i`'s nats-server on a clean disk: SIGKILLs its processes, keeps the server's
+    /// old log beside the DC's directory (the evidence of what went wrong), deletes the server's
+    /// data. The DC is started again with [`Deployment::start_dc`].
+    pub async fn wipe_server(&mut self, i: usize) -> Result<PathBuf, ClusterError> {
+        self.kill_dc(i, false).await?;
+        let nats_dir = self.dc_dir(i).join("nats");
+        let kept = self.dc_dir(i).join(format!("nats-before-repair-{}.log", self.state.dcs[i].repairs + 1));
+        let _ = std::fs::rename(nats_dir.join("nats.log"), &kept);
+        if nats_dir.exists() {
+            std::fs::remove_dir_all(&nats_dir).map_err(|source| ClusterError::Io { path: nats_dir.clone(), source })?;
+        }
+        Ok(kept)
+    }
+
+    /// Which of DC `i`'s processes this deployment holds: (nats-server, node).
+    pub fn processes(&self, i: usize) -> (bool, bool) {
+        (self.nats[i].is_some(), self.nodes[i].is_some())
     }
 
     /// Cuts DC `i` off the network (netns mode only).
@@ -650,20 +881,28 @@ impl Deployment {
         state.spec.dir.join(format!("dc-{name}"))
     }
 
-    /// Stops every DC gracefully, one after another, and removes the namespaces.
+    /// Stops every process at once (SIGTERM: nodes finish in-flight requests, servers flush),
+    /// SIGKILLs whatever still runs after [`STOP_GRACE`], and removes the namespaces: bounded to
+    /// a few seconds whatever state the DCs are in.
     pub async fn down(mut self) {
-        for i in 0..self.dc_count() {
-            self.stop_node(i, Duration::from_secs(10)).await;
-        }
-        for i in 0..self.dc_count() {
-            if let Some(nats) = self.nats[i].take() {
-                nats.stop(Duration::from_secs(10)).await;
+        let nodes: Vec<Child> = self.nodes.iter_mut().filter_map(Option::take).collect();
+        let servers: Vec<NatsProcess> = self.nats.iter_mut().filter_map(Option::take).collect();
+        let node_stops = nodes.into_iter().map(|mut node| async move {
+            if let Some(pid) = node.id() {
+                signal(pid, Signal::Terminate);
             }
-        }
+            if tokio::time::timeout(STOP_GRACE, node.wait()).await.is_err() {
+                let _ = node.kill().await;
+            }
+        });
+        let server_stops = servers.into_iter().map(|server| server.stop(STOP_GRACE));
+        futures::future::join(futures::future::join_all(node_stops), futures::future::join_all(server_stops)).await;
         for dc in &mut self.state.dcs {
             dc.nats_pid = None;
             dc.node_pid = None;
+            dc.phase = Phase::Stopped;
         }
+        self.state.activity = "stopped".into();
         let _ = self.save();
     }
 }

@@ -5,11 +5,15 @@
 //! - [`netns`]: one network namespace per DC, so a DC can be cut off as well as killed.
 //! - [`status`]: what `haetae cluster status` prints: DCs, processes, and where every replica
 //!   and leader sits.
+//! - [`supervisor`]: what `haetae cluster up` runs once the deployment stands: the only party
+//!   that kills, deletes and restarts a DC (fire requests, crashed processes, stuck replicas),
+//!   stoppable within seconds in every state.
 //!
 //! Knows NATS only through `haetae_store` (the launcher and the admin view).
 
 pub mod deployment;
 pub mod netns;
 pub mod status;
+pub mod supervisor;
 
-pub use deployment::{ClusterError, DcPlan, Deployment, DeploymentSpec, State};
+pub use deployment::{ClusterError, DcPlan, Deployment, DeploymentSpec, Phase, State};

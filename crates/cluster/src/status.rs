@@ -9,10 +9,19 @@ use haetae_store::admin::{Admin, AssetInfo};
 
 use crate::deployment::State;
 
-/// True while a process with this PID exists.
+/// True while a process with this PID runs. A zombie (exited, not yet reaped by its parent) does
+/// not count: `cluster down` must not wait for a supervisor that already finished.
 pub fn alive(pid: Option<u32>) -> bool {
+    let Some(pid) = pid else { return false };
     // SAFETY: kill(pid, 0) only checks for existence.
-    pid.is_some_and(|pid| unsafe { libc::kill(pid as libc::pid_t, 0) } == 0)
+    if unsafe { libc::kill(pid as libc::pid_t, 0) } != 0 {
+        return false;
+    }
+    // /proc/PID/stat: "PID (command) STATE ...", the command may hold spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()) != Some("Z"),
+        Err(_) => true,
+    }
 }
 
 /// Problems with one asset's placement; empty when it has three current replicas in three DCs.
@@ -49,18 +58,28 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
         if state.spec.sync_always { "always" } else { "server default" },
         state.spec.partitions
     ));
-    out.push_str("DC      nats-server                       haetae node\n");
+    out.push_str(&format!(
+        "supervisor: PID {} {}{}\n\n",
+        state.supervisor_pid,
+        if alive(Some(state.supervisor_pid)) { "running" } else { "NOT RUNNING" },
+        if state.activity.is_empty() { String::new() } else { format!("; {}", state.activity) }
+    ));
+    out.push_str("DC      nats-server                       haetae node                      phase\n");
     for dc in &state.dcs {
         let nats = format!("{} {}", dc.nats_url(), if alive(dc.nats_pid) { "up" } else { "DOWN" });
         let node = format!("{} {}", dc.endpoint(), if alive(dc.node_pid) { "up" } else { "DOWN" });
-        out.push_str(&format!("{:<7} {:<33} {}\n", dc.name, nats, node));
+        let mut phase = dc.phase.as_str().to_string();
+        if dc.burns > 0 || dc.repairs > 0 {
+            phase.push_str(&format!(" (burned {}x, repaired {}x)", dc.burns, dc.repairs));
+        }
+        out.push_str(&format!("{:<7} {:<33} {:<32} {}\n", dc.name, nats, node, phase));
     }
     out.push('\n');
     match assets {
         Err(error) => out.push_str(&format!("JetStream: cannot read placement: {error}\n")),
         Ok(assets) => {
             let mut leaders: Vec<(String, usize)> = state.dcs.iter().map(|d| (d.name.clone(), 0)).collect();
-            out.push_str(&format!("{:<14} {:>8} {:<7} {:<40} {}\n", "asset", "messages", "leader", "replicas (DC:lag)", "check"));
+            out.push_str(&format!("{:<18} {:>8} {:<7} {:<40} {}\n", "asset", "messages", "leader", "replicas (DC:lag)", "check"));
             let mut flagged = 0;
             for asset in assets {
                 if let Some(leader) = &asset.leader {
@@ -78,7 +97,7 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
                     flagged += 1;
                 }
                 out.push_str(&format!(
-                    "{:<14} {:>8} {:<7} {:<40} {}\n",
+                    "{:<18} {:>8} {:<7} {:<40} {}\n",
                     asset.label,
                     asset.messages,
                     asset.leader.as_deref().unwrap_or("NONE"),
