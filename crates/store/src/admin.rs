@@ -35,7 +35,7 @@ pub struct ReplicaInfo {
 /// A stream, KV bucket or object store with its placement.
 #[derive(Clone, Debug, Serialize)]
 pub struct AssetInfo {
-    /// `log/3`, `kv/accounts`, `media`.
+    /// `log/3`, `kv/accounts`, `media`, `snapshots`.
     pub label: String,
     /// The JetStream stream name.
     pub stream: String,
@@ -67,8 +67,9 @@ fn label_of(stream: &str) -> Option<String> {
     if let Some(bucket) = stream.strip_prefix("KV_haetae_") {
         return Some(format!("kv/{bucket}"));
     }
-    if stream.starts_with("OBJ_haetae_") {
-        return Some("media".into());
+    if let Some(store) = stream.strip_prefix("OBJ_haetae_") {
+        // `media` for uploads, `snapshots` for read-model snapshots.
+        return Some(store.to_string());
     }
     None
 }
