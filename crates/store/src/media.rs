@@ -28,6 +28,28 @@ pub enum MediaError {
     TooLarge { limit_bytes: u64 },
 }
 
+/// Opens (creating it if needed) the object store `bucket`, replicated like everything else.
+pub(crate) async fn open_object_store(
+    js: &jetstream::Context,
+    config: &StoreConfig,
+    bucket: &str,
+) -> Result<object_store::ObjectStore, ConnectError> {
+    let store_config = object_store::Config {
+        bucket: bucket.to_string(),
+        num_replicas: config.replicas,
+        storage: jetstream::stream::StorageType::File,
+        ..Default::default()
+    };
+    crate::kv::with_retry(config, || async {
+        match js.get_object_store(bucket).await {
+            Ok(store) => Ok(store),
+            Err(_) => js.create_object_store(store_config.clone()).await.map_err(|e| e.to_string()),
+        }
+    })
+    .await
+    .map_err(|message| ConnectError::Prepare { name: bucket.into(), message })
+}
+
 #[derive(Clone)]
 pub struct MediaStore {
     objects: object_store::ObjectStore,
@@ -36,20 +58,7 @@ pub struct MediaStore {
 
 impl MediaStore {
     pub(crate) async fn open(js: &jetstream::Context, config: &StoreConfig) -> Result<MediaStore, ConnectError> {
-        let store_config = object_store::Config {
-            bucket: BUCKET.to_string(),
-            num_replicas: config.replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let objects = crate::kv::with_retry(config, || async {
-            match js.get_object_store(BUCKET).await {
-                Ok(store) => Ok(store),
-                Err(_) => js.create_object_store(store_config.clone()).await.map_err(|e| e.to_string()),
-            }
-        })
-        .await
-        .map_err(|message| ConnectError::Prepare { name: BUCKET.into(), message })?;
+        let objects = open_object_store(js, config, BUCKET).await?;
         Ok(MediaStore { objects, max_bytes: config.max_media_bytes })
     }
 

@@ -24,21 +24,7 @@ pub struct Snapshots {
 
 impl Snapshots {
     pub(crate) async fn open(js: &jetstream::Context, config: &StoreConfig) -> Result<Snapshots, ConnectError> {
-        let store_config = object_store::Config {
-            bucket: BUCKET.to_string(),
-            num_replicas: config.replicas,
-            storage: jetstream::stream::StorageType::File,
-            ..Default::default()
-        };
-        let objects = crate::kv::with_retry(config, || async {
-            match js.get_object_store(BUCKET).await {
-                Ok(store) => Ok(store),
-                Err(_) => js.create_object_store(store_config.clone()).await.map_err(|e| e.to_string()),
-            }
-        })
-        .await
-        .map_err(|message| ConnectError::Prepare { name: BUCKET.into(), message })?;
-        Ok(Snapshots { objects })
+        Ok(Snapshots { objects: crate::media::open_object_store(js, config, BUCKET).await? })
     }
 
     /// Replaces the deployment's snapshot with `bytes`; `description` travels with it (readable
