@@ -19,6 +19,9 @@ pub struct RoomState {
     /// Members per membership (`join`, `invite`, ...), kept with `events`: a sync asks for the
     /// joined and invited counts of every room it returns.
     membership_counts: BTreeMap<String, u64>,
+    /// The power levels in force, parsed once per change of the power levels or create event
+    /// (every authorization check and every push evaluation reads them).
+    power_levels: PowerLevels,
 }
 
 fn membership_of(event: &Value) -> Option<&str> {
@@ -84,10 +87,14 @@ impl RoomState {
                 *self.membership_counts.entry(membership.to_owned()).or_default() += 1;
             }
         }
+        let levels_changed = key.0 == "m.room.power_levels" && key.1.is_empty() || key.0 == "m.room.create";
         if let Some(previous) = self.events.insert(key, event).filter(|_| is_member) {
             if let Some(count) = membership_of(&previous).and_then(|m| self.membership_counts.get_mut(m)) {
                 *count -= 1;
             }
+        }
+        if levels_changed {
+            self.power_levels = self.parse_power_levels();
         }
         true
     }
@@ -154,7 +161,11 @@ impl RoomState {
 
     /// The power levels in force: the event's content if there is one, else
     /// the creator default.
-    pub fn power_levels(&self) -> PowerLevels {
+    pub fn power_levels(&self) -> &PowerLevels {
+        &self.power_levels
+    }
+
+    fn parse_power_levels(&self) -> PowerLevels {
         match self.content("m.room.power_levels", "") {
             Some(content) => PowerLevels::from_content_lenient(content),
             None => match self.creator() {
@@ -298,7 +309,7 @@ mod tests {
         assert!(empty.is_empty());
         assert_eq!(empty.room_version(), "1");
         assert_eq!(empty.creator(), None);
-        assert_eq!(empty.power_levels(), PowerLevels::default());
+        assert_eq!(*empty.power_levels(), PowerLevels::default());
     }
 
     #[test]
