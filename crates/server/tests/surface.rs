@@ -1,0 +1,240 @@
+//! The client surface of issue 13: input that must be refused, presence, server-side key backup.
+//! Every test runs against a real nats-server; bad input must get a Matrix error, never a 5xx.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+// ---- input that must be refused ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_to_device_refuses_strings_that_are_not_user_ids() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let bob_since = c.sync(&bob, None, 0).await["next_batch"].as_str().unwrap().to_string();
+
+    for bad in ["not-a-user-id", "@nul\u{0}id:test.local", "@:test.local", ""] {
+        // A valid target beside the bad one: nothing of the request is stored.
+        let body = json!({ "messages": {
+            bob.user_id.clone(): { bob.device_id.clone(): { "n": 1 } },
+            bad: { "DEVICE": { "n": 1 } },
+        } });
+        c.put(&format!("/sendToDevice/m.x/{}", txn()), &alice.token, body).await.expect_err(400, "M_INVALID_PARAM");
+    }
+    // Device messages must be objects.
+    let body = json!({ "messages": { bob.user_id.clone(): { bob.device_id.clone(): 5 } } });
+    c.put(&format!("/sendToDevice/m.x/{}", txn()), &alice.token, body).await.expect_err(400, "M_BAD_JSON");
+
+    // Well-formed ids without an account here (or on another server) are skipped, as are
+    // devices that do not exist.
+    let body = json!({ "messages": {
+        "@nobody_here:test.local": { "DEV": { "n": 2 } },
+        "@someone:elsewhere.example": { "*": { "n": 2 } },
+        bob.user_id.clone(): { "NO_SUCH_DEVICE": { "n": 2 }, bob.device_id.clone(): { "n": 3 } },
+    } });
+    c.put(&format!("/sendToDevice/m.x/{}", txn()), &alice.token, body).await.ok();
+
+    let (_, seen) = c
+        .sync_until(&bob, Some(&bob_since), Duration::from_secs(10), |s| !s["to_device"]["events"].as_array().unwrap().is_empty())
+        .await;
+    let events: Vec<&Value> = seen.iter().flat_map(|s| s["to_device"]["events"].as_array().unwrap()).collect();
+    assert_eq!(events.len(), 1, "only the message to bob's real device: {events:#?}");
+    assert_eq!(events[0]["content"]["n"], 3);
+
+    // None of those strings became a user anyone can find.
+    let room = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    c.join(&bob, &room).await.ok();
+    for term in ["not-a-user", "nobody_here", "someone", "nul"] {
+        let found = c.post("/user_directory/search", &alice.token, json!({ "search_term": term })).await.ok();
+        assert_eq!(found["results"], json!([]), "{term}: {found}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_upload_refuses_one_time_keys_that_are_not_key_objects() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let bad_bodies = [
+        json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": 5 } }),
+        json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": [] } }),
+        json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": { "signatures": {} } } }),
+        json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": { "key": 7 } } }),
+        json!({ "one_time_keys": { "signed_curve25519:AAAAAQ": { "key": "k", "signatures": "x" } } }),
+        json!({ "one_time_keys": { "no_colon": { "key": "k" } } }),
+        json!({ "fallback_keys": { "signed_curve25519:AAAAAQ": null } }),
+        json!({ "one_time_keys": 5 }),
+        json!({ "device_keys": [1] }),
+    ];
+    for body in bad_bodies {
+        let response = c.post("/keys/upload", &alice.token, body.clone()).await;
+        assert_eq!(response.status, 400, "{body}: {}", response.body);
+        assert_eq!(response.errcode(), "M_BAD_JSON", "{body}: {}", response.body);
+    }
+    // Nothing of them was stored: there is nothing to claim.
+    let claim = json!({ "one_time_keys": { alice.user_id.clone(): { alice.device_id.clone(): "signed_curve25519" } } });
+    let claimed = c.post("/keys/claim", &bob.token, claim.clone()).await.ok();
+    assert_eq!(claimed["one_time_keys"][&alice.user_id], json!({}), "{claimed}");
+
+    // Well-formed keys (signed objects, and unsigned strings) are taken and handed out.
+    let good = json!({ "one_time_keys": {
+        "signed_curve25519:AAAAAQ": { "key": "abc", "signatures": { alice.user_id.clone(): { "ed25519:X": "sig" } } },
+        "curve25519:AAAAAg": "def",
+    } });
+    let counts = c.post("/keys/upload", &alice.token, good).await.ok();
+    assert_eq!(counts["one_time_key_counts"]["signed_curve25519"], 1, "{counts}");
+    let claimed = c.post("/keys/claim", &bob.token, claim).await.ok();
+    assert_eq!(claimed["one_time_keys"][&alice.user_id][&alice.device_id]["signed_curve25519:AAAAAQ"]["key"], "abc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushers_set_refuses_wrongly_typed_fields() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let good = json!({
+        "pushkey": "pk", "kind": "http", "app_id": "org.example", "app_display_name": "Example",
+        "device_display_name": "Phone", "lang": "en", "data": { "url": "https://push.example.org/_matrix/push/v1/notify" },
+    });
+    let with = |field: &str, value: Value| {
+        let mut body = good.clone();
+        body[field] = value;
+        body
+    };
+    let without = |field: &str| {
+        let mut body = good.clone();
+        body.as_object_mut().unwrap().remove(field);
+        body
+    };
+    let cases = [
+        (with("kind", json!(7)), "M_BAD_JSON"),
+        (with("data", json!(1)), "M_BAD_JSON"),
+        (with("data", json!({ "url": 5 })), "M_BAD_JSON"),
+        (with("data", json!({ "format": [] })), "M_BAD_JSON"),
+        (with("data", json!({})), "M_MISSING_PARAM"),
+        (with("pushkey", json!(1)), "M_BAD_JSON"),
+        (with("app_id", json!({})), "M_BAD_JSON"),
+        (with("lang", json!(null)), "M_BAD_JSON"),
+        (with("app_display_name", json!(false)), "M_BAD_JSON"),
+        (with("device_display_name", json!(3.5)), "M_BAD_JSON"),
+        (with("profile_tag", json!(1)), "M_BAD_JSON"),
+        (with("append", json!("yes")), "M_BAD_JSON"),
+        (without("kind"), "M_MISSING_PARAM"),
+        (without("data"), "M_MISSING_PARAM"),
+        (without("lang"), "M_MISSING_PARAM"),
+        (json!([1, 2]), "M_BAD_JSON"),
+    ];
+    for (body, errcode) in cases {
+        let response = c.post("/pushers/set", &alice.token, body.clone()).await;
+        assert_eq!((response.status, response.errcode()), (400, errcode), "{body}: {}", response.body);
+    }
+    assert_eq!(c.get("/pushers", &alice.token).await.ok()["pushers"], json!([]));
+    c.post("/pushers/set", &alice.token, good).await.ok();
+    let pushers = c.get("/pushers", &alice.token).await.ok();
+    assert_eq!(pushers["pushers"][0]["kind"], "http", "{pushers}");
+    // A deletion needs only the ids.
+    c.post("/pushers/set", &alice.token, json!({ "pushkey": "pk", "app_id": "org.example", "kind": null })).await.ok();
+    assert_eq!(c.get("/pushers", &alice.token).await.ok()["pushers"], json!([]));
+}
+
+/// Reads from `stream` until the server closes it (true) or `limit` passes (false); returns what
+/// was read as text too.
+fn read_until_closed(stream: &mut std::net::TcpStream, limit: Duration) -> (bool, String) {
+    stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let end = std::time::Instant::now() + limit;
+    let mut text = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while std::time::Instant::now() < end {
+        match stream.read(&mut buffer) {
+            Ok(0) => return (true, String::from_utf8_lossy(&text).into_owned()),
+            Ok(n) => text.extend_from_slice(&buffer[..n]),
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return (true, String::from_utf8_lossy(&text).into_owned()),
+        }
+    }
+    (false, String::from_utf8_lossy(&text).into_owned())
+}
+
+fn address(node: &Node) -> String {
+    node.base.trim_start_matches("http://").to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_stalled_bodies_lose_their_connection() {
+    let mut config = test_config();
+    config.limits.header_read_timeout_ms = 500;
+    config.limits.body_read_timeout_ms = 500;
+    let server = TestServer::with_config(config).await;
+    let addr = address(&server.node);
+    let (headers_closed, bodies) = tokio::task::spawn_blocking(move || {
+        // Headers trickling in: closed once the header timeout passes.
+        let mut trickle = std::net::TcpStream::connect(&addr).unwrap();
+        trickle.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n").unwrap();
+        let (headers_closed, _) = read_until_closed(&mut trickle, Duration::from_secs(5));
+        // A body declared large that never comes, on a JSON endpoint and on media upload.
+        let mut bodies = Vec::new();
+        for (path, length) in [("/_matrix/client/v3/login", 1000), ("/_matrix/media/v3/upload", 1_000_000_000u64)] {
+            let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+            let request = format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n{{}}"
+            );
+            stalled.write_all(request.as_bytes()).unwrap();
+            bodies.push(read_until_closed(&mut stalled, Duration::from_secs(5)));
+        }
+        (headers_closed, bodies)
+    })
+    .await
+    .unwrap();
+    assert!(headers_closed, "a connection trickling its headers stays open");
+    // The JSON endpoint reads the body: 408. (Media upload without a token is refused before its
+    // body is read; what matters is that the connection does not stay open.)
+    assert!(bodies[0].0, "a stalled JSON body keeps its connection");
+    assert!(bodies[0].1.starts_with("HTTP/1.1 408"), "{}", bodies[0].1);
+    assert!(bodies[1].0, "a stalled upload keeps its connection: {}", bodies[1].1);
+    // The node still serves.
+    let c = server.client();
+    c.register("after").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_holds_a_bounded_number_of_connections() {
+    let mut config = test_config();
+    config.rate_limits.enabled = true;
+    config.rate_limits.per_ip_per_s = 10_000.0;
+    config.rate_limits.per_ip_burst = 10_000.0;
+    config.rate_limits.connections_per_ip = 3;
+    let server = TestServer::with_config(config).await;
+    let addr = address(&server.node);
+    let fourth_closed = tokio::task::spawn_blocking(move || {
+        let held: Vec<std::net::TcpStream> = (0..3).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
+        // Let the node accept the three before the fourth arrives.
+        std::thread::sleep(Duration::from_millis(300));
+        let mut fourth = std::net::TcpStream::connect(&addr).unwrap();
+        let _ = fourth.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (closed, text) = read_until_closed(&mut fourth, Duration::from_secs(5));
+        drop(held);
+        (closed, text)
+    })
+    .await
+    .unwrap();
+    assert!(fourth_closed.0 && fourth_closed.1.is_empty(), "a fourth connection from one address was served: {fourth_closed:?}");
+    // Once the three are gone, the address is served again.
+    let http = reqwest::Client::new();
+    let base = server.node.base.clone();
+    eventually(Duration::from_secs(10), "the address is served again", || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            let response = http.get(format!("{base}/_matrix/client/versions")).send().await.ok()?;
+            (response.status() == 200).then_some(())
+        }
+    })
+    .await;
+}
