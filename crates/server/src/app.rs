@@ -32,6 +32,8 @@ pub struct App {
     pub password_hashing: HashingPool,
     /// Each device's one-time key counts as last read, for its syncs.
     pub key_counts: crate::api::keys::KeyCounts,
+    /// Everyone's presence as this node last learned it from the presence bucket.
+    pub presence: crate::api::presence::PresenceCache,
 }
 
 pub type AppState = Arc<App>;

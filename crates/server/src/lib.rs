@@ -70,6 +70,7 @@ impl Node {
             key_counts: app::BoundedMap::new(100_000),
             password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             unread: app::BoundedMap::new(1_000_000),
+            presence: Default::default(),
         });
         let started = Instant::now();
         load_snapshot(&app).await;
@@ -85,6 +86,7 @@ impl Node {
         workers.spawn(typing_expiry(app.clone()));
         workers.spawn(cache_evictor(app.clone()));
         workers.spawn(snapshot_writer(app.clone()));
+        workers.spawn(api::presence::presence_worker(app.clone()));
         let mut last_report = Instant::now();
         loop {
             if app.model.wait_positions(&targets, Duration::from_secs(5)).await {

@@ -18,6 +18,7 @@ pub mod events;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod presence;
 pub mod rooms;
 pub mod sync;
 pub mod user_data;
@@ -41,6 +42,7 @@ pub fn router(app: AppState) -> Router {
     router = user_data::routes(router);
     router = keys::routes(router);
     router = media::routes(router);
+    router = presence::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

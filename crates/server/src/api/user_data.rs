@@ -1,5 +1,5 @@
 //! What a user keeps about themselves and tells others in passing: profile, account data,
-//! filters, push rules, pushers, receipts, read markers, typing, presence, user directory.
+//! filters, push rules, pushers, receipts, read markers, typing, user directory.
 //!
 //! # GET|PUT /_matrix/client/v3/profile/{userId}[/displayname|/avatar_url]
 //! # GET|PUT /_matrix/client/v3/user/{userId}/account_data/{type}
@@ -9,7 +9,6 @@
 //! # GET /_matrix/client/v3/pushers, POST /pushers/set
 //! # POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}, /read_markers
 //! # PUT  /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-//! # GET|PUT /_matrix/client/v3/presence/{userId}/status
 //! # POST /_matrix/client/v3/user_directory/search, GET /publicRooms
 
 use axum::Json;
@@ -48,7 +47,6 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/rooms/{room_id}/receipt/{receipt_type}/{event_id}", post(post_receipt));
     let router = client(router, "/rooms/{room_id}/read_markers", post(read_markers));
     let router = client(router, "/rooms/{room_id}/typing/{user_id}", put(typing));
-    let router = client(router, "/presence/{user_id}/status", get(get_presence).put(put_presence));
     let router = client(router, "/user_directory/search", post(user_directory));
     client(router, "/publicRooms", get(public_rooms).post(public_rooms))
 }
@@ -511,14 +509,6 @@ async fn typing(
         app.model.set_typing(&room_id, &user_id, typing, std::time::Duration::from_millis(timeout_ms));
     }
     Ok(Json(json!({})))
-}
-
-async fn get_presence(State(_app): State<AppState>, _caller: Caller, Path(_user_id): Path<String>) -> Json<Value> {
-    Json(json!({ "presence": "online" }))
-}
-
-async fn put_presence(_caller: Caller, Path(_user_id): Path<String>, JsonBody(_body): JsonBody<Value>) -> Json<Value> {
-    Json(json!({}))
 }
 
 async fn user_directory(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
