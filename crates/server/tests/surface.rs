@@ -301,3 +301,120 @@ async fn presence_reaches_room_members_in_sync() {
     let carol_sync = c.sync(&carol, Some(&carol_since), 0).await;
     assert!(presence_of(&carol_sync, &alice.user_id).is_none(), "{carol_sync}");
 }
+
+// ---- server-side key backup ----
+
+fn backup_key(index: u64, forwarded: u64, verified: bool, marker: &str) -> Value {
+    json!({
+        "first_message_index": index, "forwarded_count": forwarded, "is_verified": verified,
+        "session_data": { "ephemeral": "eph", "ciphertext": marker, "mac": "mac" },
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_backup_versions_and_keys_across_nodes() {
+    let nats = Nats::start().await;
+    let node_a = Node::start(&nats, test_config()).await;
+    let node_b = Node::start(&nats, test_config()).await;
+    let (a, b) = (node_a.client(), node_b.client());
+    let alice = a.register("alice").await;
+    let bob = a.register("bob").await;
+    let algorithm = "m.megolm_backup.v1.curve25519-aes-sha2";
+
+    // No backup yet.
+    a.get("/room_keys/version", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    a.get("/room_keys/version/1", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    a.get("/room_keys/keys?version=1", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    a.put("/room_keys/keys?version=1", &alice.token, json!({ "rooms": {} })).await.expect_err(404, "M_NOT_FOUND");
+    a.post("/room_keys/version", &alice.token, json!({ "algorithm": algorithm })).await.expect_err(400, "M_MISSING_PARAM");
+    a.post("/room_keys/version", &alice.token, json!({ "algorithm": 1, "auth_data": {} })).await.expect_err(400, "M_BAD_JSON");
+
+    // Create through A, read through B.
+    let created = a.post("/room_keys/version", &alice.token, json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk1" } })).await.ok();
+    let v1 = created["version"].as_str().unwrap().to_string();
+    let latest = b.get("/room_keys/version", &alice.token).await.ok();
+    assert_eq!((latest["version"].as_str(), latest["algorithm"].as_str(), latest["count"].as_u64()), (Some(v1.as_str()), Some(algorithm), Some(0)), "{latest}");
+    assert_eq!(latest["auth_data"]["public_key"], "pk1");
+    let empty_etag = latest["etag"].as_str().unwrap().to_string();
+    // Bob sees none of it.
+    b.get("/room_keys/version", &bob.token).await.expect_err(404, "M_NOT_FOUND");
+
+    // Update: the algorithm cannot change, the version must match.
+    b.put(&format!("/room_keys/version/{v1}"), &alice.token, json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk1", "signatures": {} }, "version": v1 })).await.ok();
+    b.put(&format!("/room_keys/version/{v1}"), &alice.token, json!({ "algorithm": "other", "auth_data": {} })).await.expect_err(400, "M_INVALID_PARAM");
+    b.put(&format!("/room_keys/version/{v1}"), &alice.token, json!({ "algorithm": algorithm, "auth_data": {}, "version": "99" })).await.expect_err(400, "M_INVALID_PARAM");
+    b.put("/room_keys/version/99", &alice.token, json!({ "algorithm": algorithm, "auth_data": {} })).await.expect_err(404, "M_NOT_FOUND");
+    assert!(a.get(&format!("/room_keys/version/{v1}"), &alice.token).await.ok()["auth_data"]["signatures"].is_object());
+
+    // Keys: all rooms, one room, one session.
+    let room1 = "!room1:test.local";
+    let room2 = "!room2:test.local";
+    let put_all = json!({ "rooms": {
+        room1: { "sessions": { "s1": backup_key(5, 0, false, "c1"), "s2": backup_key(0, 0, false, "c2") } },
+        room2: { "sessions": { "s3": backup_key(0, 0, true, "c3") } },
+    } });
+    let stored = a.put(&format!("/room_keys/keys?version={v1}"), &alice.token, put_all).await.ok();
+    assert_eq!(stored["count"], 3, "{stored}");
+    assert_ne!(stored["etag"].as_str().unwrap(), empty_etag);
+    let stored = b.put(&format!("/room_keys/keys/{}?version={v1}", enc(room2)), &alice.token, json!({ "sessions": { "s4": backup_key(0, 0, false, "c4") } })).await.ok();
+    assert_eq!(stored["count"], 4);
+    // A worse key does not replace a better one; a better one does.
+    let session = |room: &str, s: &str| format!("/room_keys/keys/{}/{s}?version={v1}", enc(room));
+    let before = a.put(&session(room1, "s1"), &alice.token, backup_key(9, 0, false, "worse")).await.ok();
+    assert_eq!(before["count"], 4);
+    assert_eq!(b.get(&session(room1, "s1"), &alice.token).await.ok()["session_data"]["ciphertext"], "c1");
+    a.put(&session(room1, "s1"), &alice.token, backup_key(1, 0, false, "better")).await.ok();
+    let s1 = b.get(&session(room1, "s1"), &alice.token).await.ok();
+    assert_eq!((s1["session_data"]["ciphertext"].as_str(), s1["first_message_index"].as_u64()), (Some("better"), Some(1)), "{s1}");
+    a.put(&session(room2, "s3"), &alice.token, backup_key(0, 0, false, "unverified")).await.ok();
+    assert_eq!(a.get(&session(room2, "s3"), &alice.token).await.ok()["session_data"]["ciphertext"], "c3");
+
+    let all = b.get(&format!("/room_keys/keys?version={v1}"), &alice.token).await.ok();
+    assert_eq!(all["rooms"][room1]["sessions"].as_object().unwrap().len(), 2, "{all}");
+    assert_eq!(all["rooms"][room2]["sessions"].as_object().unwrap().len(), 2, "{all}");
+    let one_room = a.get(&format!("/room_keys/keys/{}?version={v1}", enc(room2)), &alice.token).await.ok();
+    assert_eq!(one_room["sessions"]["s4"]["session_data"]["ciphertext"], "c4", "{one_room}");
+    let no_room = a.get(&format!("/room_keys/keys/{}?version={v1}", enc("!none:test.local")), &alice.token).await.ok();
+    assert_eq!(no_room, json!({ "sessions": {} }));
+    a.get(&session(room1, "nope"), &alice.token).await.expect_err(404, "M_NOT_FOUND");
+
+    // Bad input.
+    a.put(&session(room1, "s9"), &alice.token, json!({ "first_message_index": "0" })).await.expect_err(400, "M_BAD_JSON");
+    a.put(&format!("/room_keys/keys?version={v1}"), &alice.token, json!({ "rooms": { "not-a-room": { "sessions": {} } } })).await.expect_err(400, "M_INVALID_PARAM");
+    a.put(&format!("/room_keys/keys?version={v1}"), &alice.token, json!({ "rooms": { room1: { "sessions": 5 } } })).await.expect_err(400, "M_BAD_JSON");
+    a.put("/room_keys/keys", &alice.token, json!({ "rooms": {} })).await.expect_err(400, "M_MISSING_PARAM");
+
+    // Deletes answer the new count and etag.
+    let after = b.delete(&session(room1, "s2"), &alice.token).await.ok();
+    assert_eq!(after["count"], 3, "{after}");
+    let after = a.delete(&format!("/room_keys/keys/{}?version={v1}", enc(room2)), &alice.token).await.ok();
+    assert_eq!(after["count"], 1, "{after}");
+    assert_eq!(a.get("/room_keys/version", &alice.token).await.ok()["count"], 1);
+
+    // A new version becomes current: writes to the old one are refused with the current version.
+    let v2 = b.post("/room_keys/version", &alice.token, json!({ "algorithm": algorithm, "auth_data": { "public_key": "pk2" } })).await.ok()["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(v1, v2);
+    let wrong = a.put(&session(room1, "s1"), &alice.token, backup_key(0, 0, true, "x")).await;
+    wrong.expect_err(403, "M_WRONG_ROOM_KEYS_VERSION");
+    assert_eq!(wrong.body["current_version"], v2.as_str());
+    assert_eq!(a.get("/room_keys/version", &alice.token).await.ok()["version"], v2.as_str());
+    // The old version is still readable until deleted.
+    assert_eq!(a.get(&format!("/room_keys/keys?version={v1}"), &alice.token).await.ok()["rooms"][room1]["sessions"]["s1"]["first_message_index"], 1);
+    let cleared = a.delete(&format!("/room_keys/keys?version={v1}"), &alice.token).await.ok();
+    assert_eq!(cleared["count"], 0, "{cleared}");
+
+    // Deleting a version: gone for reads, and the previous one is current again.
+    b.delete(&format!("/room_keys/version/{v2}"), &alice.token).await.ok();
+    a.get(&format!("/room_keys/version/{v2}"), &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    a.delete(&format!("/room_keys/version/{v2}"), &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    assert_eq!(a.get("/room_keys/version", &alice.token).await.ok()["version"], v1.as_str());
+    b.delete(&format!("/room_keys/version/{v1}"), &alice.token).await.ok();
+    a.get("/room_keys/version", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    // Version numbers are not reused.
+    let v3 = a.post("/room_keys/version", &alice.token, json!({ "algorithm": algorithm, "auth_data": {} })).await.ok()["version"].as_str().unwrap().to_string();
+    assert!(v3 != v1 && v3 != v2, "{v3}");
+    assert_eq!(a.get(&format!("/room_keys/keys?version={v3}"), &alice.token).await.ok(), json!({ "rooms": {} }));
+}

@@ -357,13 +357,15 @@ impl Buckets {
     /// Every live key under `prefix` (at most `max`: more is an error, the caller's bound) and
     /// the highest revision under it. Read through a consumer on the bucket's stream (served by
     /// the stream leader), last value per key.
-    pub async fn list(&self, bucket: Bucket, prefix: &KeyPath, max: usize) -> Result<Listing, KvError> {
+    /// With `values` false only keys and revisions are read (values come back empty).
+    pub async fn list(&self, bucket: Bucket, prefix: &KeyPath, max: usize, values: bool) -> Result<Listing, KvError> {
         use futures::StreamExt;
         let store = self.store(bucket);
         let unavailable = |error: String| KvError::Unavailable(error);
         let config = jetstream::consumer::pull::OrderedConfig {
             filter_subject: format!("$KV.{}.{}.>", bucket.name(), prefix.encoded()),
             deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            headers_only: !values,
             ..Default::default()
         };
         let consumer = retry(self.retry_horizon, || async { store.stream.create_consumer(config.clone()).await }, |_| false)

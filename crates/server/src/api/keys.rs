@@ -5,7 +5,6 @@
 //! # GET  /_matrix/client/v3/keys/changes
 //! # PUT  /_matrix/client/v3/sendToDevice/{eventType}/{txnId}
 //! # POST /_matrix/client/v3/keys/device_signing/upload, /keys/signatures/upload
-//! # GET  /_matrix/client/v3/room_keys/version
 //!
 //! Keys live in the replicated keys bucket; a change is announced with a `KeysChanged` entry in the
 //! owner's history, which drives `device_lists.changed` in everyone's sync.
@@ -33,8 +32,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/keys/changes", get(changes));
     let router = client(router, "/sendToDevice/{event_type}/{txn_id}", put(send_to_device));
     let router = client(router, "/keys/device_signing/upload", post(device_signing_upload));
-    let router = client(router, "/keys/signatures/upload", post(signatures_upload));
-    client(router, "/room_keys/version", get(room_keys_version))
+    client(router, "/keys/signatures/upload", post(signatures_upload))
 }
 
 fn device_key(user_id: &str, device_id: &str) -> String {
@@ -490,6 +488,3 @@ async fn signatures_upload(State(app): State<AppState>, caller: Caller, JsonBody
     Ok(Json(json!({ "failures": failures })))
 }
 
-async fn room_keys_version(_caller: Caller) -> MatrixError {
-    MatrixError::not_found("No current backup version")
-}

@@ -15,6 +15,7 @@ use crate::error::MatrixError;
 pub mod account;
 pub mod discovery;
 pub mod events;
+pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod membership;
@@ -43,6 +44,7 @@ pub fn router(app: AppState) -> Router {
     router = keys::routes(router);
     router = media::routes(router);
     router = presence::routes(router);
+    router = key_backup::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {
