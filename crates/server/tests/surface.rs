@@ -213,9 +213,22 @@ async fn one_address_holds_a_bounded_number_of_connections() {
     let server = TestServer::with_config(config).await;
     let addr = address(&server.node);
     let fourth_closed = tokio::task::spawn_blocking(move || {
-        let held: Vec<std::net::TcpStream> = (0..3).map(|_| std::net::TcpStream::connect(&addr).unwrap()).collect();
-        // Let the node accept the three before the fourth arrives.
-        std::thread::sleep(Duration::from_millis(300));
+        // Three connections, each answered once (so the node has surely accepted it), kept open.
+        let held: Vec<std::net::TcpStream> = (0..3)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+                stream.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                let mut answer = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !String::from_utf8_lossy(&answer).contains("versions") {
+                    let n = stream.read(&mut buffer).unwrap();
+                    assert!(n > 0, "a held connection was closed");
+                    answer.extend_from_slice(&buffer[..n]);
+                }
+                stream
+            })
+            .collect();
         let mut fourth = std::net::TcpStream::connect(&addr).unwrap();
         let _ = fourth.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n");
         let (closed, text) = read_until_closed(&mut fourth, Duration::from_secs(5));

@@ -134,12 +134,19 @@ fn learn(app: &App, user_id: &str, record: Option<PresenceRecord>) {
         let mut users = app.presence.users.lock().expect("presence lock");
         match record {
             Some(record) => {
-                if users.get(user_id).is_some_and(|c| c.record == record) {
-                    false
-                } else {
-                    let announced = record.shown(now_ms()).to_string();
-                    users.insert(user_id.to_string(), CachedPresence { record, announced, serial: next_serial(app) });
-                    true
+                let shown = record.shown(now_ms()).to_string();
+                match users.get_mut(user_id) {
+                    Some(cached) if cached.record == record => false,
+                    // Only newer activity (a sync's mark): nothing others would see changed, so
+                    // no announcement wakes the user's rooms.
+                    Some(cached) if cached.announced == shown && cached.record.status_msg == record.status_msg => {
+                        cached.record = record;
+                        false
+                    }
+                    _ => {
+                        users.insert(user_id.to_string(), CachedPresence { record, announced: shown, serial: next_serial(app) });
+                        true
+                    }
                 }
             }
             None => users.remove(user_id).is_some(),
