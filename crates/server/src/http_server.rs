@@ -1,7 +1,9 @@
 //! Accepting HTTP connections: the bounds a slow or greedy client meets before any handler runs.
 //!
-//! - a request's headers must arrive within `limits.header_read_timeout_ms` (a connection
-//!   trickling its headers is closed);
+//! - a connection with no request in flight gets `limits.header_read_timeout_ms` for the next
+//!   request's headers (a client trickling its headers, or an idle keep-alive connection, is
+//!   closed). Counted here rather than by hyper's own header timer, which with a timer set also
+//!   cut connections whose request body was answered before it was read (an early 413);
 //! - a request body may not stall: each piece must arrive within `limits.body_read_timeout_ms`
 //!   of the previous one, or reading it fails (the handler answers 408 and the connection closes);
 //! - one client IP holds at most `rate_limits.connections_per_ip` connections at once (more are
@@ -23,7 +25,7 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use axum::response::Response;
 use bytes::Bytes;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
@@ -108,18 +110,26 @@ pub async fn serve(
         let mut stopped = stopped.clone();
         connections.spawn(async move {
             let _slot = slot;
+            let busy = Busy::default();
+            let service_busy = busy.clone();
             let service = hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
+                let guard = service_busy.start();
                 let mut request = request.map(|body| Body::new(IdleTimeoutBody::new(body, limits.body_read_timeout)));
                 request.extensions_mut().insert(ConnectInfo(peer));
                 let mut router = router.clone();
-                async move { Ok::<Response, Infallible>(tower_service::Service::call(&mut router, request).await.unwrap_or_else(|never| match never {})) }
+                async move {
+                    let response = tower_service::Service::call(&mut router, request).await.unwrap_or_else(|never| match never {});
+                    // Busy until the response body has been written (the body is dropped then).
+                    Ok::<Response, Infallible>(response.map(|body| Body::new(GuardedBody { inner: body, _guard: guard })))
+                }
             });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
-            let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+            let connection = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(TokioIo::new(stream), service).with_upgrades();
             tokio::pin!(connection);
             tokio::select! {
                 _ = connection.as_mut() => return,
+                // No request within the header timeout while nothing is in flight: a client
+                // trickling its headers, or an idle keep-alive connection. Closed.
+                _ = busy.idle_for(limits.header_read_timeout) => return,
                 _ = stopped.wait_for(|stop| *stop) => {}
             }
             connection.as_mut().graceful_shutdown();
@@ -129,6 +139,69 @@ pub async fn serve(
     let _ = stop.send(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Requests of one connection in flight (from their headers until their response is written),
+/// and a signal on every change.
+#[derive(Clone, Default)]
+struct Busy {
+    state: Arc<(std::sync::atomic::AtomicUsize, tokio::sync::Notify)>,
+}
+
+struct BusyGuard(Busy);
+
+impl Drop for BusyGuard {
+    fn drop(&mut self) {
+        self.0.state.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        self.0.state.1.notify_waiters();
+    }
+}
+
+impl Busy {
+    fn start(&self) -> BusyGuard {
+        self.state.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.state.1.notify_waiters();
+        BusyGuard(self.clone())
+    }
+
+    /// Completes once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        loop {
+            let changed = self.state.1.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if self.state.0.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                if tokio::time::timeout(timeout, changed).await.is_err() {
+                    return;
+                }
+            } else {
+                changed.await;
+            }
+        }
+    }
+}
+
+/// A response body that keeps its connection counted busy until it is written.
+struct GuardedBody {
+    inner: Body,
+    _guard: BusyGuard,
+}
+
+impl http_body::Body for GuardedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A request body that fails when no data arrives for `timeout`: a client that declares a large
