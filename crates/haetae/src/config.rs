@@ -131,6 +131,9 @@ max_upload_bytes = 52428800
 max_sync_timeout_ms = 60000
 max_filter_bytes = 16384
 max_events_per_response = 1000
+# How long a request's headers may take to arrive, and a request body may stall, ms.
+header_read_timeout_ms = 30000
+body_read_timeout_ms = 30000
 
 [homeserver.rate_limits]
 # Set false for benchmarks.
@@ -141,6 +144,8 @@ writes_per_user_per_s = 20.0
 writes_per_user_burst = 100.0
 logins_per_ip_per_s = 5.0
 logins_per_ip_burst = 30.0
+# Connections one client IP may hold open at once.
+connections_per_ip = 500
 
 [homeserver.history]
 # Memory for rooms' recent events and for older history read back from the log, MiB. A node's

@@ -32,6 +32,8 @@ pub struct App {
     pub password_hashing: HashingPool,
     /// Each device's one-time key counts as last read, for its syncs.
     pub key_counts: crate::api::keys::KeyCounts,
+    /// Everyone's presence as this node last learned it from the presence bucket.
+    pub presence: crate::api::presence::PresenceCache,
 }
 
 pub type AppState = Arc<App>;
@@ -268,8 +270,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
         let limit = app.config.limits.max_body_bytes;
         let bytes = axum::body::to_bytes(request.into_body(), limit)
             .await
-            .map_err(|_| MatrixError::too_large(format!("request body larger than {limit} bytes")))?;
+            .map_err(|error| body_error(&error, format!("request body larger than {limit} bytes")))?;
         parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A body that could not be read: it stalled (408) or was larger than allowed (413).
+pub fn body_error(error: &axum::Error, too_large: String) -> MatrixError {
+    if crate::http_server::is_body_timeout(error) {
+        MatrixError::new(axum::http::StatusCode::REQUEST_TIMEOUT, "M_UNKNOWN", "the request body stopped arriving")
+    } else {
+        MatrixError::too_large(too_large)
     }
 }
 

@@ -85,6 +85,10 @@ pub struct Limits {
     pub max_filter_bytes: usize,
     /// Most events `/messages` and sync timelines return at once.
     pub max_events_per_response: usize,
+    /// How long a request's headers may take to arrive, milliseconds.
+    pub header_read_timeout_ms: u64,
+    /// How long a request body may stall (no data at all), milliseconds.
+    pub body_read_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -96,6 +100,8 @@ impl Default for Limits {
             max_sync_timeout_ms: 60_000,
             max_filter_bytes: 16 * 1024,
             max_events_per_response: 1000,
+            header_read_timeout_ms: 30_000,
+            body_read_timeout_ms: 30_000,
         }
     }
 }
@@ -115,6 +121,8 @@ pub struct RateLimits {
     /// Login and registration attempts per second per client IP (guards password guessing).
     pub logins_per_ip_per_s: f64,
     pub logins_per_ip_burst: f64,
+    /// Connections one client IP may hold open at once (long-polls included).
+    pub connections_per_ip: usize,
 }
 
 impl Default for RateLimits {
@@ -127,6 +135,7 @@ impl Default for RateLimits {
             writes_per_user_burst: 100.0,
             logins_per_ip_per_s: 5.0,
             logins_per_ip_burst: 30.0,
+            connections_per_ip: 500,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! - [`rooms`]: the room service (event ids, idempotency, expected-sequence writes).
 //! - [`app`]: shared request plumbing (caller, JSON bodies, rate limits).
 //! - [`api`]: the HTTP endpoints, one file per group.
+//! - [`http_server`]: accepting connections (header and body read timeouts, connections per IP).
 //! - [`oauth`]: the OAuth 2.0 login provider (Matrix OAuth API, login pages), its own router.
 //!
 //! A node is stateless apart from its read model: start one with an empty directory and it serves
@@ -16,6 +17,7 @@ pub mod app;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod http_server;
 pub mod oauth;
 pub mod read_model;
 pub mod rooms;
@@ -68,6 +70,7 @@ impl Node {
             key_counts: app::BoundedMap::new(100_000),
             password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             unread: app::BoundedMap::new(1_000_000),
+            presence: Default::default(),
         });
         let started = Instant::now();
         load_snapshot(&app).await;
@@ -83,6 +86,7 @@ impl Node {
         workers.spawn(typing_expiry(app.clone()));
         workers.spawn(cache_evictor(app.clone()));
         workers.spawn(snapshot_writer(app.clone()));
+        workers.spawn(api::presence::presence_worker(app.clone()));
         let mut last_report = Instant::now();
         loop {
             if app.model.wait_positions(&targets, Duration::from_secs(5)).await {
@@ -103,9 +107,13 @@ impl Node {
     /// Serves HTTP on `listener` until `shutdown` completes.
     pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
         let router = api::router(self.app.clone());
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let config = &self.app.config;
+        let limits = http_server::ConnectionLimits {
+            header_read_timeout: Duration::from_millis(config.limits.header_read_timeout_ms.max(1)),
+            body_read_timeout: Duration::from_millis(config.limits.body_read_timeout_ms.max(1)),
+            connections_per_ip: config.rate_limits.enabled.then_some(config.rate_limits.connections_per_ip),
+        };
+        let result = http_server::serve(listener, router, limits, shutdown).await;
         drop(self.workers);
         // A node stopped on purpose (rolling restart, upgrade) leaves a current snapshot, so the
         // next start replays almost nothing.

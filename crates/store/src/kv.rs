@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
 
-use crate::{ConnectError, StoreConfig, encode_name, retry};
+use crate::{ConnectError, StoreConfig, decode_name, encode_name, retry};
 
 /// The kinds of records haetae keeps in KV.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -35,10 +35,14 @@ pub enum Bucket {
     OauthGrants,
     /// OAuth 2.0 sessions: one record per refresh-token family (current and spent token hashes)
     OauthSessions,
+    /// user id -> that user's presence (state, status message, last activity)
+    Presence,
+    /// server-side key backups: user id -> versions; (user, version, room, session) -> session key
+    RoomKeys,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 10] = [
+    pub const ALL: [Bucket; 12] = [
         Bucket::Accounts,
         Bucket::Devices,
         Bucket::Tokens,
@@ -49,6 +53,8 @@ impl Bucket {
         Bucket::OauthClients,
         Bucket::OauthGrants,
         Bucket::OauthSessions,
+        Bucket::Presence,
+        Bucket::RoomKeys,
     ];
 
     fn name(self) -> &'static str {
@@ -63,6 +69,8 @@ impl Bucket {
             Bucket::OauthClients => "haetae_oauth_clients",
             Bucket::OauthGrants => "haetae_oauth_grants",
             Bucket::OauthSessions => "haetae_oauth_sessions",
+            Bucket::Presence => "haetae_presence",
+            Bucket::RoomKeys => "haetae_room_keys",
         }
     }
 
@@ -73,6 +81,56 @@ impl Bucket {
             _ => Duration::ZERO,
         }
     }
+}
+
+/// How a key is named in a bucket. A plain name (`str`, `String`) is one token; a [`KeyPath`] is
+/// several, so that everything under a prefix of it can be listed ([`Buckets::list`]).
+pub trait KvKey {
+    fn encoded(&self) -> String;
+}
+
+impl KvKey for str {
+    fn encoded(&self) -> String {
+        encode_name(self)
+    }
+}
+
+impl KvKey for String {
+    fn encoded(&self) -> String {
+        encode_name(self)
+    }
+}
+
+impl<T: KvKey + ?Sized> KvKey for &T {
+    fn encoded(&self) -> String {
+        (**self).encoded()
+    }
+}
+
+/// A key of several segments (any text each), e.g. (user, backup version, room, session).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyPath(pub Vec<String>);
+
+impl KeyPath {
+    pub fn new<S: AsRef<str>>(segments: &[S]) -> KeyPath {
+        KeyPath(segments.iter().map(|s| s.as_ref().to_string()).collect())
+    }
+}
+
+impl KvKey for KeyPath {
+    fn encoded(&self) -> String {
+        self.0.iter().map(|segment| encode_name(segment)).collect::<Vec<_>>().join(".")
+    }
+}
+
+/// What [`Buckets::list`] found under a prefix.
+#[derive(Clone, Debug, Default)]
+pub struct Listing {
+    /// Live keys (the segments after the prefix) with their values, in no particular order.
+    pub entries: Vec<(Vec<String>, Versioned)>,
+    /// The highest revision of any key under the prefix, deletions included: it changes with
+    /// every write under the prefix (0: nothing was ever written there).
+    pub last_revision: u64,
 }
 
 /// A value with the revision it was read at (for compare-and-set).
@@ -91,6 +149,9 @@ pub enum KvError {
     WrongRevision(u64),
     #[error("the key-value store is unavailable: {0}")]
     Unavailable(String),
+    /// A listing found more keys than the caller allows.
+    #[error("more than {0} keys")]
+    TooMany(usize),
 }
 
 #[derive(Clone)]
@@ -137,9 +198,9 @@ impl Buckets {
     }
 
     /// Reads `key` from the bucket's stream leader, so a write acknowledged anywhere is seen.
-    pub async fn get(&self, bucket: Bucket, key: &str) -> Result<Option<Versioned>, KvError> {
+    pub async fn get<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K) -> Result<Option<Versioned>, KvError> {
         let store = self.store(bucket);
-        let subject = format!("$KV.{}.{}", bucket.name(), encode_name(key));
+        let subject = format!("$KV.{}.{}", bucket.name(), key.encoded());
         retry(
             self.retry_horizon,
             || async {
@@ -174,12 +235,12 @@ impl Buckets {
     /// DC is gone and an election is under way) from any replica. A replica may lag the leader,
     /// so a key a replica does not have is reported as unavailable, never as absent: the caller
     /// retries rather than concluding the key does not exist.
-    pub async fn get_available(&self, bucket: Bucket, key: &str, leader_wait: Duration) -> Result<Option<Versioned>, KvError> {
+    pub async fn get_available<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K, leader_wait: Duration) -> Result<Option<Versioned>, KvError> {
         if let Ok(result) = tokio::time::timeout(leader_wait, self.get(bucket, key)).await {
             return result;
         }
         let store = self.store(bucket);
-        match tokio::time::timeout(Duration::from_secs(2), store.entry(encode_name(key))).await {
+        match tokio::time::timeout(Duration::from_secs(2), store.entry(key.encoded())).await {
             Ok(Ok(Some(entry))) if entry.operation == kv::Operation::Put => {
                 Ok(Some(Versioned { value: entry.value, revision: entry.revision }))
             }
@@ -190,9 +251,9 @@ impl Buckets {
     }
 
     /// Creates `key` only if it does not exist (or was deleted).
-    pub async fn create(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<u64, KvError> {
+    pub async fn create<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K, value: Bytes) -> Result<u64, KvError> {
         let store = self.store(bucket);
-        let encoded = encode_name(key);
+        let encoded = key.encoded();
         let outcome = retry(
             self.retry_horizon,
             || async {
@@ -215,9 +276,9 @@ impl Buckets {
     }
 
     /// Replaces `key` only if it is still at `revision`.
-    pub async fn update(&self, bucket: Bucket, key: &str, value: Bytes, revision: u64) -> Result<u64, KvError> {
+    pub async fn update<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K, value: Bytes, revision: u64) -> Result<u64, KvError> {
         let store = self.store(bucket);
-        let encoded = encode_name(key);
+        let encoded = key.encoded();
         let outcome = retry(
             self.retry_horizon,
             || async {
@@ -239,9 +300,9 @@ impl Buckets {
     }
 
     /// Writes `key` unconditionally.
-    pub async fn put(&self, bucket: Bucket, key: &str, value: Bytes) -> Result<u64, KvError> {
+    pub async fn put<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K, value: Bytes) -> Result<u64, KvError> {
         let store = self.store(bucket);
-        let encoded = encode_name(key);
+        let encoded = key.encoded();
         retry(
             self.retry_horizon,
             || async { store.put(&encoded, value.clone()).await.map_err(|e| KvError::Unavailable(e.to_string())) },
@@ -251,9 +312,9 @@ impl Buckets {
     }
 
     /// Deletes `key`; deleting a missing key is not an error.
-    pub async fn delete(&self, bucket: Bucket, key: &str) -> Result<(), KvError> {
+    pub async fn delete<K: KvKey + ?Sized>(&self, bucket: Bucket, key: &K) -> Result<(), KvError> {
         let store = self.store(bucket);
-        let encoded = encode_name(key);
+        let encoded = key.encoded();
         retry(
             self.retry_horizon,
             || async { store.delete(&encoded).await.map_err(|e| KvError::Unavailable(e.to_string())) },
@@ -264,7 +325,7 @@ impl Buckets {
 
     /// Read-modify-write with compare-and-set: `change` gets the current value (if any) and returns
     /// the new one, or `None` to leave the key as it is. Retries on concurrent writers.
-    pub async fn modify<F, E>(&self, bucket: Bucket, key: &str, mut change: F) -> Result<Result<Bytes, E>, KvError>
+    pub async fn modify<K: KvKey + ?Sized, F, E>(&self, bucket: Bucket, key: &K, mut change: F) -> Result<Result<Bytes, E>, KvError>
     where
         F: FnMut(Option<&Bytes>) -> Result<Option<Bytes>, E>,
     {
@@ -285,7 +346,85 @@ impl Buckets {
                 Err(other) => return Err(other),
             }
         }
-        Err(KvError::Unavailable(format!("too much contention on {key}")))
+        Err(KvError::Unavailable(format!("too much contention on {}", key.encoded())))
+    }
+}
+
+/// How long a listing waits for each entry before giving up.
+const LIST_ENTRY_TIMEOUT: Duration = Duration::from_secs(5);
+
+impl Buckets {
+    /// Every live key under `prefix` (at most `max`: more is an error, the caller's bound) and
+    /// the highest revision under it. Read through a consumer on the bucket's stream (served by
+    /// the stream leader), last value per key.
+    /// With `values` false only keys and revisions are read (values come back empty).
+    pub async fn list(&self, bucket: Bucket, prefix: &KeyPath, max: usize, values: bool) -> Result<Listing, KvError> {
+        use futures::StreamExt;
+        let store = self.store(bucket);
+        let unavailable = |error: String| KvError::Unavailable(error);
+        let config = jetstream::consumer::pull::OrderedConfig {
+            filter_subject: format!("$KV.{}.{}.>", bucket.name(), prefix.encoded()),
+            deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
+            headers_only: !values,
+            ..Default::default()
+        };
+        let consumer = retry(self.retry_horizon, || async { store.stream.create_consumer(config.clone()).await }, |_| false)
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut listing = Listing::default();
+        if consumer.cached_info().num_pending == 0 {
+            return Ok(listing);
+        }
+        let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
+        let skip = prefix.0.len();
+        loop {
+            let message = match tokio::time::timeout(LIST_ENTRY_TIMEOUT, messages.next()).await {
+                Ok(Some(Ok(message))) => message,
+                Ok(Some(Err(error))) => return Err(unavailable(error.to_string())),
+                Ok(None) | Err(_) => return Err(unavailable("a listing stopped before its end".into())),
+            };
+            let info = message.info().map_err(|e| unavailable(e.to_string()))?;
+            let (revision, pending) = (info.stream_sequence, info.pending);
+            listing.last_revision = listing.last_revision.max(revision);
+            let deleted = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("KV-Operation"))
+                .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+            if !deleted {
+                let tokens: Vec<&str> = message.subject.split('.').skip(2).collect();
+                let segments: Option<Vec<String>> = tokens.iter().skip(skip).map(|t| decode_name(t)).collect();
+                if let Some(segments) = segments {
+                    if listing.entries.len() >= max {
+                        return Err(KvError::TooMany(max));
+                    }
+                    listing.entries.push((segments, Versioned { value: message.payload.clone(), revision }));
+                }
+            }
+            if pending == 0 {
+                return Ok(listing);
+            }
+        }
+    }
+
+    /// Every key's current value, then every change as it happens: (key, Some(value)) for a
+    /// write, (key, None) for a deletion. Plain names only. Ends when the watch breaks (the
+    /// caller starts a new one).
+    pub async fn watch(
+        &self,
+        bucket: Bucket,
+    ) -> Result<impl futures::Stream<Item = (String, Option<Bytes>)> + Send + 'static + use<>, KvError> {
+        use futures::StreamExt;
+        let store = self.store(bucket);
+        let watch = store.watch_with_history(">").await.map_err(|e| KvError::Unavailable(e.to_string()))?;
+        Ok(watch.take_while(|entry| futures::future::ready(entry.is_ok())).filter_map(|entry| async move {
+            let entry = entry.ok()?;
+            let key = decode_name(&entry.key)?;
+            match entry.operation {
+                kv::Operation::Put => Some((key, Some(entry.value))),
+                kv::Operation::Delete | kv::Operation::Purge => Some((key, None)),
+            }
+        }))
     }
 }
 

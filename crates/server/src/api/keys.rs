@@ -5,7 +5,6 @@
 //! # GET  /_matrix/client/v3/keys/changes
 //! # PUT  /_matrix/client/v3/sendToDevice/{eventType}/{txnId}
 //! # POST /_matrix/client/v3/keys/device_signing/upload, /keys/signatures/upload
-//! # GET  /_matrix/client/v3/room_keys/version
 //!
 //! Keys live in the replicated keys bucket; a change is announced with a `KeysChanged` entry in the
 //! owner's history, which drives `device_lists.changed` in everyone's sync.
@@ -33,8 +32,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/keys/changes", get(changes));
     let router = client(router, "/sendToDevice/{event_type}/{txn_id}", put(send_to_device));
     let router = client(router, "/keys/device_signing/upload", post(device_signing_upload));
-    let router = client(router, "/keys/signatures/upload", post(signatures_upload));
-    client(router, "/room_keys/version", get(room_keys_version))
+    client(router, "/keys/signatures/upload", post(signatures_upload))
 }
 
 fn device_key(user_id: &str, device_id: &str) -> String {
@@ -129,7 +127,39 @@ struct UploadRequest {
     fallback_keys: Option<Map<String, Value>>,
 }
 
+/// Checks one-time or fallback keys as the spec shapes them: `<algorithm>:<key id>` mapping to a
+/// key object (`key` a string, `signatures` an object if present) or, for unsigned keys, a
+/// string. Anything else would be handed to other users' clients by `/keys/claim`.
+fn check_one_time_keys(field: &str, keys: &Map<String, Value>) -> ApiResult<()> {
+    for (key_id, value) in keys {
+        if !key_id.split_once(':').is_some_and(|(algorithm, id)| !algorithm.is_empty() && !id.is_empty()) {
+            return Err(MatrixError::bad_json(format!("{field}: {key_id:?} is not <algorithm>:<key id>")));
+        }
+        let well_formed = match value {
+            Value::String(_) => true,
+            Value::Object(object) => {
+                object.get("key").is_some_and(Value::is_string)
+                    && object.get("signatures").is_none_or(Value::is_object)
+            }
+            _ => false,
+        };
+        if !well_formed {
+            return Err(MatrixError::bad_json(format!("{field}: {key_id:?} must be a key object with a string `key`")));
+        }
+    }
+    Ok(())
+}
+
 async fn upload(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<UploadRequest>) -> ApiResult<Json<Value>> {
+    if let Some(keys) = &body.one_time_keys {
+        check_one_time_keys("one_time_keys", keys)?;
+    }
+    if let Some(keys) = &body.fallback_keys {
+        check_one_time_keys("fallback_keys", keys)?;
+    }
+    if body.device_keys.as_ref().is_some_and(|keys| !keys.is_object()) {
+        return Err(MatrixError::bad_json("device_keys must be an object"));
+    }
     let mut changed = false;
     if let Some(device_keys) = body.device_keys {
         if device_keys["user_id"] != caller.user_id.as_str() || device_keys["device_id"] != caller.device_id.as_str() {
@@ -312,15 +342,32 @@ async fn send_to_device(
     JsonBody(body): JsonBody<ToDeviceRequest>,
 ) -> ApiResult<Json<Value>> {
     app.limit_writes(&caller.user_id)?;
+    // The whole request is checked before anything is stored: a malformed target refuses it all
+    // (the sender learns of its mistake) rather than delivering part of it.
     for (user_id, devices) in &body.messages {
+        if !haetae_matrix::ids::is_valid_user_id(user_id) {
+            return Err(MatrixError::invalid_param(format!("not a user id: {user_id:?}")));
+        }
         let Some(devices) = devices.as_object() else { return Err(MatrixError::bad_json("messages must map users to devices")) };
+        if let Some((device_id, _)) = devices.iter().find(|(_, content)| !content.is_object()) {
+            return Err(MatrixError::bad_json(format!("the message for device {device_id:?} is not an object")));
+        }
+    }
+    for (user_id, devices) in &body.messages {
+        let Some(devices) = devices.as_object() else { continue };
+        // Only devices that exist receive anything: a user of another server (no federation) or
+        // without an account has none, so nothing about them reaches the log or any index.
+        if haetae_matrix::ids::server_name(user_id) != Some(app.config.server_name.as_str()) {
+            continue;
+        }
+        let existing = super::account::load_devices(&app, user_id).await?;
+        let Some(existing) = existing.as_object().filter(|d| !d.is_empty()) else { continue };
         // "*" means every device the user has now: expanded here so each device acknowledges its own copy.
         let mut targets: Vec<(String, &Value)> = Vec::new();
         for (device_id, content) in devices {
             if device_id == "*" {
-                let all = super::account::load_devices(&app, user_id).await?;
-                targets.extend(all.as_object().into_iter().flat_map(|d| d.keys()).map(|d| (d.clone(), content)));
-            } else {
+                targets.extend(existing.keys().map(|d| (d.clone(), content)));
+            } else if existing.contains_key(device_id) {
                 targets.push((device_id.clone(), content));
             }
         }
@@ -445,6 +492,3 @@ async fn signatures_upload(State(app): State<AppState>, caller: Caller, JsonBody
     Ok(Json(json!({ "failures": failures })))
 }
 
-async fn room_keys_version(_caller: Caller) -> MatrixError {
-    MatrixError::not_found("No current backup version")
-}

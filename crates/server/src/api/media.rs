@@ -48,7 +48,7 @@ async fn upload(State(app): State<AppState>, caller: Caller, Query(query): Query
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
-        .map_err(|_| MatrixError::too_large(format!("upload larger than {limit} bytes")))?;
+        .map_err(|error| crate::app::body_error(&error, format!("upload larger than {limit} bytes")))?;
     let media_id = random_string(24);
     let meta = MediaMeta { content_type, filename: query.filename };
     app.store.media().put(&media_id, bytes, &meta).await?;

@@ -15,9 +15,11 @@ use crate::error::MatrixError;
 pub mod account;
 pub mod discovery;
 pub mod events;
+pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod presence;
 pub mod rooms;
 pub mod sync;
 pub mod user_data;
@@ -41,6 +43,8 @@ pub fn router(app: AppState) -> Router {
     router = user_data::routes(router);
     router = keys::routes(router);
     router = media::routes(router);
+    router = presence::routes(router);
+    router = key_backup::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

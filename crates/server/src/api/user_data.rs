@@ -1,5 +1,5 @@
 //! What a user keeps about themselves and tells others in passing: profile, account data,
-//! filters, push rules, pushers, receipts, read markers, typing, presence, user directory.
+//! filters, push rules, pushers, receipts, read markers, typing, user directory.
 //!
 //! # GET|PUT /_matrix/client/v3/profile/{userId}[/displayname|/avatar_url]
 //! # GET|PUT /_matrix/client/v3/user/{userId}/account_data/{type}
@@ -9,7 +9,6 @@
 //! # GET /_matrix/client/v3/pushers, POST /pushers/set
 //! # POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}, /read_markers
 //! # PUT  /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-//! # GET|PUT /_matrix/client/v3/presence/{userId}/status
 //! # POST /_matrix/client/v3/user_directory/search, GET /publicRooms
 
 use axum::Json;
@@ -48,7 +47,6 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/rooms/{room_id}/receipt/{receipt_type}/{event_id}", post(post_receipt));
     let router = client(router, "/rooms/{room_id}/read_markers", post(read_markers));
     let router = client(router, "/rooms/{room_id}/typing/{user_id}", put(typing));
-    let router = client(router, "/presence/{user_id}/status", get(get_presence).put(put_presence));
     let router = client(router, "/user_directory/search", post(user_directory));
     client(router, "/publicRooms", get(public_rooms).post(public_rooms))
 }
@@ -350,7 +348,51 @@ async fn get_pushers(State(app): State<AppState>, caller: Caller) -> Json<Value>
     Json(json!({ "pushers": pushers }))
 }
 
+/// Checks a `pushers/set` body field by field: what is stored is served back by `GET /pushers`
+/// to clients that expect the spec's types. Missing -> M_MISSING_PARAM, wrong type -> M_BAD_JSON.
+fn check_pusher(body: &Value) -> ApiResult<()> {
+    let Some(object) = body.as_object() else { return Err(MatrixError::bad_json("the body must be an object")) };
+    let string = |field: &str, required: bool| -> ApiResult<()> {
+        match object.get(field) {
+            Some(Value::String(_)) => Ok(()),
+            None if !required => Ok(()),
+            None => Err(MatrixError::missing_param(format!("{field} is required"))),
+            Some(_) => Err(MatrixError::bad_json(format!("{field} must be a string"))),
+        }
+    };
+    string("pushkey", true)?;
+    string("app_id", true)?;
+    match object.get("kind") {
+        None => return Err(MatrixError::missing_param("kind is required (null deletes the pusher)")),
+        Some(Value::Null) => return Ok(()), // a deletion needs nothing else
+        Some(Value::String(_)) => {}
+        Some(_) => return Err(MatrixError::bad_json("kind must be a string or null")),
+    }
+    for field in ["app_display_name", "device_display_name", "lang"] {
+        string(field, true)?;
+    }
+    string("profile_tag", false)?;
+    if object.get("append").is_some_and(|v| !v.is_boolean()) {
+        return Err(MatrixError::bad_json("append must be a boolean"));
+    }
+    let data = match object.get("data") {
+        Some(Value::Object(data)) => data,
+        None => return Err(MatrixError::missing_param("data is required")),
+        Some(_) => return Err(MatrixError::bad_json("data must be an object")),
+    };
+    for field in ["url", "format"] {
+        if data.get(field).is_some_and(|v| !v.is_string()) {
+            return Err(MatrixError::bad_json(format!("data.{field} must be a string")));
+        }
+    }
+    if object["kind"] == "http" && !data.contains_key("url") {
+        return Err(MatrixError::missing_param("data.url is required for an http pusher"));
+    }
+    Ok(())
+}
+
 async fn set_pusher(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+    check_pusher(&body)?;
     let (Some(pushkey), Some(app_id)) = (body["pushkey"].as_str(), body["app_id"].as_str()) else {
         return Err(MatrixError::missing_param("pushkey and app_id are required"));
     };
@@ -359,11 +401,6 @@ async fn set_pusher(State(app): State<AppState>, caller: Caller, JsonBody(body):
     if body["kind"].is_null() {
         pushers.retain(|p| !(p["pushkey"] == pushkey && p["app_id"] == app_id));
     } else {
-        for field in ["kind", "app_display_name", "device_display_name", "lang", "data"] {
-            if body.get(field).is_none() {
-                return Err(MatrixError::missing_param(format!("{field} is required")));
-            }
-        }
         if !append {
             pushers.retain(|p| !(p["pushkey"] == pushkey && p["app_id"] == app_id));
         }
@@ -472,14 +509,6 @@ async fn typing(
         app.model.set_typing(&room_id, &user_id, typing, std::time::Duration::from_millis(timeout_ms));
     }
     Ok(Json(json!({})))
-}
-
-async fn get_presence(State(_app): State<AppState>, _caller: Caller, Path(_user_id): Path<String>) -> Json<Value> {
-    Json(json!({ "presence": "online" }))
-}
-
-async fn put_presence(_caller: Caller, Path(_user_id): Path<String>, JsonBody(_body): JsonBody<Value>) -> Json<Value> {
-    Json(json!({}))
 }
 
 async fn user_directory(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
