@@ -288,7 +288,6 @@ async fn presence_is_stored_for_oneself_and_read_at_every_node() {
 
 /// Needs `api/sync.rs` to call `presence::sync_events` (see the surface report to the lead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "waits for the presence call in api/sync.rs"]
 async fn presence_reaches_room_members_in_sync() {
     let server = TestServer::start().await;
     let c = server.client();

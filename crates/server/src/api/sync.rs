@@ -76,7 +76,6 @@ struct SyncQuery {
     #[serde(default)]
     full_state: Option<String>,
     filter: Option<String>,
-    #[allow(dead_code)]
     set_presence: Option<String>,
 }
 
@@ -98,6 +97,7 @@ fn load_filter(app: &App, user_id: &str, filter: Option<&str>) -> ApiResult<Filt
 
 async fn sync(State(app): State<AppState>, caller: Caller, Query(query): Query<SyncQuery>) -> ApiResult<Json<Value>> {
     let filter = load_filter(&app, &caller.user_id, query.filter.as_deref())?;
+    super::presence::on_sync(&app, &caller.user_id, query.set_presence.as_deref()).await;
     let since = match &query.since {
         Some(token) => Some(
             SyncToken::parse(token, app.model.partitions())
@@ -172,6 +172,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
     let token = SyncToken { positions: positions.clone(), node: app.node.clone(), typing: typing_serial };
     let same_node = since.is_some_and(|s| s.node == app.node);
     let since_typing = if same_node { since.map(|s| s.typing) } else { None };
+    let presence = super::presence::sync_events(app, &caller.user_id, since_typing, typing_serial);
     let user_partition = app.model.partition_of(&caller.user_id) as usize;
     let user_low = since.map(|s| s.positions[user_partition]).unwrap_or(0);
     let user_high = positions[user_partition];
@@ -259,12 +260,12 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         changed_users.remove(user_id);
     }
     let empty = joined.is_empty() && invited.is_empty() && left.is_empty() && account_data.is_empty()
-        && to_device.is_empty() && changed_users.is_empty() && left_users.is_empty();
+        && to_device.is_empty() && changed_users.is_empty() && left_users.is_empty() && presence.is_empty();
     let response = json!({
         "next_batch": token.encode(),
         "rooms": { "join": joined, "invite": invited, "leave": left, "knock": {} },
         "account_data": { "events": account_data },
-        "presence": { "events": [] },
+        "presence": { "events": presence },
         "to_device": { "events": to_device },
         "device_lists": { "changed": changed_users, "left": left_users },
         "device_one_time_keys_count": otk_counts,
