@@ -34,7 +34,12 @@ impl Default for Config {
 #[serde(default, deny_unknown_fields)]
 pub struct NatsConfig {
     /// NATS server URL(s), comma-separated. Empty: start a private nats-server (embedded mode).
+    /// May carry the deployment's credential as `nats://user:password@host:port`.
     pub url: String,
+    /// With `url`: a file holding the credential to present, `{"user": "...", "password": "..."}`
+    /// (keeps the password out of the command line and the config). Embedded mode generates its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub credentials_file: Option<PathBuf>,
     /// Replicas of every stream, bucket and object store: 1 on one server, 3 across three DCs.
     pub replicas: usize,
     /// Event-log partitions; fixed once a deployment has started.
@@ -54,6 +59,7 @@ impl Default for NatsConfig {
     fn default() -> Self {
         NatsConfig {
             url: String::new(),
+            credentials_file: None,
             replicas: 1,
             partitions: 4,
             sync_always: true,
@@ -79,6 +85,8 @@ impl Config {
             retry_horizon: std::time::Duration::from_millis(self.nats.retry_horizon_ms),
             dedup_window: std::time::Duration::from_secs(self.nats.dedup_window_s),
             max_media_bytes: self.homeserver.limits.max_upload_bytes,
+            // Set by `serve`: the private server's generated one, or `credentials_file`.
+            credential: None,
         }
     }
 }
@@ -95,8 +103,12 @@ data_dir = "data"
 log = "info"
 
 [nats]
-# NATS server URL(s), comma-separated. Empty: haetae starts a private nats-server.
+# NATS server URL(s), comma-separated. Empty: haetae starts a private nats-server, reachable only
+# from this machine and only with the credential it generates in <data_dir>/nats/credential.json.
+# An existing deployment's credential may go in the URL: "nats://user:password@host:4222".
 url = ""
+# With url: a file holding the credential, {"user": "...", "password": "..."} (mode 600).
+# credentials_file = "/etc/haetae/nats-credential.json"
 # Replicas of every stream, KV bucket and object store (3 across three DCs).
 replicas = 1
 # Event-log partitions. Fixed once a deployment has started.

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use haetae_store::launcher::{NatsProcess, ServerSpec};
+use haetae_store::launcher::NatsProcess;
 
 use crate::config::Config;
 
@@ -56,9 +56,13 @@ struct ServeArgs {
     /// Directory for the embedded nats-server's data.
     #[arg(long, env = "HAETAE_DATA_DIR")]
     data_dir: Option<PathBuf>,
-    /// NATS URL(s) of an existing deployment; without it haetae starts its own nats-server.
+    /// NATS URL(s) of an existing deployment, e.g. nats://user:password@host:4222; without it
+    /// haetae starts its own nats-server (loopback only, with a generated credential).
     #[arg(long, env = "HAETAE_NATS_URL")]
     nats_url: Option<String>,
+    /// File with the credential for --nats-url: {"user": "...", "password": "..."}.
+    #[arg(long, env = "HAETAE_NATS_CREDENTIALS_FILE")]
+    nats_credentials_file: Option<PathBuf>,
     /// Matrix server name (the part after ':' in user ids).
     #[arg(long, env = "HAETAE_SERVER_NAME")]
     server_name: Option<String>,
@@ -89,6 +93,9 @@ fn resolve(args: &ServeArgs) -> Result<Config, String> {
     if let Some(url) = &args.nats_url {
         config.nats.url = url.clone();
     }
+    if let Some(path) = &args.nats_credentials_file {
+        config.nats.credentials_file = Some(path.clone());
+    }
     if let Some(name) = &args.server_name {
         config.homeserver.server_name = name.clone();
     }
@@ -115,7 +122,9 @@ fn main() {
             print!("{}", config::EXAMPLE);
             Ok(())
         }
-        Command::Config { command: ConfigCommand::Show(args) } => resolve(&args).and_then(|config| {
+        Command::Config { command: ConfigCommand::Show(args) } => resolve(&args).and_then(|mut config| {
+            // A password given in the URL is not printed.
+            config.nats.url = haetae_store::redact_url(&config.nats.url);
             toml::to_string(&config).map(|text| print!("{text}")).map_err(|e| e.to_string())
         }),
     };
@@ -131,18 +140,31 @@ fn serve(config: Config) -> Result<(), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async move {
         let mut embedded = None;
+        let mut store_config = config.store_config();
         let url = if config.nats.url.is_empty() {
-            let mut spec = ServerSpec::single(config.data_dir.join("nats"));
-            spec.sync_always = config.nats.sync_always;
-            let process = NatsProcess::start(spec, Duration::from_secs(30)).await.map_err(|e| e.to_string())?;
-            tracing::info!(url = process.url(), pid = process.pid(), "started embedded nats-server");
+            if let Some(path) = &config.nats.credentials_file {
+                return Err(format!(
+                    "nats.credentials_file ({}) is for --nats-url; the private nats-server uses the credential it generates",
+                    path.display()
+                ));
+            }
+            let (process, credential) =
+                NatsProcess::start_private(config.data_dir.join("nats"), config.nats.sync_always, Duration::from_secs(30))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            tracing::info!(url = process.url(), pid = process.pid(), "started the private nats-server (loopback only, credential required)");
             let url = process.url().to_string();
+            store_config.credential = Some(credential);
             embedded = Some(process);
             url
         } else {
+            if let Some(path) = &config.nats.credentials_file {
+                store_config.credential = Some(haetae_store::Credential::read(path).map_err(|e| e.to_string())?);
+            }
+            tracing::info!(url = %haetae_store::redact_url(&config.nats.url), "connecting to NATS");
             config.nats.url.clone()
         };
-        let store = haetae_store::Store::connect(&url, config.store_config()).await.map_err(|e| e.to_string())?;
+        let store = haetae_store::Store::connect(&url, store_config).await.map_err(|e| e.to_string())?;
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
             .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;

@@ -77,14 +77,17 @@ fn label_of(stream: &str) -> Option<String> {
 impl Admin {
     /// Connects to the given NATS URL(s) (comma-separated); any server of the cluster will do.
     pub async fn connect(url: &str, timeout: Duration) -> Result<Admin, AdminError> {
-        let servers = crate::server_addrs(url).map_err(|message| AdminError::Connect { url: url.to_string(), message })?;
-        let client = async_nats::ConnectOptions::new()
+        let shown_url = crate::redact_url(url);
+        let (servers, credential) =
+            crate::server_addrs(url).map_err(|message| AdminError::Connect { url: shown_url.clone(), message })?;
+        let options = async_nats::ConnectOptions::new()
             .name("haetae-admin")
             .connection_timeout(timeout)
-            .request_timeout(Some(timeout))
+            .request_timeout(Some(timeout));
+        let client = crate::with_credential(options, credential.as_ref())
             .connect(servers)
             .await
-            .map_err(|e| AdminError::Connect { url: url.to_string(), message: e.to_string() })?;
+            .map_err(|e| AdminError::Connect { url: shown_url, message: e.to_string() })?;
         let js = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
         Ok(Admin { client, js })
     }

