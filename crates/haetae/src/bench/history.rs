@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use haetae_store::launcher::{self, NatsProcess, ServerSpec, Signal};
+use haetae_store::launcher::{self, NatsProcess, Signal};
 use haetae_workload::history::{self, HistoryConfig, NodeControl, Remote, Restarting, Shape};
 use haetae_workload::setup::Process;
 
@@ -133,7 +133,9 @@ impl OwnedNode {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("haetae-history-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let nats = NatsProcess::start(ServerSpec::single(dir.join("nats")), NATS_START_LIMIT).await.map_err(|e| e.to_string())?;
+        // Locked like `haetae serve`'s own engine: loopback only, a credential the node reads from
+        // the file the launcher keeps (mode 0600).
+        let (nats, _credential) = NatsProcess::start_private(dir.join("nats"), true, NATS_START_LIMIT).await.map_err(|e| e.to_string())?;
         let mut owned = OwnedNode { exe, dir, port: free_port()?, nats, node: None };
         owned.spawn()?;
         let http = haetae_workload::client::http_client();
@@ -164,7 +166,10 @@ impl OwnedNode {
     fn spawn(&mut self) -> Result<(), String> {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log()).map_err(|e| format!("cannot open the node's log: {e}"))?;
         let child = Command::new(&self.exe)
-            .args(["serve", "--no-rate-limits", "--listen", &format!("127.0.0.1:{}", self.port), "--nats-url", self.nats.url(), "--data-dir"])
+            .args(["serve", "--no-rate-limits", "--listen", &format!("127.0.0.1:{}", self.port), "--nats-url", self.nats.url()])
+            .arg("--nats-credentials-file")
+            .arg(self.dir.join("nats").join(launcher::CREDENTIAL_FILE))
+            .arg("--data-dir")
             .arg(self.dir.join("node"))
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone().map_err(|e| e.to_string())?))
