@@ -214,21 +214,34 @@ async fn one_address_holds_a_bounded_number_of_connections() {
     let addr = address(&server.node);
     let fourth_closed = tokio::task::spawn_blocking(move || {
         // Three connections, each answered once (so the node has surely accepted it), kept open.
-        let held: Vec<std::net::TcpStream> = (0..3)
-            .map(|_| {
-                let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-                stream.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-                stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-                let mut answer = Vec::new();
-                let mut buffer = [0u8; 4096];
-                while !String::from_utf8_lossy(&answer).contains("versions") {
-                    let n = stream.read(&mut buffer).unwrap();
-                    assert!(n > 0, "a held connection was closed");
-                    answer.extend_from_slice(&buffer[..n]);
+        // The readiness probe's own connection may still count for a moment after the probe
+        // dropped it: a connection refused meanwhile is tried again, within a deadline.
+        let answered = |addr: &str| -> Option<std::net::TcpStream> {
+            let mut stream = std::net::TcpStream::connect(addr).ok()?;
+            stream.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+            let mut answer = Vec::new();
+            let mut buffer = [0u8; 4096];
+            while !String::from_utf8_lossy(&answer).contains("versions") {
+                let n = stream.read(&mut buffer).ok()?;
+                if n == 0 {
+                    return None;
                 }
-                stream
-            })
-            .collect();
+                answer.extend_from_slice(&buffer[..n]);
+            }
+            Some(stream)
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let mut held: Vec<std::net::TcpStream> = Vec::new();
+        while held.len() < 3 {
+            match answered(&addr) {
+                Some(stream) => held.push(stream),
+                None => {
+                    assert!(std::time::Instant::now() < deadline, "three connections from one address were not all served");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
         let mut fourth = std::net::TcpStream::connect(&addr).unwrap();
         let _ = fourth.write_all(b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\n\r\n");
         let (closed, text) = read_until_closed(&mut fourth, Duration::from_secs(5));

@@ -91,8 +91,40 @@ impl PresenceRecord {
 /// What this node knows of everyone's presence, fed by the bucket's watch.
 #[derive(Default)]
 pub struct PresenceCache {
+    users: Mutex<Known>,
+}
+
+/// Everyone's presence as this node knows it, and its announcements by serial (so a sync reads
+/// only the announcements after its token, not every user).
+#[derive(Default)]
+struct Known {
     /// user -> (record, the state last announced, the ephemeral serial of that announcement)
-    users: Mutex<HashMap<String, CachedPresence>>,
+    users: HashMap<String, CachedPresence>,
+    /// serial -> user: each user's latest announcement.
+    by_serial: std::collections::BTreeMap<u64, String>,
+}
+
+impl Known {
+    fn get(&self, user_id: &str) -> Option<&CachedPresence> {
+        self.users.get(user_id)
+    }
+
+    fn set(&mut self, user_id: &str, cached: CachedPresence) {
+        self.by_serial.insert(cached.serial, user_id.to_string());
+        if let Some(old) = self.users.insert(user_id.to_string(), cached) {
+            self.by_serial.remove(&old.serial);
+        }
+    }
+
+    fn remove(&mut self, user_id: &str) -> bool {
+        match self.users.remove(user_id) {
+            Some(old) => {
+                self.by_serial.remove(&old.serial);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -135,7 +167,7 @@ fn learn(app: &App, user_id: &str, record: Option<PresenceRecord>) {
         match record {
             Some(record) => {
                 let shown = record.shown(now_ms()).to_string();
-                match users.get_mut(user_id) {
+                match users.users.get_mut(user_id) {
                     Some(cached) if cached.record == record => false,
                     // Only newer activity (a sync's mark): nothing others would see changed, so
                     // no announcement wakes the user's rooms.
@@ -144,12 +176,12 @@ fn learn(app: &App, user_id: &str, record: Option<PresenceRecord>) {
                         false
                     }
                     _ => {
-                        users.insert(user_id.to_string(), CachedPresence { record, announced: shown, serial: next_serial(app) });
+                        users.set(user_id, CachedPresence { record, announced: shown, serial: next_serial(app) });
                         true
                     }
                 }
             }
-            None => users.remove(user_id).is_some(),
+            None => users.remove(user_id),
         }
     };
     if changed {
@@ -162,12 +194,15 @@ fn sweep(app: &App) {
     let now = now_ms();
     let mut aged = Vec::new();
     {
-        let mut users = app.presence.users.lock().expect("presence lock");
+        let mut known = app.presence.users.lock().expect("presence lock");
+        let Known { users, by_serial } = &mut *known;
         for (user_id, cached) in users.iter_mut() {
             let shown = cached.record.shown(now);
             if shown != cached.announced {
                 cached.announced = shown.to_string();
+                by_serial.remove(&cached.serial);
                 cached.serial = next_serial(app);
+                by_serial.insert(cached.serial, user_id.clone());
                 aged.push(user_id.clone());
             }
         }
@@ -290,16 +325,17 @@ pub fn sync_events(app: &App, user_id: &str, since: Option<u64>, upto: u64) -> V
     let candidates: Vec<(String, PresenceRecord)> = {
         let users = app.presence.users.lock().expect("presence lock");
         match since {
+            Some(since) if since >= upto => Vec::new(),
             Some(since) => users
-                .iter()
-                .filter(|(_, c)| c.serial > since && c.serial <= upto)
-                .map(|(u, c)| (u.clone(), c.record.clone()))
+                .by_serial
+                .range(since + 1..=upto)
+                .filter_map(|(_, u)| users.get(u).map(|c| (u.clone(), c.record.clone())))
                 .collect(),
             None => {
                 drop(users);
                 let visible = audience(app, user_id);
                 let users = app.presence.users.lock().expect("presence lock");
-                visible.into_iter().filter_map(|u| users.get(&u).map(|c| (u, c.record.clone()))).collect()
+                visible.into_iter().filter_map(|u| users.get(&u).map(|c| (u.clone(), c.record.clone()))).collect()
             }
         }
     };

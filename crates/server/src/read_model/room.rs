@@ -90,10 +90,13 @@ impl TimelineItem {
         }
     }
 
-    /// What the item costs in memory, roughly (JSON trees cost about three times their text).
+    /// What the item costs in memory, roughly: a `serde_json::Value` tree of a small event costs
+    /// about six times its text (maps, key strings, allocator overhead), plus the typed header.
+    /// Calibrated with `bench history --shape many-rooms`: 1,000 rooms × 100 events held whole
+    /// cost 2.7 KB of RSS per 400-byte event.
     pub fn bytes(&self) -> usize {
         let text = self.event.to_string().len();
-        200 + text * 3
+        300 + text * 6
     }
 
     /// The item as shown after `redaction` (under room version `version`).
