@@ -35,7 +35,8 @@ impl Snapshots {
             description: Some(description.to_string()),
             ..Default::default()
         };
-        let mut reader = std::io::Cursor::new(bytes.to_vec());
+        // Read straight from the bytes: a snapshot of many rooms is tens of megabytes.
+        let mut reader = std::io::Cursor::new(bytes);
         self.objects.put(meta, &mut reader).await.map_err(|e| SnapshotError(e.to_string()))?;
         Ok(())
     }
