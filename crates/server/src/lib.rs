@@ -315,6 +315,9 @@ async fn cache_evictor(app: AppState) {
     let mut ticker = tokio::time::interval(EVICTION_INTERVAL);
     loop {
         ticker.tick().await;
+        if !app.model.over_budget() {
+            continue;
+        }
         let model = app.model.clone();
         // Sorting rooms by last use is CPU work: off the async threads.
         let _ = tokio::task::spawn_blocking(move || model.enforce_budget()).await;

@@ -54,6 +54,16 @@ pub enum AppendError {
     TooLarge(String),
 }
 
+/// Where a range read is answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RangeSource {
+    /// One batched direct get: any current replica may answer, so the caller checks what it got
+    /// against what it knows the range holds.
+    AnyReplica,
+    /// The stream leader, one entry at a time: slower, never behind.
+    Leader,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TailError {
     #[error("cannot read partition {partition}: {message}")]
@@ -235,12 +245,23 @@ impl EventLog {
         }))
     }
 
-    /// The entries of `entity` with `from_seq <= seq <= up_to_seq`, in order, at most `max`.
-    ///
-    /// One batched direct get (any current replica may answer, so the caller checks what it got
-    /// against what it knows the range holds); [`EventLog::entity_range_from_leader`] is the
-    /// slower path that asks the stream leader entry by entry.
+    /// The entries of `entity` with `from_seq <= seq <= up_to_seq`, in order, at most `max`,
+    /// read as `source` says.
     pub async fn entity_range(
+        &self,
+        entity: &str,
+        from_seq: u64,
+        up_to_seq: u64,
+        max: usize,
+        source: RangeSource,
+    ) -> Result<Vec<LogEntry>, TailError> {
+        match source {
+            RangeSource::AnyReplica => self.entity_range_batched(entity, from_seq, up_to_seq, max).await,
+            RangeSource::Leader => self.entity_range_from_leader(entity, from_seq, up_to_seq, max).await,
+        }
+    }
+
+    async fn entity_range_batched(
         &self,
         entity: &str,
         from_seq: u64,
@@ -301,9 +322,7 @@ impl EventLog {
         }
     }
 
-    /// As [`EventLog::entity_range`], asked of the stream leader one entry at a time (slower,
-    /// never behind): for when a replica's answer did not hold what the range must hold.
-    pub async fn entity_range_from_leader(
+    async fn entity_range_from_leader(
         &self,
         entity: &str,
         from_seq: u64,

@@ -532,17 +532,25 @@ pub async fn consent(State(app): State<AppState>, request: Request) -> Response 
     see_other(&grants::redirect_with(&auth.redirect_uri, auth.mode, &borrowed))
 }
 
+/// What a page that needs a signed-in browser starts from: the visit, the query and the sign-in;
+/// or the response to send instead (the sign-in form, coming back here afterwards, or an error).
+async fn signed_in_page(app: &App, parts: &axum::http::request::Parts) -> Result<(Visit, HashMap<String, String>, records::BrowserSession), Response> {
+    let (visit, _) = visit(app, &parts.headers, client_ip(parts)).await.map_err(|e| unavailable(app, e))?;
+    let query: HashMap<String, String> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    match visit.session.clone() {
+        Some(session) => Ok((visit, query, session)),
+        None => Err(login_response(app, &visit, &request_path_and_query(&parts.uri), "", None, StatusCode::OK)),
+    }
+}
+
 /// # GET /device
 pub async fn device_page(State(app): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let (visit, _) = match visit(&app, &parts.headers, client_ip(&parts)).await {
-        Ok(v) => v,
-        Err(e) => return unavailable(&app, e),
+    let (visit, query, session) = match signed_in_page(&app, &parts).await {
+        Ok(page) => page,
+        Err(response) => return response,
     };
-    let query: HashMap<String, String> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
-    let Some(session) = &visit.session else {
-        return login_response(&app, &visit, &request_path_and_query(&parts.uri), "", None, StatusCode::OK);
-    };
+    let session = &session;
     let typed = query.get("user_code").cloned().unwrap_or_default();
     if typed.is_empty() {
         return html(Some(&visit), StatusCode::OK, &app, "Connect a device", &templates::device_code_form(&visit.csrf_field, "", None));
@@ -631,14 +639,11 @@ fn notice_text(key: Option<&str>) -> Option<&'static str> {
 /// # GET /account
 pub async fn account(State(app): State<AppState>, request: Request) -> Response {
     let (parts, _) = request.into_parts();
-    let (visit, _) = match visit(&app, &parts.headers, client_ip(&parts)).await {
-        Ok(v) => v,
-        Err(e) => return unavailable(&app, e),
+    let (visit, query, session) = match signed_in_page(&app, &parts).await {
+        Ok(page) => page,
+        Err(response) => return response,
     };
-    let query: HashMap<String, String> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
-    let Some(session) = &visit.session else {
-        return login_response(&app, &visit, &request_path_and_query(&parts.uri), "", None, StatusCode::OK);
-    };
+    let session = &session;
     account_response(&app, &visit, &session.user_id, query.get("device_id").map(String::as_str), notice_text(query.get("notice").map(String::as_str)), None, StatusCode::OK).await
 }
 

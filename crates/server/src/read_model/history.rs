@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use haetae_store::log::EventLog;
+use haetae_store::log::{EventLog, RangeSource};
 
 use super::event_ids::event_id_at;
 use super::room::{ChunkRef, TimelineItem};
@@ -111,10 +111,10 @@ impl ReadModel {
         if let Some(items) = self.chunks.lock().expect("chunk cache lock").get(&key) {
             return Ok(Some(items));
         }
-        let mut items = read_range(log, room_id, &chunk, &skipped, false).await?;
+        let mut items = read_range(log, room_id, &chunk, &skipped, RangeSource::AnyReplica).await?;
         if items.len() as u64 != chunk.events {
             // A replica behind the leader answered: ask the leader.
-            items = read_range(log, room_id, &chunk, &skipped, true).await?;
+            items = read_range(log, room_id, &chunk, &skipped, RangeSource::Leader).await?;
         }
         if items.len() as u64 != chunk.events {
             return Err(HistoryError::Unavailable(format!(
@@ -280,18 +280,16 @@ async fn read_range(
     room_id: &str,
     chunk: &ChunkRef,
     skipped: &[u64],
-    from_leader: bool,
+    source: RangeSource,
 ) -> Result<Vec<TimelineItem>, HistoryError> {
     let mut items = Vec::new();
     let mut next = chunk.from;
     while next <= chunk.to {
         let batch = haetae_store::log::MAX_RANGE_BATCH;
-        let entries = if from_leader {
-            log.entity_range_from_leader(room_id, next, chunk.to, batch).await
-        } else {
-            log.entity_range(room_id, next, chunk.to, batch).await
-        }
-        .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
+        let entries = log
+            .entity_range(room_id, next, chunk.to, batch, source)
+            .await
+            .map_err(|e| HistoryError::Unavailable(e.to_string()))?;
         let Some(last) = entries.last().map(|e| e.seq) else { break };
         for entry in &entries {
             if skipped.binary_search(&entry.seq).is_ok() {

@@ -379,10 +379,15 @@ impl ReadModel {
         (self.window_bytes.load(Ordering::Relaxed).max(0) as usize, chunk_bytes, hits, misses)
     }
 
+    /// Whether the rooms' windows hold more than their budget.
+    pub fn over_budget(&self) -> bool {
+        self.window_bytes.load(Ordering::Relaxed) > self.budget.window_bytes as i64
+    }
+
     /// Trims the least recently used rooms' windows until all windows fit the budget.
     pub fn enforce_budget(&self) {
         let budget = self.budget.window_bytes as i64;
-        if self.window_bytes.load(Ordering::Relaxed) <= budget {
+        if !self.over_budget() {
             return;
         }
         let mut rooms: Vec<(u64, Arc<RwLock<Room>>)> = self

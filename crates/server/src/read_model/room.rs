@@ -72,6 +72,8 @@ pub struct TimelineItem {
     pub txn: Option<Arc<Txn>>,
     /// Set when the event is shown redacted: the redaction event.
     pub redacted_because: Option<Arc<Value>>,
+    /// What the item costs in memory, estimated once (see [`TimelineItem::bytes`]).
+    estimated_bytes: usize,
 }
 
 impl TimelineItem {
@@ -86,17 +88,19 @@ impl TimelineItem {
             prev_content: prev_content.map(Arc::new),
             txn: txn.map(Arc::new),
             redacted_because: None,
+            // A `serde_json::Value` tree of a small event costs about six times its text (maps,
+            // key strings, allocator overhead), plus the typed header. Calibrated with
+            // `bench history --shape many-rooms`: 1,000 rooms × 100 events held whole cost 2.7 KB
+            // of RSS per 400-byte event.
+            estimated_bytes: 300 + event.to_string().len() * 6,
             event: Arc::new(event),
         }
     }
 
-    /// What the item costs in memory, roughly: a `serde_json::Value` tree of a small event costs
-    /// about six times its text (maps, key strings, allocator overhead), plus the typed header.
-    /// Calibrated with `bench history --shape many-rooms`: 1,000 rooms × 100 events held whole
-    /// cost 2.7 KB of RSS per 400-byte event.
+    /// What the item costs in memory, roughly (estimated when it was made: the window and the
+    /// chunk cache count it on every push and eviction).
     pub fn bytes(&self) -> usize {
-        let text = self.event.to_string().len();
-        300 + text * 6
+        self.estimated_bytes
     }
 
     /// The item as shown after `redaction` (under room version `version`).
