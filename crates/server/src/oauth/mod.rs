@@ -18,8 +18,8 @@
 //! bucket), so every Matrix endpoint accepts them through the same `Caller` extractor.
 
 pub mod grants;
+pub use crate::services::oauth_records as records;
 pub mod pages;
-pub mod records;
 pub mod templates;
 pub mod tokens;
 
@@ -224,7 +224,7 @@ async fn cors(request: Request, next: Next) -> Response {
 
 /// Milliseconds and seconds since the epoch.
 pub fn now_ms() -> u64 {
-    crate::rooms::now_ms()
+    crate::services::rooms::now_ms()
 }
 
 pub fn now_s() -> u64 {

@@ -21,7 +21,7 @@ use super::grants::{self, CodeGrant, ResponseMode, Scope};
 use super::records::{self, BrowserSession, random_secret};
 use super::templates::{self, ConsentView, DeviceRow};
 use super::{Form, base_url, now_ms, now_s, tokens};
-use crate::api::account;
+use crate::services::accounts as account;
 use crate::app::{App, AppState, client_ip};
 use crate::error::{ApiResult, MatrixError};
 
@@ -330,9 +330,9 @@ pub async fn logout(State(app): State<AppState>, request: Request) -> Response {
         Err(response) => return response,
     };
     if let Some(value) = &visit.login_cookie
-        && let Err(error) = app.store.kv().delete(Bucket::OauthGrants, &records::browser_key(value)).await
+        && let Err(error) = records::delete(&app, Bucket::OauthGrants, &records::browser_key(value)).await
     {
-        return unavailable(&app, error.into());
+        return unavailable(&app, error);
     }
     let mut response = see_other("/oauth2/login");
     set_cookie(&mut response, &visit, LOGIN_COOKIE, "", Some(0));
@@ -739,17 +739,8 @@ pub async fn change_password(State(app): State<AppState>, request: Request) -> R
         Ok(hash) => hash,
         Err(error) => return unavailable(&app, error),
     };
-    let written = app
-        .store
-        .kv()
-        .modify(Bucket::Accounts, &localpart, |current| -> Result<Option<bytes::Bytes>, ()> {
-            let mut account: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| serde_json::json!({}));
-            account["password_hash"] = serde_json::json!(password_hash);
-            Ok(Some(serde_json::to_vec(&account).unwrap_or_default().into()))
-        })
-        .await;
-    if let Err(error) = written {
-        return unavailable(&app, error.into());
+    if let Err(error) = account::set_password_hash(&app, &localpart, password_hash).await {
+        return unavailable(&app, error);
     }
     if form.get("logout_devices").is_some()
         && let Err(error) = account::remove_devices(&app, &user_id, None, None).await

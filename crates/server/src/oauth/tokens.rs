@@ -20,8 +20,9 @@ use super::grants::{
 };
 use super::records::{self, random_secret};
 use super::{Form, OauthError, base_url, no_store, now_ms, now_s};
-use crate::api::account;
-use crate::app::{App, AppState, client_ip, token_hash};
+use crate::services::accounts as account;
+use crate::app::{App, AppState, client_ip};
+use crate::services::token_hash;
 use crate::error::{ApiResult, MatrixError};
 
 const ACCESS_PREFIX: &str = "haeo_";
@@ -137,7 +138,7 @@ async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<
         revoke_family(app, session).await?;
     }
     grants::check_code(&grant, &client.client_id, redirect_uri, verifier, now_ms())?;
-    let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+    let family_id = crate::services::rooms::random_string(FAMILY_ID_CHARS);
     let used = CodeGrant { used_by_session: Some(family_id.clone()), ..grant.clone() };
     if !records::replace(app, Bucket::OauthGrants, &records::code_key(code), &used, revision).await? {
         return Err(Refusal::new("invalid_grant", "the authorization code was already used").into());
@@ -159,8 +160,7 @@ fn new_refresh_token(family_id: &str) -> String {
 /// bucket), plus its family, so revocation finds the chain.
 async fn store_access_token(app: &App, hash: &str, user_id: &str, device_id: &str, family_id: &str) -> ApiResult<()> {
     let record = json!({ "user_id": user_id, "device_id": device_id, "session": family_id, "oauth_family": family_id });
-    app.store.kv().put(Bucket::Tokens, hash, serde_json::to_vec(&record).unwrap_or_default().into()).await?;
-    Ok(())
+    records::put_access_token(app, hash, &record).await
 }
 
 fn token_response(access: &str, expires_in: u64, refresh: &str, scope: &Scope) -> Value {
@@ -206,10 +206,7 @@ async fn start_family(
     let display_name = client.display_name();
     let now = now_ms();
     let mut replaced = None;
-    app.store
-        .kv()
-        .modify(Bucket::Devices, user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
-            let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+    records::modify_devices(app, user_id, |devices| -> Result<(), ()> {
             replaced = devices.get(&device_id).and_then(|old| old["token_hash"].as_str().map(str::to_string));
             let name = devices[&device_id]["display_name"].as_str().map(str::to_string).unwrap_or(display_name.clone());
             devices[&device_id] = json!({
@@ -222,7 +219,7 @@ async fn start_family(
                 "last_seen_ts": now,
                 "last_seen_ip": ip.map(|ip| ip.to_string()),
             });
-            Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+            Ok(())
         })
         .await?
         .ok();
@@ -277,28 +274,24 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Resul
         }
         RefreshOutcome::Rotate | RefreshOutcome::Retry => {
             store_access_token(app, &access_hash, &family.user_id, &family.device_id, &family_id).await?;
-            let bound = app
-                .store
-                .kv()
-                .modify(Bucket::Devices, &family.user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
-                    let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+            let bound = records::modify_devices(app, &family.user_id, |devices| -> Result<(), ()> {
                     if devices[&family.device_id]["oauth_family"].as_str() != Some(family_id.as_str()) {
                         return Err(());
                     }
                     devices[&family.device_id]["token_hash"] = json!(access_hash);
                     devices[&family.device_id]["last_seen_ts"] = json!(now_ms());
-                    Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+                    Ok(())
                 })
                 .await?;
             if bound.is_err() {
-                app.store.kv().delete(Bucket::Tokens, &access_hash).await?;
+                records::delete_access_token(app, &access_hash).await?;
                 revoke_family(app, &family_id).await?;
                 return Err(Refusal::new("invalid_grant", "the session has ended").into());
             }
             // The access token this one replaces stops working at nodes that have not cached
             // it; nodes that have refuse it once it expires (at most one lifetime later).
             if let Some(old) = replaced_access.filter(|old| *old != access_hash) {
-                app.store.kv().delete(Bucket::Tokens, &old).await?;
+                records::delete_access_token(app, &old).await?;
             }
             Ok(token_response(&access, expires_in, &refresh, &family.scope))
         }
@@ -348,8 +341,7 @@ pub async fn revoke(State(app): State<AppState>, request: Request) -> Result<Res
                 revoke_family(&app, family_id).await?;
             }
         }
-    } else if let Some(stored) = app.store.kv().get(Bucket::Tokens, &token_hash(token)).await? {
-        let record: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+    } else if let Some(record) = records::access_token_record(&app, &token_hash(token)).await? {
         if let Some(family_id) = record["oauth_family"].as_str() {
             revoke_family(&app, family_id).await?;
         } else if let (Some(user_id), Some(device_id)) = (record["user_id"].as_str(), record["device_id"].as_str()) {
@@ -421,7 +413,7 @@ async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: 
     let interval_ms = app.config.oauth.device_poll_interval_s * 1000;
     match grants::device_poll(&grant, &client.client_id, now, interval_ms) {
         Ok((user_id, auth_time_s)) => {
-            let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+            let family_id = crate::services::rooms::random_string(FAMILY_ID_CHARS);
             let used = DeviceGrant { state: DeviceState::Used { session: family_id.clone() }, ..grant.clone() };
             if !records::replace(app, Bucket::OauthGrants, &key, &used, revision).await? {
                 return Err(Refusal::new("invalid_grant", "the device code was already used").into());
@@ -494,7 +486,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_name_their_family() {
-        let family = crate::rooms::random_string(FAMILY_ID_CHARS);
+        let family = crate::services::rooms::random_string(FAMILY_ID_CHARS);
         let token = new_refresh_token(&family);
         assert_eq!(family_of_refresh(&token), Some(family.as_str()));
         assert_eq!(family_of_refresh("haer_short_x"), None);
