@@ -14,7 +14,7 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use haetae_store::{Bucket, KvError};
+use haetae_store::Bucket;
 use serde_json::Value;
 
 use super::grants::{self, CodeGrant, ResponseMode, Scope};
@@ -312,11 +312,10 @@ pub async fn signup(State(app): State<AppState>, request: Request) -> Response {
         Ok(hash) => hash,
         Err(error) => return unavailable(&app, error),
     };
-    let record = serde_json::json!({ "password_hash": password_hash, "created_ts": now_ms() });
-    match records::create(&app, Bucket::Accounts, &username, &record).await {
-        Ok(_) => {}
-        Err(KvError::Exists) => return refuse("That username is taken."),
-        Err(error) => return unavailable(&app, error.into()),
+    match account::create_account(&app, &username, password_hash).await {
+        Ok(true) => {}
+        Ok(false) => return refuse("That username is taken."),
+        Err(error) => return unavailable(&app, error),
     }
     let user_id = app.user_id(&username);
     tracing::info!(%user_id, "registered on the login page");

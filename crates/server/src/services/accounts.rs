@@ -125,13 +125,8 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
         return Err(MatrixError::invalid_param("password too long"));
     }
     let password_hash = hash_password(app, password).await?;
-    let account = json!({ "password_hash": password_hash, "created_ts": now_ms() });
-    match app.store.kv().create(Bucket::Accounts, &localpart, serde_json::to_vec(&account).unwrap_or_default().into()).await {
-        Ok(_) => {}
-        Err(KvError::Exists) => {
-            return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken"));
-        }
-        Err(error) => return Err(error.into()),
+    if !create_account(app, &localpart, password_hash).await? {
+        return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken"));
     }
     let user_id = app.user_id(&localpart);
     tracing::info!(%user_id, "registered");
@@ -140,6 +135,21 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
     }
     let login = start_session(app, &user_id, body.device_id, body.initial_device_display_name, ip).await?;
     Ok(login)
+}
+
+/// Creates an account (password hash already computed); false when the name is taken. A new
+/// account's display name is its localpart: clients show display names, and users of other
+/// servers expect one.
+pub async fn create_account(app: &App, localpart: &str, password_hash: String) -> ApiResult<bool> {
+    let account = json!({ "password_hash": password_hash, "created_ts": now_ms() });
+    match app.store.kv().create(Bucket::Accounts, localpart, serde_json::to_vec(&account).unwrap_or_default().into()).await {
+        Ok(_) => {}
+        Err(KvError::Exists) => return Ok(false),
+        Err(error) => return Err(error.into()),
+    }
+    let profile = Entry::Profile { displayname: Some(localpart.to_string()), avatar_url: None };
+    append_user_entry(app, &app.user_id(localpart), profile).await?;
+    Ok(true)
 }
 
 #[derive(Deserialize)]

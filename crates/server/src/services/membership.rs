@@ -44,6 +44,10 @@ pub async fn join(app: &App, caller: &Caller, room: String, body: Target) -> Api
     if !super::rooms::knows_room(app, &room_id).await? {
         return Err(MatrixError::not_found("No such room"));
     }
+    // A room everyone has left has nobody left to admit anyone (as on a federated server).
+    if app.model.with_room(&room_id, |room| room.state.member_count("join")) == Some(0) {
+        return Err(MatrixError::not_found("Nobody is in this room any more"));
+    }
     if membership_of(app, &room_id, &caller.user_id).as_deref() != Some("join") {
         set_membership(app, caller, &room_id, &caller.user_id.clone(), "join", body.reason).await?;
     }

@@ -298,6 +298,8 @@ pub struct RoomNews {
     membership_changed: bool,
     joined_since: Vec<String>,
     visible_from: u64,
+    /// The caller was not joined at the window's start: their client has no history of the room.
+    newly_joined: bool,
 }
 
 impl RoomSync<'_> {
@@ -317,6 +319,12 @@ impl RoomSync<'_> {
                     .map(|(_, user, _)| user.to_string())
                     .collect(),
                 visible_from: room.visible_from(me),
+                newly_joined: room
+                    .membership_history(me)
+                    .iter()
+                    .rev()
+                    .find(|(seq, _)| *seq <= self.low)
+                    .is_none_or(|(_, membership)| *membership != Membership::Join),
             }
         })
     }
@@ -338,7 +346,10 @@ impl RoomSync<'_> {
             changed_users.extend(news.joined_since.iter().cloned());
         }
         let from_start = self.initial || self.full_state || news.membership_changed;
-        let (timeline, state) = self.timeline_and_state(self.high, news.visible_from, from_start).await;
+        // A room the caller has just joined shows its recent history (what they may see of it),
+        // not only the events since their last sync, as for a first sync.
+        let floor = if news.newly_joined { news.visible_from } else { (self.low + 1).max(news.visible_from) };
+        let (timeline, state) = self.timeline_and_state(self.high, floor, from_start).await;
         let mut ephemeral = Vec::new();
         if self.initial {
             let all = self
@@ -390,10 +401,10 @@ impl RoomSync<'_> {
 
     /// The timeline (last `limit` events with `low < seq <= high` the caller may see) and the
     /// state before it.
-    async fn timeline_and_state(&self, high: u64, visible_from: u64, from_start: bool) -> (Value, Vec<Value>) {
+    /// `floor`: the lowest position the timeline may show.
+    async fn timeline_and_state(&self, high: u64, floor: u64, from_start: bool) -> (Value, Vec<Value>) {
         let timeline_filter = &self.filter.room.timeline;
         let limit = self.filter.timeline_limit(10).min(self.app.config.limits.max_events_per_response).max(1);
-        let floor = (self.low + 1).max(visible_from);
         let page = self
             .app
             .model
@@ -585,7 +596,7 @@ impl RoomSync<'_> {
             .with_room(self.room_id, |room| room.membership_seq(&self.caller.user_id))
             .flatten()
             .unwrap_or(self.high);
-        let (timeline, state) = self.timeline_and_state(self.high.min(leave_seq), news.visible_from, false).await;
+        let (timeline, state) = self.timeline_and_state(self.high.min(leave_seq), (self.low + 1).max(news.visible_from), false).await;
         Some(json!({ "timeline": timeline, "state": { "events": state }, "account_data": { "events": [] } }))
     }
 }
