@@ -433,7 +433,7 @@ fn check_power_levels_change(
 
     // Rules 9.6 and 9.7.
     for field in ["events", "notifications"] {
-        let old = level_map(Some(old_content), field);
+        let old = level_map(Some(&old_content), field);
         let new = level_map(Some(new_content), field);
         for key in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
             let (before, after) = (old.get(key), new.get(key));
@@ -458,7 +458,7 @@ fn check_power_levels_change(
     }
 
     // Rules 9.8 and 9.9.
-    let old = level_map(Some(old_content), "users");
+    let old = level_map(Some(&old_content), "users");
     let new = level_map(Some(new_content), "users");
     for user in old.keys().chain(new.keys()).collect::<BTreeSet<_>>() {
         let (before, after) = (old.get(user), new.get(user));

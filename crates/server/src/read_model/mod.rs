@@ -651,7 +651,7 @@ impl ReadModel {
             }
             // A redacted state event that is current state is replaced by its redacted form.
             let version = room.state.room_version().to_string();
-            let current = room.state.iter().find(|e| e["event_id"].as_str() == Some(target_id.as_str())).cloned();
+            let current = room.state.find_by_id(&target_id);
             if let Some(current) = current {
                 room.state.insert(haetae_matrix::redaction::redact(&current, &version));
             }
@@ -660,7 +660,7 @@ impl ReadModel {
         let mut membership_change = None;
         if let (Some(event_type), Some(state_key)) = (event["type"].as_str(), event["state_key"].as_str()) {
             if prev.is_none() {
-                prev = room.state.content(event_type, state_key).cloned();
+                prev = room.state.content(event_type, state_key);
             }
             if event_type == "m.room.member" {
                 let membership = Membership::parse(event["content"]["membership"].as_str().unwrap_or("leave"));

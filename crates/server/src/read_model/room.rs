@@ -428,7 +428,7 @@ impl Room {
         RoomSnapshot {
             room_id: self.room_id.clone(),
             partition: self.partition,
-            state: self.state.iter().cloned().collect(),
+            state: self.state.iter().collect(),
             last_seq: self.last_seq,
             memberships: self.memberships.clone(),
             state_history: self.state_history.iter().map(|((t, k), seqs)| (t.clone(), k.clone(), seqs.clone())).collect(),

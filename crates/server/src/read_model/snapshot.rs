@@ -134,8 +134,8 @@ impl ReadModel {
         let mut rooms = HashMap::new();
         for room in snapshot.rooms {
             let room = Room::from_snapshot(room);
-            for event in room.state.iter().filter(|e| e["type"] == "m.room.member") {
-                if let (Some(user_id), Some(membership)) = (event["state_key"].as_str(), event["content"]["membership"].as_str()) {
+            for member in room.state.member_refs() {
+                if let (user_id, Some(membership)) = (member.state_key, member.membership) {
                     let user = users.entry(user_id.to_string()).or_default();
                     if !user.forgotten.contains(&room.room_id) {
                         user.rooms.insert(room.room_id.clone(), super::Membership::parse(membership));

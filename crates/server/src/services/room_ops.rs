@@ -169,7 +169,7 @@ async fn readable_state(app: &App, caller: &Caller, room_id: &str) -> ApiResult<
     if until == u64::MAX {
         return app
             .model
-            .with_room(room_id, |room| room.state.iter().cloned().collect())
+            .with_room(room_id, |room| room.state.iter().collect())
             .ok_or_else(|| MatrixError::forbidden("You are not in this room"));
     }
     app.model.state_at(app.store.log(), room_id, until).await.map_err(MatrixError::unavailable)
@@ -189,7 +189,7 @@ pub async fn get_state(
     let until = readable_until(app, &caller.user_id, &room_id)?;
     let event = if until == u64::MAX {
         app.model
-            .with_room(&room_id, |room| room.state.get(&event_type, &state_key).cloned())
+            .with_room(&room_id, |room| room.state.get(&event_type, &state_key))
             .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?
     } else {
         readable_state(app, caller, &room_id)
@@ -260,7 +260,7 @@ pub async fn get_context(
         .items;
     let start = before.last().map(|i| i.seq).unwrap_or(item.seq);
     let end = after.last().map(|i| i.seq + 1).unwrap_or(item.seq + 1);
-    let state: Vec<Value> = app.model.with_room(&room_id, |room| room.state.iter().cloned().collect()).unwrap_or_default();
+    let state: Vec<Value> = app.model.with_room(&room_id, |room| room.state.iter().collect()).unwrap_or_default();
     Ok(json!({
         "event": client_event(&item, Some(caller)),
         "events_before": before.iter().map(|i| client_event(i, Some(caller))).collect::<Vec<_>>(),
@@ -333,7 +333,7 @@ pub async fn get_messages(app: &App, caller: &Caller, room_id: String, query: Me
         state = app
             .model
             .with_room(&room_id, |room| {
-                senders.iter().filter_map(|sender| room.state.get("m.room.member", sender).cloned()).collect()
+                senders.iter().filter_map(|sender| room.state.get("m.room.member", sender)).collect()
             })
             .unwrap_or_default();
     }
@@ -356,14 +356,13 @@ pub async fn get_members(app: &App, caller: &Caller, room_id: String, query: Mem
         .model
         .with_room(&room_id, |room| {
             room.state
-                .iter()
-                .filter(|e| e["type"] == "m.room.member")
+                .member_refs()
                 .filter(|e| {
-                    let membership = e["content"]["membership"].as_str().unwrap_or("");
+                    let membership = e.membership.unwrap_or("");
                     query.membership.as_deref().is_none_or(|m| m == membership)
                         && query.not_membership.as_deref().is_none_or(|m| m != membership)
                 })
-                .cloned()
+                .map(|e| e.parse())
                 .collect()
         })
         .ok_or_else(|| MatrixError::forbidden("You are not in this room"))?;
@@ -378,13 +377,12 @@ pub async fn get_joined_members(app: &App, caller: &Caller, room_id: String) -> 
                 return None;
             }
             let mut joined = serde_json::Map::new();
-            for event in room.state.iter().filter(|e| e["type"] == "m.room.member" && e["content"]["membership"] == "join") {
-                if let Some(user_id) = event["state_key"].as_str() {
-                    joined.insert(
-                        user_id.to_string(),
-                        json!({ "display_name": event["content"]["displayname"], "avatar_url": event["content"]["avatar_url"] }),
-                    );
-                }
+            for member in room.state.member_refs().filter(|e| e.membership == Some("join")) {
+                let event = member.parse();
+                joined.insert(
+                    member.state_key.to_string(),
+                    json!({ "display_name": event["content"]["displayname"], "avatar_url": event["content"]["avatar_url"] }),
+                );
             }
             Some(joined)
         })

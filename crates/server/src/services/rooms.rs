@@ -232,7 +232,7 @@ fn precheck(app: &App, room_id: &str, event: &Value) -> ApiResult<Checked> {
     let checked = app.model.with_room(room_id, |room| {
         haetae_matrix::auth::check(&room.state, event).map_err(|e| MatrixError::forbidden(e.to_string()))?;
         let prev_content = match (event["type"].as_str(), event["state_key"].as_str()) {
-            (Some(event_type), Some(state_key)) => room.state.content(event_type, state_key).cloned(),
+            (Some(event_type), Some(state_key)) => room.state.content(event_type, state_key),
             _ => None,
         };
         Ok(Checked { last_seq: room.last_seq, prev_content })

@@ -443,9 +443,10 @@ impl RoomSync<'_> {
             .app
             .model
             .with_room(self.room_id, |room| {
+                // Chosen by key and id first: only the events sent are parsed.
                 room.state
-                    .iter()
-                    .filter(|event| !event["event_id"].as_str().is_some_and(|id| shown_ids.contains(id)))
+                    .refs()
+                    .filter(|event| !event.event_id.is_some_and(|id| shown_ids.contains(id)))
                     .filter(|event| {
                         if from_start {
                             return true;
@@ -454,11 +455,14 @@ impl RoomSync<'_> {
                             return false;
                         }
                         // State changes that fell into the gap before the shown timeline.
-                        let seq = event["event_id"].as_str().and_then(position_of).map(|(_, seq)| seq);
+                        let seq = event.event_id.and_then(position_of).map(|(_, seq)| seq);
                         seq.is_some_and(|seq| seq > low && seq < first_seq)
                     })
+                    .filter(|event| {
+                        !lazy || event.event_type != "m.room.member" || event.state_key == self.caller.user_id || senders.contains(event.state_key)
+                    })
+                    .map(|event| event.parse())
                     .filter(|event| wanted(event))
-                    .cloned()
                     .collect()
             })
             .unwrap_or_default();
@@ -533,7 +537,8 @@ impl RoomSync<'_> {
                         default_rules.as_ref()
                     }
                 };
-                let display_name = room.state.content("m.room.member", me).and_then(|c| c["displayname"].as_str());
+                let member = room.state.content("m.room.member", me);
+                let display_name = member.as_ref().and_then(|c| c["displayname"].as_str());
                 let power_levels = room.state.power_levels();
                 let context = PushContext { user_id: me, display_name, member_count: room.state.joined_count(), power_levels };
                 for item in new_events {
@@ -571,15 +576,15 @@ impl RoomSync<'_> {
             ]
             .iter()
             .filter_map(|t| room.state.get(t, ""))
-            .map(stripped)
+            .map(|event| stripped(&event))
             .collect();
             if let Some(invite) = room.state.get("m.room.member", &self.caller.user_id) {
                 if let Some(inviter) = invite["sender"].as_str()
                     && let Some(member) = room.state.get("m.room.member", inviter)
                 {
-                    events.push(stripped(member));
+                    events.push(stripped(&member));
                 }
-                events.push(stripped(invite));
+                events.push(stripped(&invite));
             }
             Some(json!({ "invite_state": { "events": events } }))
         })?
