@@ -18,6 +18,17 @@ pub struct ServerConfig {
     pub password_hashing: PasswordHashing,
     pub history: HistoryConfig,
     pub oauth: OauthConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `/metrics` (Prometheus text format) on every node.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve no metrics at all.
+    pub disabled: bool,
+    /// When set, a scrape must present it as a bearer token (Prometheus `authorization`).
+    pub token: Option<String>,
 }
 
 /// How much history a node holds in memory, and how it snapshots its read model.
@@ -51,6 +62,7 @@ impl Default for ServerConfig {
             password_hashing: PasswordHashing::default(),
             history: HistoryConfig::default(),
             oauth: OauthConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

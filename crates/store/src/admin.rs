@@ -92,6 +92,12 @@ impl Admin {
         Ok(Admin { client, js })
     }
 
+    /// An administration handle on an existing connection (a node reporting its assets).
+    pub fn from_client(client: async_nats::Client, timeout: Duration) -> Admin {
+        let js = jetstream::ContextBuilder::new().timeout(timeout).build(client.clone());
+        Admin { client, js }
+    }
+
     /// Every haetae asset with its placement, sorted by label.
     pub async fn assets(&self) -> Result<Vec<AssetInfo>, AdminError> {
         let names: Vec<String> =

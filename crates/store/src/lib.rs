@@ -191,6 +191,11 @@ impl Store {
         ephemeral::Ephemeral::new(self.client.clone())
     }
 
+    /// The operator's view of the engine (assets, leaders, replicas) over this connection.
+    pub fn admin(&self, timeout: std::time::Duration) -> admin::Admin {
+        admin::Admin::from_client(self.client.clone(), timeout)
+    }
+
     /// True while the connection to NATS is up.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -1,6 +1,6 @@
 //! HTTP: the Matrix Client-Server API routes, one file per endpoint group, plus the cross-cutting
-//! layers (CORS, per-IP rate limit, unknown endpoints). Handlers reach data only through the app
-//! (read model, store handle, room service).
+//! layers (request metrics, CORS, per-IP rate limit, unknown endpoints). Handlers reach data only
+//! through services.
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -14,11 +14,11 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod discovery;
-
 pub mod key_backup;
 pub mod keys;
 pub mod media;
 pub mod membership;
+pub mod metrics;
 pub mod presence;
 pub mod rooms;
 pub mod sync;
@@ -45,6 +45,7 @@ pub fn router(app: AppState) -> Router {
     router = media::routes(router);
     router = presence::routes(router);
     router = key_backup::routes(router);
+    router = metrics::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {
@@ -55,7 +56,19 @@ pub fn router(app: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(app.config.limits.max_body_bytes))
         .layer(axum::middleware::from_fn(cors))
         .with_state(app.clone())
-        .merge(crate::oauth::router(app))
+        .merge(crate::oauth::router(app.clone()))
+        .layer(axum::middleware::from_fn_with_state(app, observe))
+}
+
+/// Counts every answered request by route template (never the raw path: ids would make the
+/// labels unbounded), method and status, with its latency.
+async fn observe(State(app): State<AppState>, request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let route = request.extensions().get::<axum::extract::MatchedPath>().map_or("unmatched", |p| p.as_str()).to_string();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    app.metrics.observe_request(&route, method.as_str(), response.status().as_u16(), started.elapsed());
+    response
 }
 
 /// Browsers (Element Web, Hydrogen) call from another origin: answer preflights and allow all.
@@ -101,7 +114,7 @@ async fn per_ip_limit(State(app): State<AppState>, request: Request, next: Next)
     if limits.enabled {
         let (parts, body) = request.into_parts();
         if let Some(ip) = client_ip(&parts)
-            && let Err(error) = app.limiter.check(&format!("ip:{ip}"), limits.per_ip_per_s, limits.per_ip_burst)
+            && let Err(error) = app.limit_ip(ip)
         {
             return error.into_response();
         }

@@ -125,7 +125,14 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
         return Err(MatrixError::invalid_param("password too long"));
     }
     let password_hash = hash_password(app, password).await?;
-    if !create_account(app, &localpart, password_hash).await? {
+    let created = create_account(app, &localpart, password_hash).await;
+    let outcome = match &created {
+        Ok(true) => "ok",
+        Ok(false) => "taken",
+        Err(_) => "error",
+    };
+    app.metrics.logins.with_label_values(&["register", outcome]).inc();
+    if !created? {
         return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_USER_IN_USE", "User ID already taken"));
     }
     let user_id = app.user_id(&localpart);
@@ -216,7 +223,14 @@ pub async fn login(app: &App, ip: Option<std::net::IpAddr>, body: LoginRequest) 
     }
     let localpart = identified_localpart(app, body.identifier.as_ref(), body.user.as_deref())?;
     let password = body.password.ok_or_else(|| MatrixError::missing_param("password is required"))?;
-    check_password(app, &localpart, &password).await?;
+    let checked = check_password(app, &localpart, &password).await;
+    let outcome = match &checked {
+        Ok(()) => "ok",
+        Err(error) if error.errcode == "M_FORBIDDEN" => "refused",
+        Err(_) => "error",
+    };
+    app.metrics.logins.with_label_values(&["password", outcome]).inc();
+    checked?;
     let user_id = app.user_id(&localpart);
     start_session(app, &user_id, body.device_id, body.initial_device_display_name, ip).await
 }

@@ -133,6 +133,7 @@ async fn tail_partition(app: AppState, partition: u32) {
 fn apply_entry(app: &App, partition: u32, entry: haetae_store::LogEntry) {
     if entry.seq > app.model.applied(partition) {
         app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
+        app.metrics.entries_applied.inc();
     }
 }
 
@@ -149,6 +150,7 @@ async fn read_ahead(app: &App, partition: u32) {
             Ok(Ok(Some(entry))) => {
                 if entry.seq > app.model.applied(partition) {
                     app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
+                    app.metrics.entries_applied.inc();
                 }
             }
             Ok(Ok(None)) => {}

@@ -54,7 +54,20 @@ impl App {
         if !limits.enabled {
             return Ok(());
         }
-        self.limiter.check(&format!("w:{user_id}"), limits.writes_per_user_per_s, limits.writes_per_user_burst)
+        self.limiter
+            .check(&format!("w:{user_id}"), limits.writes_per_user_per_s, limits.writes_per_user_burst)
+            .inspect_err(|_| self.metrics.rate_limited.with_label_values(&["writes_per_user"]).inc())
+    }
+
+    /// Per-IP limit on every request.
+    pub fn limit_ip(&self, ip: IpAddr) -> ApiResult<()> {
+        let limits = &self.config.rate_limits;
+        if !limits.enabled {
+            return Ok(());
+        }
+        self.limiter
+            .check(&format!("ip:{ip}"), limits.per_ip_per_s, limits.per_ip_burst)
+            .inspect_err(|_| self.metrics.rate_limited.with_label_values(&["per_ip"]).inc())
     }
 
     /// Per-IP limit on logins and registrations.
@@ -62,7 +75,9 @@ impl App {
         let limits = &self.config.rate_limits;
         match ip {
             Some(ip) if limits.enabled => {
-                self.limiter.check(&format!("l:{ip}"), limits.logins_per_ip_per_s, limits.logins_per_ip_burst)
+                self.limiter
+                    .check(&format!("l:{ip}"), limits.logins_per_ip_per_s, limits.logins_per_ip_burst)
+                    .inspect_err(|_| self.metrics.rate_limited.with_label_values(&["logins_per_ip"]).inc())
             }
             _ => Ok(()),
         }

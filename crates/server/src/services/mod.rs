@@ -15,7 +15,7 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
-//! - [`caches`], [`limits`]: the node's bounded caches and rate limits.
+//! - [`caches`], [`limits`], [`metrics`]: the node's bounded caches, rate limits and metrics.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
 //!
 //! Services depend on the read model, the store, the Matrix rules and each other (without
@@ -30,6 +30,7 @@ pub mod key_backup;
 pub mod keys;
 pub mod limits;
 pub mod media;
+pub mod metrics;
 pub mod membership;
 pub mod oauth_records;
 pub mod presence;
@@ -72,6 +73,8 @@ pub struct App {
     key_counts: keys::KeyCounts,
     /// Everyone's presence as this node last learned it from the presence bucket.
     presence: presence::PresenceCache,
+    /// What this node counts for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 pub type AppState = Arc<App>;
@@ -118,6 +121,7 @@ impl App {
             password_hashing: HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
             unread: BoundedMap::new(MAX_UNREAD_ENTRIES),
             presence: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -125,7 +129,10 @@ impl App {
     /// node has applied it, so the caller's next request sees it (read-your-writes).
     async fn append_applied(&self, entity: &str, entry: crate::entry::Entry, message_id: &str) -> ApiResult<()> {
         let payload = crate::entry::Envelope::new(entry).to_bytes();
-        let appended = self.store.log().append(entity, payload, message_id, None).await.map_err(|error| match error {
+        let started = Instant::now();
+        let appended = self.store.log().append(entity, payload, message_id, None).await;
+        self.metrics.append_duration.observe(started.elapsed().as_secs_f64());
+        let appended = appended.inspect_err(|_| self.metrics.append_errors.inc()).map_err(|error| match error {
             // Over the log's message size: the client's fault, not an outage.
             haetae_store::AppendError::TooLarge(message) => crate::error::MatrixError::too_large(message),
             other => crate::error::MatrixError::unavailable(other),

@@ -133,6 +133,10 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
         let started = std::time::Instant::now();
         let appended = app.store.log().append(new.room_id, payload, &message_id, is_state.then_some(checked.last_seq)).await;
         let append_ms = started.elapsed().as_millis() as u64;
+        app.metrics.append_duration.observe(started.elapsed().as_secs_f64());
+        if matches!(appended, Err(AppendError::Unavailable(_))) {
+            app.metrics.append_errors.inc();
+        }
         match appended {
             Ok(appended) => {
                 let applied = app.model.wait_applied(partition, appended.seq, APPLY_WAIT).await;
@@ -149,6 +153,7 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
                 if let Some(reason) = app.model.rejection(&event_id) {
                     return Err(MatrixError::forbidden(reason));
                 }
+                app.metrics.events_sent.inc();
                 // A retry stored again after the duplicate window was skipped: the first is the one.
                 if let Some((_, first)) = txn_key.as_deref().and_then(|key| app.model.transaction_event(key)) {
                     return Ok(first);

@@ -115,6 +115,7 @@ pub async fn sync(app: &App, caller: &Caller, query: SyncQuery) -> ApiResult<Val
         acknowledge_to_device(app, caller, since).await?;
     }
     let waker = app.model.waker(&caller.user_id);
+    let mut waiting = None;
     loop {
         let notified = waker.notified();
         tokio::pin!(notified);
@@ -123,6 +124,7 @@ pub async fn sync(app: &App, caller: &Caller, query: SyncQuery) -> ApiResult<Val
         if !empty || since.is_none() || full_state || tokio::time::Instant::now() >= deadline {
             return Ok(response);
         }
+        waiting.get_or_insert_with(|| super::metrics::WaitingSync::new(&app.metrics.sync_waiting));
         if tokio::time::timeout_at(deadline, notified).await.is_err() {
             // Timed out: answer with the (empty) response as of now.
             let (response, _) = build(app, caller, since.as_ref(), &filter, full_state).await;
