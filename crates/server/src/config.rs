@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub history: HistoryConfig,
     pub oauth: OauthConfig,
     pub metrics: MetricsConfig,
+    /// Users who are administrators whatever their account says (user ids or localparts): how a
+    /// deployment gets its first admin, who can then make others admin through the admin API.
+    pub admins: Vec<String>,
 }
 
 /// `/metrics` (Prometheus text format) on every node.
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             history: HistoryConfig::default(),
             oauth: OauthConfig::default(),
             metrics: MetricsConfig::default(),
+            admins: Vec::new(),
         }
     }
 }

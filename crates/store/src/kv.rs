@@ -358,12 +358,23 @@ impl Buckets {
     /// the highest revision under it. Read through a consumer on the bucket's stream (served by
     /// the stream leader), last value per key.
     /// With `values` false only keys and revisions are read (values come back empty).
+    /// Every key of a bucket (keys of one segment), like [`Buckets::list`].
+    pub async fn list_all(&self, bucket: Bucket, max: usize, values: bool) -> Result<Listing, KvError> {
+        self.list_filtered(bucket, format!("$KV.{}.>", bucket.name()), 0, max, values).await
+    }
+
     pub async fn list(&self, bucket: Bucket, prefix: &KeyPath, max: usize, values: bool) -> Result<Listing, KvError> {
+        let filter = format!("$KV.{}.{}.>", bucket.name(), prefix.encoded());
+        self.list_filtered(bucket, filter, prefix.0.len(), max, values).await
+    }
+
+    /// The keys under `filter_subject` (their first `skip` segments left out), at most `max`.
+    async fn list_filtered(&self, bucket: Bucket, filter_subject: String, skip: usize, max: usize, values: bool) -> Result<Listing, KvError> {
         use futures::StreamExt;
         let store = self.store(bucket);
         let unavailable = |error: String| KvError::Unavailable(error);
         let config = jetstream::consumer::pull::OrderedConfig {
-            filter_subject: format!("$KV.{}.{}.>", bucket.name(), prefix.encoded()),
+            filter_subject,
             deliver_policy: jetstream::consumer::DeliverPolicy::LastPerSubject,
             headers_only: !values,
             ..Default::default()
@@ -376,7 +387,6 @@ impl Buckets {
             return Ok(listing);
         }
         let mut messages = consumer.messages().await.map_err(|e| unavailable(e.to_string()))?;
-        let skip = prefix.0.len();
         loop {
             let message = match tokio::time::timeout(LIST_ENTRY_TIMEOUT, messages.next()).await {
                 Ok(Some(Ok(message))) => message,

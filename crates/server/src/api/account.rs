@@ -32,6 +32,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/logout/all", post(logout_all));
     let router = client(router, "/account/whoami", get(whoami));
     let router = client(router, "/account/password", post(change_password));
+    let router = client(router, "/account/deactivate", post(deactivate));
     let router = client(router, "/devices", get(list_devices));
     let router = client(router, "/delete_devices", post(delete_devices));
     client(router, "/devices/{device_id}", get(get_device).put(update_device).delete(delete_device))
@@ -110,4 +111,8 @@ async fn login_flows() -> Json<Value> {
 
 async fn whoami(caller: Caller) -> Json<Value> {
     Json(json!({ "user_id": caller.user_id, "device_id": caller.device_id, "is_guest": false }))
+}
+
+async fn deactivate(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<DeactivateRequest>) -> ApiResult<Json<Value>> {
+    service::deactivate_own(&app, &caller, body).await.map(Json)
 }

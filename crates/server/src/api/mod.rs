@@ -13,6 +13,7 @@ use crate::app::{AppState, client_ip};
 use crate::error::MatrixError;
 
 pub mod account;
+pub mod admin;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
@@ -46,6 +47,7 @@ pub fn router(app: AppState) -> Router {
     router = presence::routes(router);
     router = key_backup::routes(router);
     router = metrics::routes(router);
+    router = admin::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

@@ -206,10 +206,9 @@ pub fn identified_localpart(app: &App, identifier: Option<&Value>, user: Option<
 }
 
 pub async fn check_password(app: &App, localpart: &str, password: &str) -> ApiResult<()> {
-    let account = app.store.kv().get(Bucket::Accounts, localpart).await?;
-    let stored_hash = account
-        .and_then(|a| serde_json::from_slice::<Value>(&a.value).ok())
-        .and_then(|a| a["password_hash"].as_str().map(str::to_string));
+    let account = load_account(app, localpart).await?;
+    // A deactivated account never logs in again.
+    let stored_hash = account.filter(|a| a["deactivated"] != true).and_then(|a| a["password_hash"].as_str().map(str::to_string));
     match stored_hash {
         Some(hash) if verify_password(app, password.to_string(), hash.clone()).await => Ok(()),
         _ => Err(MatrixError::forbidden("Invalid username or password")),
@@ -400,6 +399,66 @@ pub async fn change_password(app: &App, caller: &Caller, body: PasswordRequest) 
         remove_devices(app, &caller.user_id, None, Some(&caller.device_id)).await?;
     }
     Ok(json!({}))
+}
+
+/// An account's record (`password_hash`, `created_ts`, `admin`, `deactivated`), if it exists.
+pub async fn load_account(app: &App, localpart: &str) -> ApiResult<Option<Value>> {
+    Ok(app.store.kv().get(Bucket::Accounts, localpart).await?.and_then(|a| serde_json::from_slice::<Value>(&a.value).ok()))
+}
+
+/// Sets fields of an existing account's record (compare-and-set); false when there is none.
+pub async fn update_account(app: &App, localpart: &str, fields: &serde_json::Map<String, Value>) -> ApiResult<bool> {
+    let outcome = app
+        .store
+        .kv()
+        .modify(Bucket::Accounts, localpart, |current| {
+            let Some(mut account) = current.and_then(|c| serde_json::from_slice::<Value>(c).ok()) else { return Err(()) };
+            for (key, value) in fields {
+                account[key] = value.clone();
+            }
+            Ok(Some(serde_json::to_vec(&account).unwrap_or_default().into()))
+        })
+        .await?;
+    Ok(outcome.is_ok())
+}
+
+/// Every account's localpart and record, at most `max` of them (the listing reads the whole
+/// bucket's keys: an operator's question, not a request path).
+pub async fn list_accounts(app: &App, max: usize) -> ApiResult<Vec<(String, Value)>> {
+    let listing = app.store.kv().list_all(Bucket::Accounts, max, true).await?;
+    Ok(listing
+        .entries
+        .into_iter()
+        .filter_map(|(key, stored)| Some((key.into_iter().next()?, serde_json::from_slice(&stored.value).ok()?)))
+        .collect())
+}
+
+/// Deactivates an account: it can no longer log in, every device and token is gone, and it
+/// leaves every room it was in or invited to.
+pub async fn deactivate(app: &App, user_id: &str) -> ApiResult<()> {
+    let localpart = haetae_matrix::ids::localpart(user_id).unwrap_or_default().to_string();
+    let mut fields = serde_json::Map::new();
+    fields.insert("deactivated".into(), json!(true));
+    if !update_account(app, &localpart, &fields).await? {
+        return Err(MatrixError::not_found("No such user"));
+    }
+    remove_devices(app, user_id, None, None).await?;
+    super::membership::leave_everything(app, user_id).await?;
+    tracing::info!(%user_id, "deactivated");
+    Ok(())
+}
+
+#[derive(Deserialize)]
+pub struct DeactivateRequest {
+    auth: Option<Value>,
+}
+
+/// `POST /account/deactivate`: the caller deactivates their own account, after proving their
+/// password.
+pub async fn deactivate_own(app: &App, caller: &Caller, body: DeactivateRequest) -> ApiResult<Value> {
+    require_password(app, caller, body.auth.as_ref()).await?;
+    deactivate(app, &caller.user_id).await?;
+    Ok(json!({ "id_server_unbind_result": "no-support" }))
 }
 
 /// Replaces an account's password hash.

@@ -15,6 +15,20 @@ pub struct Target {
     reason: Option<String>,
 }
 
+/// Leaves every room `user_id` is joined to or invited to, as that user (account deactivation).
+pub async fn leave_everything(app: &App, user_id: &str) -> ApiResult<()> {
+    let rooms: Vec<String> = app.model.with_user(user_id, |user| {
+        user.rooms.iter().filter(|(_, m)| matches!(m, crate::read_model::Membership::Join | crate::read_model::Membership::Invite)).map(|(r, _)| r.clone()).collect()
+    });
+    let as_user = Caller { user_id: user_id.to_string(), device_id: String::new(), session: String::new(), ip: None };
+    for room_id in rooms {
+        let content = member_content(app, user_id, "leave", None);
+        send_event(app, &as_user, NewEvent { room_id: &room_id, event_type: "m.room.member", state_key: Some(user_id), content, redacts: None, txn_id: None })
+            .await?;
+    }
+    Ok(())
+}
+
 async fn set_membership(
     app: &App,
     caller: &Caller,

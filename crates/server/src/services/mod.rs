@@ -14,6 +14,7 @@
 //! - [`user_data`]: profiles, account data, filters, push rules, pushers, receipts, typing,
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
+//! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only.
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
 //! - [`caches`], [`limits`], [`metrics`]: the node's bounded caches, rate limits and metrics.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
@@ -23,6 +24,7 @@
 //! `api`, `oauth` or `app`.
 
 pub mod accounts;
+pub mod admin;
 pub mod caches;
 pub mod events;
 pub mod follower;

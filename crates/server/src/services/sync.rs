@@ -57,7 +57,7 @@ pub fn position_in(token: &str, partition: u32) -> Option<u64> {
     }
     let rest = token.strip_prefix('s')?;
     let positions = rest.split('~').next()?;
-    positions.split('_').nth(partition as usize)?.parse::<u64>().ok().map(|p| p + 1)
+    positions.split('_').nth(partition as usize)?.parse::<u64>().ok()?.checked_add(1)
 }
 
 #[derive(Deserialize)]

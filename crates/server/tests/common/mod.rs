@@ -253,7 +253,7 @@ impl Client {
     }
 
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("/_matrix") || path.starts_with("/.well-known") || path.starts_with("/health") {
+        if path.starts_with("/_matrix") || path.starts_with("/_synapse") || path.starts_with("/.well-known") || path.starts_with("/health") {
             format!("{}{path}", self.base)
         } else {
             format!("{}/_matrix/client/v3{path}", self.base)

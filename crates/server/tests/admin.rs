@@ -1,0 +1,79 @@
+//! The admin API on Synapse's paths: only administrators, users and rooms, deactivation.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn administrators_manage_users_and_see_rooms() {
+    let mut config = test_config();
+    config.admins = vec!["boss".into()];
+    let server = TestServer::with_config(config).await;
+    let c = server.client();
+    let boss = c.register_named("boss", "a long password").await;
+    let bob = c.register_named("bob", "bob's password").await;
+    let room_id = c.create_room(&bob, json!({ "name": "Bob's room" })).await;
+
+    // Not for ordinary users, nor without a token.
+    c.get("/_synapse/admin/v2/users", &bob.token).await.expect_err(403, "M_FORBIDDEN");
+    let anonymous = reqwest::get(format!("{}/_synapse/admin/v2/users", server.node.base)).await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+
+    let users = c.get("/_synapse/admin/v2/users", &boss.token).await.ok();
+    let names: Vec<&str> = users["users"].as_array().unwrap().iter().filter_map(|u| u["name"].as_str()).collect();
+    assert!(names.contains(&boss.user_id.as_str()) && names.contains(&bob.user_id.as_str()), "{users:#}");
+    assert_eq!(users["total"], 2);
+    let shown = c.get(&format!("/_synapse/admin/v2/users/{}", enc(&boss.user_id)), &boss.token).await.ok();
+    assert_eq!(shown["admin"], true);
+
+    // Create a user; they can log in; make them admin.
+    let carol_id = format!("@carol:{}", server.node.server_name);
+    let path = format!("/_synapse/admin/v2/users/{}", enc(&carol_id));
+    let created = c.put(&path, &boss.token, json!({ "password": "carol's password", "displayname": "Carol" })).await;
+    assert_eq!(created.status, 201, "{:?}", created.body);
+    let login = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "carol" }, "password": "carol's password" });
+    let carol = c.request(reqwest::Method::POST, "/login", None, Some(&login)).await.ok();
+    let carol_token = carol["access_token"].as_str().unwrap().to_string();
+    c.get("/_synapse/admin/v2/users", &carol_token).await.expect_err(403, "M_FORBIDDEN");
+    c.put(&format!("/_synapse/admin/v1/users/{}/admin", enc(&carol_id)), &boss.token, json!({ "admin": true })).await.ok();
+    c.get("/_synapse/admin/v2/users", &carol_token).await.ok();
+
+    // Rooms.
+    let rooms = c.get("/_synapse/admin/v1/rooms", &boss.token).await.ok();
+    let listed = rooms["rooms"].as_array().unwrap().iter().find(|r| r["room_id"] == room_id.as_str()).expect("bob's room listed");
+    assert_eq!(listed["name"], "Bob's room");
+    assert_eq!(listed["joined_members"], 1);
+    let members = c.get(&format!("/_synapse/admin/v1/rooms/{}/members", enc(&room_id)), &boss.token).await.ok();
+    assert_eq!(members["members"], json!([bob.user_id]));
+    c.get("/_synapse/admin/v1/rooms/!nope:test.local", &boss.token).await.expect_err(404, "M_NOT_FOUND");
+
+    // Deactivation: tokens stop working, login is refused, bob left his room.
+    c.post(&format!("/_synapse/admin/v1/deactivate/{}", enc(&bob.user_id)), &boss.token, json!({})).await.ok();
+    c.get("/account/whoami", &bob.token).await.expect_err(401, "M_UNKNOWN_TOKEN");
+    let again = json!({ "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "bob" }, "password": "bob's password" });
+    c.request(reqwest::Method::POST, "/login", None, Some(&again)).await.expect_err(403, "M_FORBIDDEN");
+    let members = c.get(&format!("/_synapse/admin/v1/rooms/{}/members", enc(&room_id)), &boss.token).await.ok();
+    assert_eq!(members["total"], 0);
+    let shown = c.get(&format!("/_synapse/admin/v2/users/{}", enc(&bob.user_id)), &boss.token).await.ok();
+    assert_eq!(shown["deactivated"], true);
+    let active = c.get("/_synapse/admin/v2/users", &boss.token).await.ok();
+    assert_eq!(active["total"], 2, "deactivated users are listed only when asked: {active:#}");
+    let all = c.get("/_synapse/admin/v2/users?deactivated=true", &boss.token).await.ok();
+    assert_eq!(all["total"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_deactivates_their_own_account_with_their_password() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let dave = c.register_named("dave", "dave's password").await;
+    let first = c.post("/account/deactivate", &dave.token, json!({})).await;
+    assert_eq!(first.status, 401, "user-interactive auth first: {:?}", first.body);
+    assert!(first.body["flows"].is_array());
+    let wrong = json!({ "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "dave" }, "password": "nope" } });
+    assert_eq!(c.post("/account/deactivate", &dave.token, wrong).await.status, 401);
+    let right = json!({ "auth": { "type": "m.login.password", "identifier": { "type": "m.id.user", "user": "dave" }, "password": "dave's password" } });
+    c.post("/account/deactivate", &dave.token, right).await.ok();
+    c.get("/account/whoami", &dave.token).await.expect_err(401, "M_UNKNOWN_TOKEN");
+}
