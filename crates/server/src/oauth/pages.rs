@@ -451,7 +451,8 @@ fn consent_view<'a>(request: &'a AuthRequest, client_name: &'a str, user_id: &'a
         tos_uri: request.client.tos_uri.as_deref(),
         policy_uri: request.client.policy_uri.as_deref(),
         user_id,
-        device_id: &request.scope.device_id,
+        device_id: request.scope.device_id.as_deref(),
+        profile: request.scope.profile,
         redirect_host: host,
     }
 }
@@ -582,7 +583,8 @@ async fn device_confirmation(app: &App, visit: &Visit, user_id: &str, typed: &st
         tos_uri: client.tos_uri.as_deref(),
         policy_uri: client.policy_uri.as_deref(),
         user_id,
-        device_id: &grant.scope.device_id,
+        device_id: grant.scope.device_id.as_deref(),
+        profile: grant.scope.profile,
         redirect_host: "",
     };
     html(Some(visit), StatusCode::OK, app, "Allow this device?", &templates::device_confirm_form(&view, &visit.csrf_field, &code))

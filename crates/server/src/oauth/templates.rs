@@ -125,7 +125,10 @@ pub struct ConsentView<'a> {
     pub tos_uri: Option<&'a str>,
     pub policy_uri: Option<&'a str>,
     pub user_id: &'a str,
-    pub device_id: &'a str,
+    /// The Matrix device the client signs in as; None when it only learns who the person is.
+    pub device_id: Option<&'a str>,
+    /// Whether the client also learns the display name and username (OpenID Connect `profile`).
+    pub profile: bool,
     pub redirect_host: &'a str,
 }
 
@@ -136,17 +139,30 @@ fn consent_details(view: &ConsentView) -> String {
             links.push_str(&format!(r#" · <a href="{}" rel="noopener noreferrer">{label}</a>"#, escape(uri)));
         }
     }
+    let grants = match view.device_id {
+        Some(device) => format!(
+            "<li>Read and send your messages, and everything else your account can do in Matrix</li>\n\
+             <li>Appear in your session list as device <code>{}</code></li>",
+            escape(device)
+        ),
+        None => {
+            let profile = if view.profile { "<li>See your display name and username</li>\n" } else { "" };
+            format!(
+                "<li>Know that you are <strong>{}</strong></li>\n{profile}<li>Nothing else: no access to your messages or rooms</li>",
+                escape(view.user_id)
+            )
+        }
+    };
+    let verb = if view.device_id.is_some() { "wants to sign in to your account" } else { "wants you to sign in with your account" };
     format!(
-        r#"<p class="lead"><strong>{name}</strong> wants to sign in to your account <strong>{user}</strong>.</p>
+        r#"<p class="lead"><strong>{name}</strong> {verb} <strong>{user}</strong>.</p>
 <p class="client"><a href="{uri}" rel="noopener noreferrer">{uri}</a>{links}</p>
 <ul class="grants">
-<li>Read and send your messages, and everything else your account can do in Matrix</li>
-<li>Appear in your session list as device <code>{device}</code></li>
+{grants}
 </ul>"#,
         name = escape(view.client_name),
         user = escape(view.user_id),
         uri = escape(view.client_uri),
-        device = escape(view.device_id),
     )
 }
 
@@ -286,12 +302,18 @@ mod tests {
             tos_uri: None,
             policy_uri: None,
             user_id: "@a:b",
-            device_id: "D",
+            device_id: Some("<D>"),
+            profile: false,
             redirect_host: "e.com",
         };
         let html = consent_form(&view, "t", &[("state".into(), "\"><x>".into())]);
         assert!(!html.contains("<img"));
         assert!(!html.contains("\"onmouseover"));
         assert!(!html.contains("<x>"));
+        assert!(!html.contains("<D>"));
+        let signin = ConsentView { device_id: None, profile: true, user_id: "@<u>:b", ..view };
+        let html = consent_form(&signin, "t", &[]);
+        assert!(html.contains("no access to your messages") && html.contains("display name"));
+        assert!(!html.contains("<u>"));
     }
 }
