@@ -831,3 +831,65 @@ async fn signing_keys_are_created_once_and_rotated_for_every_node() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn prompt_and_max_age_follow_openid_connect() {
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let user = server.client().register("prompts").await;
+    let client_id = register_rp(&base).await;
+    let mut browser = Browser::new();
+    let (code, verifier, _) = authorize_rp(&mut browser, &base, &client_id, "openid", None, &user).await;
+    let signed_in_s = now_s();
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", RP_REDIRECT), ("client_id", client_id.as_str()), ("code_verifier", verifier.as_str())];
+    let (_, tokens) = token_request(&base, &form).await;
+    let first_auth_time = verify_id_token(tokens["id_token"].as_str().unwrap(), &fetch_jwks(&base).await).1["auth_time"].as_u64().unwrap();
+    let (_, challenge) = pkce();
+    let url = |extra: &[(&str, &str)]| {
+        let mut url = authorize_query(&base, &client_id, RP_REDIRECT, "openid", &challenge, "st", None);
+        for (k, v) in extra {
+            url.push_str(&format!("&{k}={v}"));
+        }
+        url
+    };
+    let error_of = |page: &Page| {
+        assert_eq!(page.status, 303, "{}", page.body);
+        callback_params(page.location.as_deref().unwrap())["error"].clone()
+    };
+
+    // prompt=none: no page may be shown, and every grant needs consent.
+    assert_eq!(error_of(&browser.get(&url(&[("prompt", "none")])).await), "consent_required");
+    assert_eq!(error_of(&Browser::new().get(&url(&[("prompt", "none")])).await), "login_required");
+    assert_eq!(error_of(&browser.get(&url(&[("prompt", "none%20login")])).await), "invalid_request");
+    assert_eq!(error_of(&browser.get(&url(&[("prompt", "sometimes")])).await), "invalid_request");
+    assert_eq!(error_of(&browser.get(&url(&[("max_age", "soon")])).await), "invalid_request");
+    // A generous max_age: the current sign-in counts.
+    let page = browser.get(&url(&[("max_age", "100000")])).await;
+    assert!(page.body.contains("Allow access?"), "{}", page.body);
+    // max_age=0 once a second has passed since the sign-in: the password again.
+    common::eventually(std::time::Duration::from_secs(5), "a second passes", || async { (now_s() > signed_in_s).then_some(()) }).await;
+    let page = browser.get(&url(&[("max_age", "0")])).await;
+    assert!(page.body.contains("action=\"/oauth2/login\""), "{}", page.body);
+
+    // prompt=login: the password again even though signed in, then back without the prompt; the
+    // id_token's auth_time is the new sign-in's.
+    let (verifier, challenge) = pkce();
+    let login_url = format!("{}&prompt=login", authorize_query(&base, &client_id, RP_REDIRECT, "openid", &challenge, "st2", None));
+    let page = browser.get(&login_url).await;
+    assert_eq!(page.status, 200);
+    let fields = form_fields(&page.body, "/oauth2/login");
+    let next = &fields.iter().find(|(k, _)| k == "next").unwrap().1;
+    assert!(next.starts_with("/oauth2/authorize?") && !next.contains("prompt"), "{next}");
+    let done = browser.post(&format!("{base}/oauth2/login"), &pairs(&with(&fields, &[("username", &user.localpart), ("password", &user.password)]))).await;
+    assert_eq!(done.status, 303);
+    let consent = browser.get(&format!("{base}{}", done.location.unwrap())).await;
+    assert!(consent.body.contains("Allow access?"), "{}", consent.body);
+    let fields = form_fields(&consent.body, "/oauth2/authorize");
+    let answer = browser.post(&format!("{base}/oauth2/authorize"), &pairs(&with(&fields, &[("decision", "allow")]))).await;
+    let code = callback_params(answer.location.as_deref().unwrap())["code"].clone();
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", RP_REDIRECT), ("client_id", client_id.as_str()), ("code_verifier", verifier.as_str())];
+    let (status, tokens) = token_request(&base, &form).await;
+    assert_eq!(status, 200, "{tokens}");
+    let auth_time = verify_id_token(tokens["id_token"].as_str().unwrap(), &fetch_jwks(&base).await).1["auth_time"].as_u64().unwrap();
+    assert!(auth_time > first_auth_time, "auth_time {auth_time} is not the new sign-in's (first {first_auth_time})");
+}

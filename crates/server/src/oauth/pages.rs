@@ -349,8 +349,17 @@ struct AuthRequest {
     code_challenge: String,
     nonce: Option<String>,
     prompt: Option<String>,
+    /// OpenID Connect `max_age`: the longest time since the person last typed their password.
+    max_age_s: Option<u64>,
     /// The request's parameters, carried through the consent form.
     fields: Vec<(String, String)>,
+}
+
+impl AuthRequest {
+    /// Whether the space-separated `prompt` holds `value`.
+    fn prompts(&self, value: &str) -> bool {
+        self.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == value))
+    }
 }
 
 enum AuthProblem {
@@ -361,7 +370,7 @@ enum AuthProblem {
     Store(MatrixError),
 }
 
-const AUTH_FIELDS: [&str; 10] = [
+const AUTH_FIELDS: [&str; 11] = [
     "client_id",
     "redirect_uri",
     "response_type",
@@ -372,6 +381,7 @@ const AUTH_FIELDS: [&str; 10] = [
     "code_challenge_method",
     "nonce",
     "prompt",
+    "max_age",
 ];
 
 async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Result<AuthRequest, AuthProblem> {
@@ -422,6 +432,20 @@ async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Resu
     if nonce.as_ref().is_some_and(|n| n.len() > 512) {
         return Err(fail("invalid_request", "nonce is too long"));
     }
+    let max_age_s = match get("max_age") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| fail("invalid_request", "max_age must be a number of seconds"))?),
+    };
+    let prompt = get("prompt").map(str::to_string);
+    if let Some(prompt) = &prompt {
+        let values: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
+        if !values.iter().all(|p| ["none", "login", "consent", "create"].contains(p)) {
+            return Err(fail("invalid_request", "prompt values are none, login, consent and create"));
+        }
+        if values.contains(&"none") && values.len() > 1 {
+            return Err(fail("invalid_request", "prompt=none goes alone"));
+        }
+    }
     let fields = AUTH_FIELDS.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v.to_string()))).collect();
     Ok(AuthRequest {
         redirect_uri: redirect_uri.to_string(),
@@ -431,7 +455,8 @@ async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Resu
         scope,
         code_challenge: code_challenge.to_string(),
         nonce,
-        prompt: get("prompt").map(str::to_string),
+        prompt,
+        max_age_s,
         fields,
     })
 }
@@ -470,19 +495,35 @@ pub async fn authorize(State(app): State<AppState>, request: Request) -> Respons
         Err(problem) => return auth_problem(&app, &visit, problem),
     };
     let here = request_path_and_query(&parts.uri);
-    let Some(session) = &visit.session else {
-        if auth.prompt.as_deref() == Some("none") {
-            let mut params = vec![("error", "login_required")];
-            if let Some(state) = &auth.state {
-                params.push(("state", state));
-            }
-            return see_other(&grants::redirect_with(&auth.redirect_uri, auth.mode, &params));
+    let tell_client = |error: &str| {
+        let mut params = vec![("error", error)];
+        if let Some(state) = &auth.state {
+            params.push(("state", state));
         }
-        if auth.prompt.as_deref() == Some("create") && app.config.registration.enabled {
+        see_other(&grants::redirect_with(&auth.redirect_uri, auth.mode, &params))
+    };
+    // OpenID Connect: a sign-in older than max_age does not count; prompt=login asks for the
+    // password again (and comes back without the prompt, so it asks once).
+    let now = now_s();
+    let session = visit.session.as_ref().filter(|s| auth.max_age_s.is_none_or(|max| now.saturating_sub(s.auth_time_s) <= max));
+    if auth.prompts("login") {
+        let without_prompt: Vec<&(String, String)> = auth.fields.iter().filter(|(k, _)| k != "prompt").collect();
+        let next = format!("/oauth2/authorize?{}", serde_urlencoded::to_string(&without_prompt).unwrap_or_default());
+        return login_response(&app, &visit, &next, "", None, StatusCode::OK);
+    }
+    let Some(session) = session else {
+        if auth.prompts("none") {
+            return tell_client("login_required");
+        }
+        if auth.prompts("create") && app.config.registration.enabled {
             return signup_response(&app, &visit, &here, "", None, StatusCode::OK);
         }
         return login_response(&app, &visit, &here, "", None, StatusCode::OK);
     };
+    // Every grant asks the person, so a request that must not show a page cannot be answered.
+    if auth.prompts("none") {
+        return tell_client("consent_required");
+    }
     let name = auth.client.display_name();
     let host = grants::host_of(&auth.redirect_uri).unwrap_or_else(|| auth.redirect_uri.split(':').next().unwrap_or_default().to_string());
     let view = consent_view(&auth, &name, &session.user_id, &host);
