@@ -893,3 +893,56 @@ async fn prompt_and_max_age_follow_openid_connect() {
     let auth_time = verify_id_token(tokens["id_token"].as_str().unwrap(), &fetch_jwks(&base).await).1["auth_time"].as_u64().unwrap();
     assert!(auth_time > first_auth_time, "auth_time {auth_time} is not the new sign-in's (first {first_auth_time})");
 }
+
+fn master_key(user_id: &str, id: &str) -> Value {
+    json!({ "master_key": { "user_id": user_id, "usage": ["master"], "keys": { format!("ed25519:{id}"): id } } })
+}
+
+#[tokio::test]
+async fn an_oauth_session_resets_cross_signing_through_the_account_page() {
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let client = server.client();
+    let user = client.register("xsign").await;
+    let client_id = register_client(&base, json!({})).await["client_id"].as_str().unwrap().to_string();
+    let mut browser = Browser::new();
+    let (code, verifier) = authorize(&mut browser, &base, &client_id, "XSIGNDEV", &user).await;
+    let (_, tokens) = exchange(&base, &client_id, &code, &verifier).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+
+    // The first upload needs no auth; replacing the keys asks for m.oauth, with the account page.
+    client.post("/keys/device_signing/upload", &access, master_key(&user.user_id, "first")).await.ok();
+    let challenge = client.post("/keys/device_signing/upload", &access, master_key(&user.user_id, "second")).await;
+    assert_eq!(challenge.status, 401, "{}", challenge.body);
+    assert_eq!(challenge.body["flows"], json!([{ "stages": ["m.oauth"] }]));
+    let url = challenge.body["params"]["m.oauth"]["url"].as_str().unwrap().to_string();
+    assert_eq!(url, format!("{base}/account?action=org.matrix.cross_signing_reset"));
+    let session = challenge.body["session"].as_str().unwrap().to_string();
+    let with_auth = |id: &str| {
+        let mut body = master_key(&user.user_id, id);
+        body["auth"] = json!({ "session": session });
+        body
+    };
+    // Retrying before the person approved: still the challenge.
+    let early = client.post("/keys/device_signing/upload", &access, with_auth("second")).await;
+    assert_eq!((early.status, early.body["session"].as_str()), (401, Some(session.as_str())));
+
+    // The person approves on the account page (CSRF-protected), the client retries: done, once.
+    let page = browser.get(&url).await;
+    assert!(page.body.contains("Reset the cross-signing keys"), "{}", page.body);
+    let fields = form_fields(&page.body, "/account/cross_signing_reset");
+    let forged = Browser::new().post(&format!("{base}/account/cross_signing_reset"), &pairs(&fields)).await;
+    assert_eq!(forged.status, 403);
+    let approved = browser.post(&format!("{base}/account/cross_signing_reset"), &pairs(&fields)).await;
+    assert_eq!(approved.status, 200, "{}", approved.body);
+    client.post("/keys/device_signing/upload", &access, with_auth("second")).await.ok();
+    let again = client.post("/keys/device_signing/upload", &access, with_auth("third")).await;
+    assert_eq!(again.status, 401, "an approval allows one reset");
+
+    // A session signed in with a password still answers a password prompt.
+    let challenge = client.post("/keys/device_signing/upload", &user.token, master_key(&user.user_id, "fourth")).await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(challenge.body["flows"], json!([{ "stages": ["m.login.password"] }]));
+    let metadata: Value = reqwest::get(format!("{base}/_matrix/client/v1/auth_metadata")).await.unwrap().json().await.unwrap();
+    assert!(metadata["account_management_actions_supported"].as_array().unwrap().contains(&json!("org.matrix.cross_signing_reset")));
+}

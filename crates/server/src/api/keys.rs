@@ -401,14 +401,19 @@ async fn send_to_device(
     Ok(Json(json!({})))
 }
 
-async fn device_signing_upload(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
+async fn device_signing_upload(
+    State(app): State<AppState>,
+    caller: Caller,
+    headers: axum::http::HeaderMap,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<Json<Value>> {
     let key = cross_signing_key(&caller.user_id);
     let current = read_json(&app, &key).await?.unwrap_or_else(|| json!({}));
     let replacing = ["master_key", "self_signing_key", "user_signing_key"]
         .iter()
         .any(|k| !current[*k].is_null() && !body[*k].is_null() && current[*k] != body[*k]);
     if replacing {
-        super::account::require_password_public(&app, &caller, body.get("auth")).await?;
+        crate::oauth::uia::require_for_cross_signing(&app, &caller, &headers, body.get("auth")).await?;
     }
     let mut next = current.clone();
     for field in ["master_key", "self_signing_key", "user_signing_key"] {

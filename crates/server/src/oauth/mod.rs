@@ -9,7 +9,8 @@
 //! # POST /oauth2/device_authorization  device authorization grant (RFC 8628)
 //! # GET|POST /device                   where a person enters a device's user code
 //! # GET|POST /oauth2/login, /oauth2/signup, /oauth2/logout   the login pages
-//! # GET  /account, POST /account/*     account management (devices, password)
+//! # GET  /account, POST /account/*     account management (devices, password, approving a
+//!                                      cross-signing reset for `m.oauth` UIA, [`uia`])
 //! # GET  /.well-known/openid-configuration, /oauth2/keys.json, GET|POST /oauth2/userinfo
 //!                                      OpenID Connect for other services ([`oidc`])
 //!
@@ -27,6 +28,7 @@ pub mod pages;
 pub mod records;
 pub mod templates;
 pub mod tokens;
+pub mod uia;
 
 use std::collections::HashMap;
 
@@ -73,7 +75,8 @@ pub fn router(app: AppState) -> Router {
         .route("/device", get(pages::device_page).post(pages::device_answer))
         .route("/account", get(pages::account))
         .route("/account/devices/delete", post(pages::delete_device))
-        .route("/account/password", post(pages::change_password));
+        .route("/account/password", post(pages::change_password))
+        .route("/account/cross_signing_reset", post(pages::approve_cross_signing_reset));
     api.merge(pages).with_state(app)
 }
 
@@ -97,7 +100,8 @@ pub fn issuer(app: &App, headers: &HeaderMap) -> String {
 }
 
 /// The actions the account page understands (`?action=`).
-pub const ACCOUNT_ACTIONS: [&str; 3] = ["org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete"];
+pub const ACCOUNT_ACTIONS: [&str; 4] =
+    ["org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete", uia::CROSS_SIGNING_RESET];
 
 /// # GET /_matrix/client/v1/auth_metadata
 /// # GET /.well-known/openid-configuration

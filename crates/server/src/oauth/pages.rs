@@ -687,6 +687,10 @@ pub async fn account(State(app): State<AppState>, request: Request) -> Response 
         Err(response) => return response,
     };
     let session = &session;
+    if query.get("action").map(String::as_str) == Some(super::uia::CROSS_SIGNING_RESET) {
+        let body = templates::cross_signing_reset_form(&session.user_id, &visit.csrf_field, super::uia::APPROVAL_WINDOW_S / 60);
+        return html(Some(&visit), StatusCode::OK, &app, "Reset cross-signing?", &body);
+    }
     account_response(&app, &visit, &session.user_id, query.get("device_id").map(String::as_str), notice_text(query.get("notice").map(String::as_str)), None, StatusCode::OK).await
 }
 
@@ -748,6 +752,23 @@ pub async fn delete_device(State(app): State<AppState>, request: Request) -> Res
     }
     tracing::info!(user_id = %session.user_id, %device_id, "session signed out from the account page");
     see_other("/account?notice=signed_out")
+}
+
+/// # POST /account/cross_signing_reset
+pub async fn approve_cross_signing_reset(State(app): State<AppState>, request: Request) -> Response {
+    let (visit, _form) = match posted(&app, request).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let Some(session) = &visit.session else {
+        let next = format!("/account?action={}", super::uia::CROSS_SIGNING_RESET);
+        return login_response(&app, &visit, &next, "", Some("Sign in again."), StatusCode::UNAUTHORIZED);
+    };
+    if let Err(error) = super::uia::approve_cross_signing_reset(&app, &session.user_id).await {
+        return unavailable(&app, error);
+    }
+    let text = "Allowed. Go back to your app to finish the reset.";
+    html(Some(&visit), StatusCode::OK, &app, "Reset allowed", &templates::message(text, Some(("/account", "Your account"))))
 }
 
 /// # POST /account/password

@@ -281,6 +281,26 @@ pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Op
 }
 
 /// A page with a message and nothing to do but go back.
+/// The confirmation of a cross-signing reset (`m.oauth` user-interactive auth).
+pub fn cross_signing_reset_form(user_id: &str, csrf: &str, window_min: u64) -> String {
+    format!(
+        r#"<p class="lead">Reset the cross-signing keys of <strong>{user}</strong>?</p>
+<ul class="grants">
+<li>Your app asked to replace the keys that prove your sessions are yours</li>
+<li>Other people and your other sessions will need to verify you again</li>
+<li>Your app may do this once within the next {window_min} minutes</li>
+</ul>
+<p class="help">Only allow this if you just asked your app to reset your identity or encryption.</p>
+<form method="post" action="/account/cross_signing_reset" class="actions">
+{csrf}
+<button type="submit" class="primary">Allow the reset</button>
+<a href="/account">Cancel</a>
+</form>"#,
+        user = escape(user_id),
+        csrf = hidden("csrf", csrf),
+    )
+}
+
 pub fn message(text: &str, link: Option<(&str, &str)>) -> String {
     let link = link.map(|(href, label)| format!(r#"<p><a href="{}">{}</a></p>"#, escape(href), escape(label))).unwrap_or_default();
     format!(r#"<p class="lead">{}</p>{link}"#, escape(text))
