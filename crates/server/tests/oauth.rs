@@ -946,3 +946,39 @@ async fn an_oauth_session_resets_cross_signing_through_the_account_page() {
     let metadata: Value = reqwest::get(format!("{base}/_matrix/client/v1/auth_metadata")).await.unwrap().json().await.unwrap();
     assert!(metadata["account_management_actions_supported"].as_array().unwrap().contains(&json!("org.matrix.cross_signing_reset")));
 }
+
+#[tokio::test]
+async fn the_account_page_lists_and_ends_sign_ins_to_services() {
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let user = server.client().register("services").await;
+    let client_id = register_rp(&base).await;
+    let mut browser = Browser::new();
+    let (code, verifier, _) = authorize_rp(&mut browser, &base, &client_id, "openid", None, &user).await;
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", RP_REDIRECT), ("client_id", client_id.as_str()), ("code_verifier", verifier.as_str())];
+    let (_, tokens) = token_request(&base, &form).await;
+    let access = tokens["access_token"].as_str().unwrap().to_string();
+    assert_eq!(userinfo(&base, Some(&access)).await.0, 200);
+
+    let account = browser.get(&format!("{base}/account")).await;
+    assert!(account.body.contains("Services you signed in to") && account.body.contains("Taxi"), "{}", account.body);
+    let fields = form_fields(&account.body, "/account/services/delete");
+    // Another person cannot end it, even with a valid form of their own.
+    let other = server.client().register("intruder").await;
+    let mut intruder = Browser::new();
+    let page = sign_in(&mut intruder, &base, &format!("{base}/account"), &other).await;
+    let mut theirs = form_fields(&page.body, "/account/password");
+    theirs.retain(|(k, _)| k == "csrf");
+    theirs.extend(fields.iter().filter(|(k, _)| k == "session").cloned());
+    let refused = intruder.post(&format!("{base}/account/services/delete"), &pairs(&theirs)).await;
+    assert_eq!(refused.status, 404, "{}", refused.body);
+    assert_eq!(userinfo(&base, Some(&access)).await.0, 200);
+    // Its owner can; the service's tokens stop working and it leaves the list.
+    let done = browser.post(&format!("{base}/account/services/delete"), &pairs(&fields)).await;
+    assert_eq!((done.status, done.location.as_deref()), (303, Some("/account?notice=signed_out")));
+    assert_eq!(userinfo(&base, Some(&access)).await.0, 401);
+    let (status, body) = refresh(&base, &client_id, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
+    let account = browser.get(&format!("{base}/account")).await;
+    assert!(!account.body.contains("Taxi"), "{}", account.body);
+}

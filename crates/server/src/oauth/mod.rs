@@ -75,6 +75,7 @@ pub fn router(app: AppState) -> Router {
         .route("/device", get(pages::device_page).post(pages::device_answer))
         .route("/account", get(pages::account))
         .route("/account/devices/delete", post(pages::delete_device))
+        .route("/account/services/delete", post(pages::delete_service))
         .route("/account/password", post(pages::change_password))
         .route("/account/cross_signing_reset", post(pages::approve_cross_signing_reset));
     api.merge(pages).with_state(app)

@@ -722,7 +722,15 @@ async fn account_response(
         })
         .unwrap_or_default();
     rows.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.device_id.cmp(&b.device_id)));
-    let body = templates::account_page(user_id, &visit.csrf_field, &rows, notice, error);
+    let services = match records::signins(app, user_id).await {
+        Ok(services) => services,
+        Err(error) => return unavailable(app, error),
+    };
+    let services: Vec<templates::ServiceRow> = services
+        .into_iter()
+        .map(|(family_id, entry)| templates::ServiceRow { family_id, name: entry.client_name, since: format_seen(Some(entry.created_ms)) })
+        .collect();
+    let body = templates::account_page(user_id, &visit.csrf_field, &rows, &services, notice, error);
     html(Some(visit), status, app, "Your account", &body)
 }
 
@@ -751,6 +759,37 @@ pub async fn delete_device(State(app): State<AppState>, request: Request) -> Res
         return unavailable(&app, error);
     }
     tracing::info!(user_id = %session.user_id, %device_id, "session signed out from the account page");
+    see_other("/account?notice=signed_out")
+}
+
+/// # POST /account/services/delete
+/// Signs the person out of another service: its refresh token and access token stop working.
+pub async fn delete_service(State(app): State<AppState>, request: Request) -> Response {
+    let (visit, form) = match posted(&app, request).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let Some(session) = &visit.session else {
+        return login_response(&app, &visit, "/account", "", Some("Sign in again."), StatusCode::UNAUTHORIZED);
+    };
+    let family_id = form.get("session").unwrap_or_default().to_string();
+    // Only a sign-in listed under this person may be ended from their page.
+    let listed = if family_id.is_empty() || family_id.len() > 64 {
+        Ok(None)
+    } else {
+        app.store.kv().get(Bucket::OauthSessions, &records::signin_key(&session.user_id, &family_id)).await
+    };
+    match listed {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            return account_response(&app, &visit, &session.user_id, None, None, Some("That sign-in no longer exists."), StatusCode::NOT_FOUND).await;
+        }
+        Err(error) => return unavailable(&app, error.into()),
+    }
+    if let Err(error) = tokens::revoke_family(&app, &family_id).await {
+        return unavailable(&app, error);
+    }
+    tracing::info!(user_id = %session.user_id, "signed out of a service from the account page");
     see_other("/account?notice=signed_out")
 }
 

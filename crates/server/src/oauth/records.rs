@@ -6,7 +6,8 @@
 //! - `OauthGrants` (JetStream drops records after a day): `code:<hash>` -> [`CodeGrant`],
 //!   `device:<hash>` -> [`DeviceGrant`], `user:<user code>` -> the device code's hash,
 //!   `web:<hash>` -> [`BrowserSession`].
-//! - `OauthSessions`: family id -> [`Family`] (refresh-token chains).
+//! - `OauthSessions`: family id -> [`Family`] (refresh-token chains); `signins.<user>.<family>`
+//!   -> [`SigninEntry`], the sign-ins to other services a person sees on the account page.
 //! - `Meta`: `oauth_secret`, the deployment-wide key that signs CSRF tokens.
 //!
 //! Codes, tokens and cookies are stored only as SHA-256 hashes.
@@ -27,6 +28,37 @@ pub struct BrowserSession {
     pub user_id: String,
     pub auth_time_s: u64,
     pub expires_ms: u64,
+}
+
+/// A sign-in to another service (a family without a device), as the account page lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigninEntry {
+    pub client_id: String,
+    pub client_name: String,
+    pub created_ms: u64,
+}
+
+/// Most sign-ins to other services the account page lists for one person.
+pub const MAX_SIGNINS_LISTED: usize = 500;
+
+pub fn signin_key(user_id: &str, family_id: &str) -> haetae_store::kv::KeyPath {
+    haetae_store::kv::KeyPath::new(&["signins", user_id, family_id])
+}
+
+/// The person's sign-ins to other services: (family id, entry), newest first.
+pub async fn signins(app: &App, user_id: &str) -> ApiResult<Vec<(String, SigninEntry)>> {
+    let prefix = haetae_store::kv::KeyPath::new(&["signins", user_id]);
+    let listing = app.store.kv().list(Bucket::OauthSessions, &prefix, MAX_SIGNINS_LISTED, true).await?;
+    let mut entries: Vec<(String, SigninEntry)> = listing
+        .entries
+        .into_iter()
+        .filter_map(|(segments, stored)| {
+            let family = segments.first()?.clone();
+            Some((family, serde_json::from_slice(&stored.value).ok()?))
+        })
+        .collect();
+    entries.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms));
+    Ok(entries)
 }
 
 /// 256 random bits, base64url.

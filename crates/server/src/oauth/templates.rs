@@ -228,7 +228,43 @@ pub struct DeviceRow {
     pub highlighted: bool,
 }
 
-pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Option<&str>, error: Option<&str>) -> String {
+/// One row of the account page's list of services signed in to (OpenID Connect).
+pub struct ServiceRow {
+    pub family_id: String,
+    pub name: String,
+    pub since: String,
+}
+
+fn services_section(csrf: &str, services: &[ServiceRow]) -> String {
+    if services.is_empty() {
+        return String::new();
+    }
+    let rows: String = services
+        .iter()
+        .map(|service| {
+            format!(
+                r#"<li class="device">
+<div><strong>{name}</strong><br><span class="meta">knows who you are · signed in {since}</span></div>
+<form method="post" action="/account/services/delete">{csrf}{family}<button type="submit" aria-label="Sign out of {name}">Sign out</button></form>
+</li>"#,
+                name = escape(&service.name),
+                since = escape(&service.since),
+                csrf = hidden("csrf", csrf),
+                family = hidden("session", &service.family_id),
+            )
+        })
+        .collect();
+    format!(
+        r#"<section aria-labelledby="services-title">
+<h2 id="services-title">Services you signed in to</h2>
+<ul class="devices">
+{rows}
+</ul>
+</section>"#
+    )
+}
+
+pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], services: &[ServiceRow], notice: Option<&str>, error: Option<&str>) -> String {
     let mut rows = String::new();
     for device in devices {
         rows.push_str(&format!(
@@ -258,6 +294,7 @@ pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Op
 {rows}
 </ul>
 </section>
+{services}
 <section aria-labelledby="password-title">
 <h2 id="password-title">Change password</h2>
 <form method="post" action="/account/password">
@@ -277,6 +314,7 @@ pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Op
         error = error_box(error),
         user = escape(user_id),
         csrf = hidden("csrf", csrf),
+        services = services_section(csrf, services),
     )
 }
 

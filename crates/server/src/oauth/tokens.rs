@@ -257,6 +257,9 @@ async fn start_family(
     };
     records::create(app, Bucket::OauthSessions, family_id, &family).await?;
     let Some(device_id) = scope.device_id.clone() else {
+        let entry = records::SigninEntry { client_id: client.client_id.clone(), client_name: client.display_name(), created_ms: now_ms() };
+        let listed = serde_json::to_vec(&entry).unwrap_or_default().into();
+        app.store.kv().put(Bucket::OauthSessions, &records::signin_key(user_id, family_id), listed).await?;
         tracing::info!(%user_id, client_id = %client.client_id, "OpenID Connect sign-in completed");
         return Ok(token_response(&access, expires_in, &refresh, scope, id_token));
     };
@@ -408,11 +411,14 @@ pub async fn revoke_family(app: &App, family_id: &str) -> ApiResult<()> {
     })
     .await?;
     let Some(family) = family else { return Ok(()) };
-    if let Some(device_id) = &family.device_id {
-        if device_bound(app, &family.user_id, device_id, family_id).await? {
-            account::remove_devices(app, &family.user_id, Some(std::slice::from_ref(device_id)), None).await?;
+    match &family.device_id {
+        Some(device_id) => {
+            if device_bound(app, &family.user_id, device_id, family_id).await? {
+                account::remove_devices(app, &family.user_id, Some(std::slice::from_ref(device_id)), None).await?;
+            }
+            account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
         }
-        account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
+        None => app.store.kv().delete(Bucket::OauthSessions, &records::signin_key(&family.user_id, family_id)).await?,
     }
     tracing::info!(user_id = %family.user_id, device_id = ?family.device_id, "OAuth session revoked");
     Ok(())
