@@ -57,7 +57,7 @@ pub async fn signins(app: &App, user_id: &str) -> ApiResult<Vec<(String, SigninE
             Some((family, serde_json::from_slice(&stored.value).ok()?))
         })
         .collect();
-    entries.sort_by(|a, b| b.1.created_ms.cmp(&a.1.created_ms));
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.1.created_ms));
     Ok(entries)
 }
 

@@ -72,7 +72,7 @@ pub(super) fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(),
 }
 
 /// The client id of a token request: the form's `client_id`, or HTTP Basic with an empty secret.
-fn client_id_of<'a>(headers: &HeaderMap, form: &'a Form) -> Result<String, OauthError> {
+fn client_id_of(headers: &HeaderMap, form: &Form) -> Result<String, OauthError> {
     if let Some(id) = form.get("client_id") {
         return Ok(id.to_string());
     }
