@@ -2,6 +2,7 @@
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// A Matrix error response.
@@ -105,4 +106,18 @@ impl From<haetae_store::MediaError> for MatrixError {
             other => MatrixError::unavailable(other),
         }
     }
+}
+
+/// A JSON body with the spec's errors: not JSON -> M_NOT_JSON, wrong shape -> M_BAD_JSON,
+/// missing field -> M_MISSING_PARAM. An empty body reads as `{}`.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
+    let value: serde_json::Value = if bytes.iter().all(u8::is_ascii_whitespace) {
+        serde_json::json!({})
+    } else {
+        serde_json::from_slice(bytes).map_err(|e| MatrixError::not_json(format!("Content not JSON: {e}")))?
+    };
+    serde_json::from_value(value).map_err(|e| {
+        let message = e.to_string();
+        if message.starts_with("missing field") { MatrixError::missing_param(message) } else { MatrixError::bad_json(message) }
+    })
 }

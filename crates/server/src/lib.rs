@@ -3,9 +3,10 @@
 //! - [`config`]: what a node can be told.
 //! - [`entry`]: the meaning of event-log entries (the stored format).
 //! - [`read_model`]: the node's in-memory view, rebuilt from the log and kept current by tailing it.
-//! - [`rooms`]: the room service (event ids, idempotency, expected-sequence writes).
-//! - [`app`]: shared request plumbing (caller, JSON bodies, rate limits).
-//! - [`api`]: the HTTP endpoints, one file per group.
+//! - [`services`]: what requests do (accounts, rooms, sync, keys, media, ...) over the store and
+//!   the read model, which only services reach; the workers that keep the model current.
+//! - [`app`]: request plumbing (the caller extractor, JSON bodies).
+//! - [`api`]: the HTTP endpoints, one file per group; each handler calls services.
 //! - [`http_server`]: accepting connections (header and body read timeouts, connections per IP).
 //! - [`oauth`]: the OAuth 2.0 login provider (Matrix OAuth API, login pages), its own router.
 //!
@@ -14,27 +15,25 @@
 
 pub mod api;
 pub mod app;
+pub mod bounded;
 pub mod config;
 pub mod entry;
 pub mod error;
 pub mod http_server;
 pub mod oauth;
 pub mod read_model;
-pub mod rooms;
+pub mod services;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use futures::StreamExt;
 use haetae_store::Store;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 pub use config::ServerConfig;
 
-use crate::app::{App, AppState, RateLimiter};
-use crate::read_model::snapshot::SnapshotInfo;
-use crate::read_model::{CacheBudget, ReadModel};
+use crate::services::{App, AppState};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,6 +49,9 @@ pub struct Node {
     workers: JoinSet<()>,
 }
 
+/// How long a stopping node may spend leaving a snapshot behind.
+const SHUTDOWN_SNAPSHOT_DEADLINE: Duration = Duration::from_secs(10);
+
 /// How long start-up may take to replay the log.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -57,68 +59,46 @@ impl Node {
     /// Builds the read model from the log and starts the workers that keep it current.
     /// Returns once the model has applied everything the log held at start.
     pub async fn start(store: Store, config: ServerConfig) -> Result<Node, StartError> {
-        let partitions = store.log().partitions();
-        let node = config.node_name.clone().unwrap_or_else(|| rooms::random_string(6));
-        let app = Arc::new(App {
-            model: Arc::new(ReadModel::with_budget(partitions, CacheBudget::from_mb(config.history.cache_mb))),
-            store,
-            config,
-            limiter: RateLimiter::new(),
-            node,
-            started: Instant::now(),
-            default_push_rules: Default::default(),
-            key_counts: app::BoundedMap::new(100_000),
-            password_hashing: app::HashingPool::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
-            unread: app::BoundedMap::new(1_000_000),
-            presence: Default::default(),
-        });
-        let started = Instant::now();
-        load_snapshot(&app).await;
-        let mut targets = Vec::new();
-        for partition in 0..partitions {
-            targets.push(app.store.log().last_seq(partition).await.map_err(|e| StartError::Log(e.to_string()))?);
-        }
+        let node = config
+            .node_name
+            .clone()
+            .unwrap_or_else(|| services::rooms::random_string(6));
+        let app = Arc::new(App::new(store, config, node));
         let mut workers = JoinSet::new();
-        for partition in 0..partitions {
-            workers.spawn(tail_partition(app.clone(), partition));
-        }
-        workers.spawn(typing_listener(app.clone()));
-        workers.spawn(typing_expiry(app.clone()));
-        workers.spawn(cache_evictor(app.clone()));
-        workers.spawn(snapshot_writer(app.clone()));
-        workers.spawn(api::presence::presence_worker(app.clone()));
-        let mut last_report = Instant::now();
-        loop {
-            if app.model.wait_positions(&targets, Duration::from_secs(5)).await {
-                break;
-            }
-            if started.elapsed() > CATCH_UP_TIMEOUT {
-                return Err(StartError::CatchUp(CATCH_UP_TIMEOUT));
-            }
-            if last_report.elapsed() > Duration::from_secs(5) {
-                tracing::info!(applied = ?app.model.positions(), target = ?targets, "replaying the event log");
-                last_report = Instant::now();
-            }
-        }
-        tracing::info!(positions = ?app.model.positions(), elapsed_ms = started.elapsed().as_millis() as u64, "read model caught up");
+        services::follower::start(&app, &mut workers, CATCH_UP_TIMEOUT).await?;
         Ok(Node { app, workers })
     }
 
     /// Serves HTTP on `listener` until `shutdown` completes.
-    pub async fn serve(self, listener: TcpListener, shutdown: impl std::future::Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let router = api::router(self.app.clone());
         let config = &self.app.config;
         let limits = http_server::ConnectionLimits {
             header_read_timeout: Duration::from_millis(config.limits.header_read_timeout_ms.max(1)),
             body_read_timeout: Duration::from_millis(config.limits.body_read_timeout_ms.max(1)),
-            connections_per_ip: config.rate_limits.enabled.then_some(config.rate_limits.connections_per_ip),
+            connections_per_ip: config
+                .rate_limits
+                .enabled
+                .then_some(config.rate_limits.connections_per_ip),
         };
         let result = http_server::serve(listener, router, limits, shutdown).await;
         drop(self.workers);
         // A node stopped on purpose (rolling restart, upgrade) leaves a current snapshot, so the
         // next start replays almost nothing.
-        if tokio::time::timeout(SHUTDOWN_SNAPSHOT_DEADLINE, write_snapshot_if_behind(&self.app)).await.is_err() {
-            tracing::warn!("no snapshot written on the way out: the snapshot store did not answer in time");
+        if tokio::time::timeout(
+            SHUTDOWN_SNAPSHOT_DEADLINE,
+            services::follower::write_snapshot_if_behind(&self.app),
+        )
+        .await
+        .is_err()
+        {
+            tracing::warn!(
+                "no snapshot written on the way out: the snapshot store did not answer in time"
+            );
         }
         result
     }
@@ -135,241 +115,3 @@ pub async fn run(
     node.serve(listener, shutdown).await?;
     Ok(())
 }
-
-/// How long a tail may stay silent before the node checks whether it is stalled.
-const TAIL_STALL_CHECK: Duration = Duration::from_millis(400);
-/// How long an entry the log already holds may take to reach a healthy tail.
-const TAIL_IN_FLIGHT: Duration = Duration::from_millis(150);
-
-/// Worker: applies partition `partition` of the log to the read model, forever, resuming after
-/// errors from the last applied position.
-async fn tail_partition(app: AppState, partition: u32) {
-    let mut backoff = Duration::from_millis(20);
-    loop {
-        let from = app.model.applied(partition);
-        // Creating a consumer needs the JetStream meta leader; while that is being elected (its
-        // DC burned), read what the log holds entry by entry instead, from the stream's leader.
-        let created = {
-            let mut creating = std::pin::pin!(app.store.log().tail(partition, from));
-            loop {
-                tokio::select! {
-                    created = &mut creating => break created,
-                    _ = tokio::time::sleep(TAIL_STALL_CHECK) => read_ahead(&app, partition).await,
-                }
-            }
-        };
-        match created {
-            Ok(entries) => {
-                // A tail that could be created works again: the next failure starts a fresh backoff.
-                backoff = Duration::from_millis(20);
-                let mut entries = std::pin::pin!(entries);
-                loop {
-                    match tokio::time::timeout(TAIL_STALL_CHECK, entries.next()).await {
-                        Ok(Some(Ok(entry))) => apply_entry(&app, partition, entry),
-                        Ok(Some(Err(error))) => {
-                            tracing::warn!(partition, %error, "event log tail interrupted");
-                            break;
-                        }
-                        Ok(None) => break,
-                        Err(_quiet) => {
-                            // Quiet, or stalled: the server holding the consumer may be gone while
-                            // the client library has not noticed yet. If the log holds entries this
-                            // node has not seen, they must reach the tail soon (an entry appended a
-                            // moment ago may still be on its way): keep reading it until then, or
-                            // start a fresh tail from where this node is.
-                            let Ok(last) = app.store.log().last_seq(partition).await else { continue };
-                            let deadline = tokio::time::Instant::now() + TAIL_IN_FLIGHT;
-                            let mut healthy = true;
-                            while healthy && app.model.applied(partition) < last {
-                                match tokio::time::timeout_at(deadline, entries.next()).await {
-                                    Ok(Some(Ok(entry))) => apply_entry(&app, partition, entry),
-                                    Ok(Some(Err(error))) => {
-                                        tracing::warn!(partition, %error, "event log tail interrupted");
-                                        healthy = false;
-                                    }
-                                    Ok(None) => healthy = false,
-                                    Err(_late) => {
-                                        tracing::warn!(partition, last, applied = app.model.applied(partition), "event log tail stalled; recreating it");
-                                        read_ahead(&app, partition).await;
-                                        healthy = false;
-                                    }
-                                }
-                            }
-                            if !healthy {
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-            Err(error) => tracing::warn!(partition, %error, "cannot tail the event log"),
-        }
-        // Short and capped low: while a DC's server is gone, every retry is a quick failed request,
-        // and the sooner the tail is back, the sooner this node's sends and syncs are.
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_millis(250));
-    }
-}
-
-/// Applies one entry the tail delivered. An ordered consumer never repeats or skips; guard anyway
-/// (a fresh tail after a read-ahead starts where the model is).
-fn apply_entry(app: &App, partition: u32, entry: haetae_store::LogEntry) {
-    if entry.seq > app.model.applied(partition) {
-        app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
-    }
-}
-
-/// Applies the entries the log holds past this node's position by reading them one at a time
-/// (`STREAM.MSG.GET` from the partition's leader): no consumer needed. Stops at the first read
-/// that fails; the tail takes over once it exists again.
-async fn read_ahead(app: &App, partition: u32) {
-    let Ok(Ok(last)) = tokio::time::timeout(Duration::from_secs(1), app.store.log().last_seq(partition)).await else { return };
-    let mut seq = app.model.applied(partition) + 1;
-    while seq <= last {
-        match tokio::time::timeout(Duration::from_secs(1), app.store.log().get(partition, seq)).await {
-            Ok(Ok(Some(entry))) => {
-                if entry.seq > app.model.applied(partition) {
-                    app.model.apply(partition, entry.seq, &entry.entity, &entry.payload);
-                }
-            }
-            Ok(Ok(None)) => {}
-            _ => return,
-        }
-        seq += 1;
-    }
-}
-
-/// Worker: applies typing notices that any node publishes.
-async fn typing_listener(app: AppState) {
-    loop {
-        match app.store.ephemeral().subscribe().await {
-            Ok(notices) => {
-                let mut notices = std::pin::pin!(notices);
-                while let Some(payload) = notices.next().await {
-                    let Ok(notice) = serde_json::from_slice::<serde_json::Value>(&payload) else { continue };
-                    let (Some(room_id), Some(user_id)) = (notice["room_id"].as_str(), notice["user_id"].as_str()) else { continue };
-                    let typing = notice["typing"].as_bool().unwrap_or(false);
-                    let timeout = Duration::from_millis(notice["timeout_ms"].as_u64().unwrap_or(30_000));
-                    app.model.set_typing(room_id, user_id, typing, timeout);
-                }
-            }
-            Err(error) => tracing::warn!(%error, "cannot subscribe to typing notices"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// Worker: expires typing notices whose timeout passed.
-async fn typing_expiry(app: AppState) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        ticker.tick().await;
-        app.model.expire_typing();
-    }
-}
-
-/// Loads the deployment's read-model snapshot, if there is a usable one; otherwise the node
-/// replays the log from the start (and says why).
-async fn load_snapshot(app: &App) {
-    let started = Instant::now();
-    let snapshots = app.store.snapshots();
-    let info = match snapshots.description().await {
-        Ok(Some(description)) => SnapshotInfo::parse(&description),
-        Ok(None) => {
-            tracing::info!("no read-model snapshot yet; replaying the event log from the start");
-            return;
-        }
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the read-model snapshot; replaying the event log from the start");
-            return;
-        }
-    };
-    let Some(info) = info else {
-        tracing::warn!("the read-model snapshot has an unreadable description; replaying the event log from the start");
-        return;
-    };
-    let bytes = match snapshots.get().await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return,
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the read-model snapshot; replaying the event log from the start");
-            return;
-        }
-    };
-    match app.model.load_snapshot(&info, &bytes) {
-        Ok(()) => tracing::info!(
-            positions = ?info.positions,
-            bytes = info.bytes,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "loaded the read-model snapshot; replaying the event log after it"
-        ),
-        Err(error) => tracing::warn!(%error, "read-model snapshot not used; replaying the event log from the start"),
-    }
-}
-
-/// How often the window evictor checks the cache budget.
-const EVICTION_INTERVAL: Duration = Duration::from_millis(200);
-
-/// Worker: keeps rooms' recent windows within the node's cache budget.
-async fn cache_evictor(app: AppState) {
-    let mut ticker = tokio::time::interval(EVICTION_INTERVAL);
-    loop {
-        ticker.tick().await;
-        if !app.model.over_budget() {
-            continue;
-        }
-        let model = app.model.clone();
-        // Sorting rooms by last use is CPU work: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || model.enforce_budget()).await;
-    }
-}
-
-/// Worker: writes a read-model snapshot when the stored one is far enough behind this node.
-/// Every node may write one (no node is special); a node that finds a recent enough snapshot
-/// from another node leaves it.
-async fn snapshot_writer(app: AppState) {
-    let interval = Duration::from_secs(app.config.history.snapshot_interval_s.max(1));
-    // Nodes started together should not all write at the same moment.
-    let jitter_ms = rand::random::<u64>() % (interval.as_millis() as u64 / 2 + 1);
-    tokio::time::sleep(interval + Duration::from_millis(jitter_ms)).await;
-    loop {
-        write_snapshot_if_behind(&app).await;
-        tokio::time::sleep(interval).await;
-    }
-}
-
-/// Writes a read-model snapshot if the stored one is at least `snapshot_min_entries` behind
-/// this node's model.
-async fn write_snapshot_if_behind(app: &AppState) {
-    let mine: u64 = app.model.positions().iter().sum();
-    let stored = match app.store.snapshots().description().await {
-        Ok(description) => description.as_deref().and_then(SnapshotInfo::parse).map_or(0, |info| info.entries()),
-        Err(error) => {
-            tracing::warn!(%error, "cannot read the snapshot store");
-            return;
-        }
-    };
-    if mine < stored.saturating_add(app.config.history.snapshot_min_entries) {
-        return;
-    }
-    let started = Instant::now();
-    let model = app.model.clone();
-    match tokio::task::spawn_blocking(move || model.snapshot()).await {
-        Ok((info, bytes)) => {
-            let size = bytes.len();
-            match app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await {
-                Ok(()) => tracing::info!(
-                    positions = ?info.positions,
-                    bytes = size,
-                    elapsed_ms = started.elapsed().as_millis() as u64,
-                    "wrote a read-model snapshot"
-                ),
-                Err(error) => tracing::warn!(%error, "cannot write a read-model snapshot"),
-            }
-        }
-        Err(error) => tracing::warn!(%error, "snapshot task failed"),
-    }
-}
-
-/// How long a stopping node may spend leaving a snapshot behind.
-const SHUTDOWN_SNAPSHOT_DEADLINE: Duration = Duration::from_secs(10);

@@ -5,10 +5,10 @@
 //! # GET /_matrix/client/v3/capabilities
 //! # GET /_matrix/client/v3/voip/turnServer
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::routing::get;
-use axum::Json;
 use serde_json::{Value, json};
 
 use super::client;
@@ -30,20 +30,7 @@ async fn root() -> &'static str {
 
 /// Liveness for operators and the drill: 200 once the read model has caught up.
 async fn health(State(app): State<AppState>) -> Json<Value> {
-    let cache = app.model.cache_stats();
-    Json(json!({
-        "node": app.node,
-        "nats_connected": app.store.connected(),
-        "positions": app.model.positions(),
-        "started_from_snapshot": app.model.loaded_snapshot(),
-        "history_cache": {
-            "window_bytes": cache.0,
-            "chunk_bytes": cache.1,
-            "chunk_hits": cache.2,
-            "chunk_misses": cache.3,
-        },
-        "uptime_s": app.started.elapsed().as_secs(),
-    }))
+    Json(app.health())
 }
 
 async fn well_known(State(app): State<AppState>, headers: HeaderMap) -> Json<Value> {

@@ -14,7 +14,7 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod discovery;
-pub mod events;
+
 pub mod key_backup;
 pub mod keys;
 pub mod media;
@@ -60,18 +60,12 @@ pub fn router(app: AppState) -> Router {
 
 /// Browsers (Element Web, Hydrogen) call from another origin: answer preflights and allow all.
 async fn cors(request: Request, next: Next) -> Response {
-    let mut response =
-        if request.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(request).await };
+    let mut response = if request.method() == Method::OPTIONS { StatusCode::OK.into_response() } else { next.run(request).await };
     let headers = response.headers_mut();
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"),
-    );
-    headers.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"),
-    );
+    headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, PUT, DELETE, OPTIONS"));
+    headers
+        .insert(header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static("X-Requested-With, Content-Type, Authorization"));
     response
 }
 
@@ -106,10 +100,10 @@ async fn per_ip_limit(State(app): State<AppState>, request: Request, next: Next)
     let limits = &app.config.rate_limits;
     if limits.enabled {
         let (parts, body) = request.into_parts();
-        if let Some(ip) = client_ip(&parts) {
-            if let Err(error) = app.limiter.check(&format!("ip:{ip}"), limits.per_ip_per_s, limits.per_ip_burst) {
-                return error.into_response();
-            }
+        if let Some(ip) = client_ip(&parts)
+            && let Err(error) = app.limiter.check(&format!("ip:{ip}"), limits.per_ip_per_s, limits.per_ip_burst)
+        {
+            return error.into_response();
         }
         return next.run(Request::from_parts(parts, body)).await;
     }

@@ -15,18 +15,16 @@
 //! ([`SigningKey`]'s `Debug` omits them).
 
 use base64::Engine;
-use haetae_store::{Bucket, KvError};
 use ring::rand::SystemRandom;
 use ring::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::records;
 use crate::app::App;
 use crate::config::OauthConfig;
 use crate::error::{ApiResult, MatrixError};
 
-/// The key set's record in the `Meta` bucket.
-const KEY_SET_KEY: &str = "oidc_signing_keys";
 /// The JWS algorithm of every key.
 pub const ALGORITHM: &str = "ES256";
 /// Clock difference between nodes (and relying parties) tolerated when retiring a key, seconds.
@@ -201,16 +199,14 @@ pub fn sign_jwt(key: &SigningKey, claims: &Value) -> ApiResult<String> {
 /// rotation written by any node is used by all at once.
 pub async fn current(app: &App) -> ApiResult<KeySet> {
     let schedule = Schedule::from_config(&app.config.oauth);
-    let kv = app.store.kv();
     for _ in 0..MAX_WRITE_ATTEMPTS {
-        let stored = kv.get(Bucket::Meta, KEY_SET_KEY).await?;
-        let (set, revision) = match &stored {
-            Some(stored) => {
+        let (set, revision) = match records::signing_key_set(app).await? {
+            Some((value, revision)) => {
                 // A record this version cannot read is never overwritten: that would drop keys
                 // whose tokens relying parties still verify.
-                let set = serde_json::from_slice::<KeySet>(&stored.value)
+                let set = serde_json::from_slice::<KeySet>(&value)
                     .map_err(|_| MatrixError::unavailable("the signing key set is unreadable"))?;
-                (set, Some(stored.revision))
+                (set, Some(revision))
             }
             None => (KeySet::default(), None),
         };
@@ -226,20 +222,12 @@ pub async fn current(app: &App) -> ApiResult<KeySet> {
         generated?;
         let Some(next) = next else { return Ok(set) };
         let bytes: bytes::Bytes = serde_json::to_vec(&next).unwrap_or_default().into();
-        let written = match revision {
-            None => kv.create(Bucket::Meta, KEY_SET_KEY, bytes).await,
-            Some(revision) => kv.update(Bucket::Meta, KEY_SET_KEY, bytes, revision).await,
-        };
-        match written {
-            Ok(_) => {
-                let kids: Vec<&str> = next.keys.iter().map(|k| k.kid.as_str()).collect();
-                tracing::info!(?kids, "id_token signing key set updated");
-                return Ok(next);
-            }
-            // Another node changed the set first: read what it wrote.
-            Err(KvError::Exists | KvError::WrongRevision(_)) => continue,
-            Err(other) => return Err(other.into()),
+        if records::write_signing_key_set(app, bytes, revision).await? {
+            let kids: Vec<&str> = next.keys.iter().map(|k| k.kid.as_str()).collect();
+            tracing::info!(?kids, "id_token signing key set updated");
+            return Ok(next);
         }
+        // Another node changed the set first: read what it wrote.
     }
     Err(MatrixError::unavailable("the signing key set is changing; try again"))
 }

@@ -24,11 +24,11 @@
 pub mod grants;
 pub mod keys;
 pub mod oidc;
+pub use crate::services::oauth_records as records;
 pub mod pages;
-pub mod records;
 pub mod templates;
 pub mod tokens;
-pub mod uia;
+pub use crate::services::oauth_uia as uia;
 
 use std::collections::HashMap;
 
@@ -260,7 +260,7 @@ async fn cors(request: Request, next: Next) -> Response {
 
 /// Milliseconds and seconds since the epoch.
 pub fn now_ms() -> u64 {
-    crate::rooms::now_ms()
+    crate::services::rooms::now_ms()
 }
 
 pub fn now_s() -> u64 {

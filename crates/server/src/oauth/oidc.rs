@@ -75,7 +75,7 @@ fn profile_claims(app: &App, user_id: &str) -> Value {
     if let Some(localpart) = haetae_matrix::ids::localpart(user_id) {
         claims["preferred_username"] = json!(localpart);
     }
-    if let Some(name) = app.model.with_user(user_id, |u| u.displayname.clone()) {
+    if let Some(name) = super::records::display_name(app, user_id) {
         claims["name"] = json!(name);
     }
     claims

@@ -14,14 +14,14 @@ use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use haetae_store::{Bucket, KvError};
+use haetae_store::Bucket;
 use serde_json::Value;
 
 use super::grants::{self, CodeGrant, ResponseMode, Scope};
 use super::records::{self, BrowserSession, random_secret};
 use super::templates::{self, ConsentView, DeviceRow};
 use super::{Form, base_url, now_ms, now_s, tokens};
-use crate::api::account;
+use crate::services::accounts as account;
 use crate::app::{App, AppState, client_ip};
 use crate::error::{ApiResult, MatrixError};
 
@@ -312,11 +312,10 @@ pub async fn signup(State(app): State<AppState>, request: Request) -> Response {
         Ok(hash) => hash,
         Err(error) => return unavailable(&app, error),
     };
-    let record = serde_json::json!({ "password_hash": password_hash, "created_ts": now_ms() });
-    match records::create(&app, Bucket::Accounts, &username, &record).await {
-        Ok(_) => {}
-        Err(KvError::Exists) => return refuse("That username is taken."),
-        Err(error) => return unavailable(&app, error.into()),
+    match account::create_account(&app, &username, password_hash).await {
+        Ok(true) => {}
+        Ok(false) => return refuse("That username is taken."),
+        Err(error) => return unavailable(&app, error),
     }
     let user_id = app.user_id(&username);
     tracing::info!(%user_id, "registered on the login page");
@@ -330,9 +329,9 @@ pub async fn logout(State(app): State<AppState>, request: Request) -> Response {
         Err(response) => return response,
     };
     if let Some(value) = &visit.login_cookie
-        && let Err(error) = app.store.kv().delete(Bucket::OauthGrants, &records::browser_key(value)).await
+        && let Err(error) = records::delete(&app, Bucket::OauthGrants, &records::browser_key(value)).await
     {
-        return unavailable(&app, error.into());
+        return unavailable(&app, error);
     }
     let mut response = see_other("/oauth2/login");
     set_cookie(&mut response, &visit, LOGIN_COOKIE, "", Some(0));
@@ -774,17 +773,12 @@ pub async fn delete_service(State(app): State<AppState>, request: Request) -> Re
     };
     let family_id = form.get("session").unwrap_or_default().to_string();
     // Only a sign-in listed under this person may be ended from their page.
-    let listed = if family_id.is_empty() || family_id.len() > 64 {
-        Ok(None)
-    } else {
-        app.store.kv().get(Bucket::OauthSessions, &records::signin_key(&session.user_id, &family_id)).await
-    };
-    match listed {
-        Ok(Some(_)) => {}
-        Ok(None) => {
+    match records::signin_listed(&app, &session.user_id, &family_id).await {
+        Ok(true) => {}
+        Ok(false) => {
             return account_response(&app, &visit, &session.user_id, None, None, Some("That sign-in no longer exists."), StatusCode::NOT_FOUND).await;
         }
-        Err(error) => return unavailable(&app, error.into()),
+        Err(error) => return unavailable(&app, error),
     }
     if let Err(error) = tokens::revoke_family(&app, &family_id).await {
         return unavailable(&app, error);
@@ -842,17 +836,8 @@ pub async fn change_password(State(app): State<AppState>, request: Request) -> R
         Ok(hash) => hash,
         Err(error) => return unavailable(&app, error),
     };
-    let written = app
-        .store
-        .kv()
-        .modify(Bucket::Accounts, &localpart, |current| -> Result<Option<bytes::Bytes>, ()> {
-            let mut account: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| serde_json::json!({}));
-            account["password_hash"] = serde_json::json!(password_hash);
-            Ok(Some(serde_json::to_vec(&account).unwrap_or_default().into()))
-        })
-        .await;
-    if let Err(error) = written {
-        return unavailable(&app, error.into());
+    if let Err(error) = account::set_password_hash(&app, &localpart, password_hash).await {
+        return unavailable(&app, error);
     }
     if form.get("logout_devices").is_some()
         && let Err(error) = account::remove_devices(&app, &user_id, None, None).await

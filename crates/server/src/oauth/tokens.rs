@@ -23,8 +23,9 @@ use super::grants::{
 };
 use super::records::{self, random_secret};
 use super::{Form, OauthError, base_url, no_store, now_ms, now_s, oidc};
-use crate::api::account;
-use crate::app::{App, AppState, client_ip, token_hash};
+use crate::services::accounts as account;
+use crate::app::{App, AppState, client_ip};
+use crate::services::token_hash;
 use crate::error::{ApiResult, MatrixError};
 
 const ACCESS_PREFIX: &str = "haeo_";
@@ -151,7 +152,7 @@ async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<
         revoke_family(app, session).await?;
     }
     grants::check_code(&grant, &client.client_id, redirect_uri, verifier, now_ms())?;
-    let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+    let family_id = crate::services::rooms::random_string(FAMILY_ID_CHARS);
     let used = CodeGrant { used_by_session: Some(family_id.clone()), ..grant.clone() };
     if !records::replace(app, Bucket::OauthGrants, &records::code_key(code), &used, revision).await? {
         return Err(Refusal::new("invalid_grant", "the authorization code was already used").into());
@@ -180,8 +181,7 @@ fn new_refresh_token(family_id: &str) -> String {
 /// bucket), plus its family, so revocation finds the chain.
 async fn store_access_token(app: &App, hash: &str, user_id: &str, device_id: &str, family_id: &str) -> ApiResult<()> {
     let record = json!({ "user_id": user_id, "device_id": device_id, "session": family_id, "oauth_family": family_id });
-    app.store.kv().put(Bucket::Tokens, hash, serde_json::to_vec(&record).unwrap_or_default().into()).await?;
-    Ok(())
+    records::put_access_token(app, hash, &record).await
 }
 
 fn token_response(access: &str, expires_in: u64, refresh: &str, scope: &Scope, id_token: Option<String>) -> Value {
@@ -258,8 +258,7 @@ async fn start_family(
     records::create(app, Bucket::OauthSessions, family_id, &family).await?;
     let Some(device_id) = scope.device_id.clone() else {
         let entry = records::SigninEntry { client_id: client.client_id.clone(), client_name: client.display_name(), created_ms: now_ms() };
-        let listed = serde_json::to_vec(&entry).unwrap_or_default().into();
-        app.store.kv().put(Bucket::OauthSessions, &records::signin_key(user_id, family_id), listed).await?;
+        records::put_signin(app, user_id, family_id, &entry).await?;
         tracing::info!(%user_id, client_id = %client.client_id, "OpenID Connect sign-in completed");
         return Ok(token_response(&access, expires_in, &refresh, scope, id_token));
     };
@@ -267,10 +266,7 @@ async fn start_family(
     let display_name = client.display_name();
     let now = now_ms();
     let mut replaced = None;
-    app.store
-        .kv()
-        .modify(Bucket::Devices, user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
-            let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+    records::modify_devices(app, user_id, |devices| -> Result<(), ()> {
             replaced = devices.get(&device_id).and_then(|old| old["token_hash"].as_str().map(str::to_string));
             let name = devices[&device_id]["display_name"].as_str().map(str::to_string).unwrap_or(display_name.clone());
             devices[&device_id] = json!({
@@ -283,7 +279,7 @@ async fn start_family(
                 "last_seen_ts": now,
                 "last_seen_ip": ip.map(|ip| ip.to_string()),
             });
-            Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+            Ok(())
         })
         .await?
         .ok();
@@ -347,28 +343,24 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form, issuer: 
                 return Ok(token_response(&access, expires_in, &refresh, &family.scope, id_token));
             };
             store_access_token(app, &access_hash, &family.user_id, &device_id, &family_id).await?;
-            let bound = app
-                .store
-                .kv()
-                .modify(Bucket::Devices, &family.user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
-                    let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+            let bound = records::modify_devices(app, &family.user_id, |devices| -> Result<(), ()> {
                     if devices[&device_id]["oauth_family"].as_str() != Some(family_id.as_str()) {
                         return Err(());
                     }
                     devices[&device_id]["token_hash"] = json!(access_hash);
                     devices[&device_id]["last_seen_ts"] = json!(now_ms());
-                    Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+                    Ok(())
                 })
                 .await?;
             if bound.is_err() {
-                app.store.kv().delete(Bucket::Tokens, &access_hash).await?;
+                records::delete_access_token(app, &access_hash).await?;
                 revoke_family(app, &family_id).await?;
                 return Err(Refusal::new("invalid_grant", "the session has ended").into());
             }
             // The access token this one replaces stops working at nodes that have not cached
             // it; nodes that have refuse it once it expires (at most one lifetime later).
             if let Some(old) = replaced_access.filter(|old| *old != access_hash) {
-                app.store.kv().delete(Bucket::Tokens, &old).await?;
+                records::delete_access_token(app, &old).await?;
             }
             Ok(token_response(&access, expires_in, &refresh, &family.scope, id_token))
         }
@@ -385,8 +377,7 @@ pub async fn family_of_access(app: &App, token: &str) -> ApiResult<Option<Family
         }
         family_id.to_string()
     } else if token.starts_with(ACCESS_PREFIX) && !access_token_expired(token) {
-        let Some(stored) = app.store.kv().get(Bucket::Tokens, &hash).await? else { return Ok(None) };
-        let record: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+        let Some(record) = records::access_token_record(app, &hash).await? else { return Ok(None) };
         let Some(family_id) = record["oauth_family"].as_str() else { return Ok(None) };
         family_id.to_string()
     } else {
@@ -418,7 +409,7 @@ pub async fn revoke_family(app: &App, family_id: &str) -> ApiResult<()> {
             }
             account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
         }
-        None => app.store.kv().delete(Bucket::OauthSessions, &records::signin_key(&family.user_id, family_id)).await?,
+        None => records::delete_signin(app, &family.user_id, family_id).await?,
     }
     tracing::info!(user_id = %family.user_id, device_id = ?family.device_id, "OAuth session revoked");
     Ok(())
@@ -451,8 +442,7 @@ pub async fn revoke(State(app): State<AppState>, request: Request) -> Result<Res
         {
             revoke_family(&app, family_id).await?;
         }
-    } else if let Some(stored) = app.store.kv().get(Bucket::Tokens, &token_hash(token)).await? {
-        let record: Value = serde_json::from_slice(&stored.value).unwrap_or_default();
+    } else if let Some(record) = records::access_token_record(&app, &token_hash(token)).await? {
         if let Some(family_id) = record["oauth_family"].as_str() {
             revoke_family(&app, family_id).await?;
         } else if let (Some(user_id), Some(device_id)) = (record["user_id"].as_str(), record["device_id"].as_str()) {
@@ -524,7 +514,7 @@ async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: 
     let interval_ms = app.config.oauth.device_poll_interval_s * 1000;
     match grants::device_poll(&grant, &client.client_id, now, interval_ms) {
         Ok((user_id, auth_time_s)) => {
-            let family_id = crate::rooms::random_string(FAMILY_ID_CHARS);
+            let family_id = crate::services::rooms::random_string(FAMILY_ID_CHARS);
             let used = DeviceGrant { state: DeviceState::Used { session: family_id.clone() }, ..grant.clone() };
             if !records::replace(app, Bucket::OauthGrants, &key, &used, revision).await? {
                 return Err(Refusal::new("invalid_grant", "the device code was already used").into());
@@ -598,7 +588,7 @@ mod tests {
 
     #[test]
     fn sign_in_tokens_name_their_expiry_and_family() {
-        let family = crate::rooms::random_string(FAMILY_ID_CHARS);
+        let family = crate::services::rooms::random_string(FAMILY_ID_CHARS);
         let token = format!("{SIGNIN_PREFIX}{}_{family}_{}", now_s() + 60, random_secret());
         assert_eq!(parse_signin_token(&token).map(|(_, f)| f), Some(family.as_str()));
         assert_eq!(parse_signin_token(&format!("{SIGNIN_PREFIX}x_{family}_y")), None);
@@ -609,7 +599,7 @@ mod tests {
 
     #[test]
     fn refresh_tokens_name_their_family() {
-        let family = crate::rooms::random_string(FAMILY_ID_CHARS);
+        let family = crate::services::rooms::random_string(FAMILY_ID_CHARS);
         let token = new_refresh_token(&family);
         assert_eq!(family_of_refresh(&token), Some(family.as_str()));
         assert_eq!(family_of_refresh("haer_short_x"), None);

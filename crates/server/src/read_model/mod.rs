@@ -36,7 +36,7 @@ use tokio::sync::{Notify, watch};
 
 pub use room::{Membership, Receipt, Room, TimelineItem};
 
-use crate::app::BoundedMap;
+use crate::bounded::BoundedMap;
 use crate::entry::{Entry, Envelope, Txn};
 use event_ids::{event_id_at, position_of};
 use history::ChunkCache;

@@ -5,15 +5,16 @@
 //! It owns the approval record (`OauthGrants` / `cross_signing_reset:<user id>`: until when a
 //! replacement is allowed). An approval is spent by the replacement it allowed, and lasts
 //! [`APPROVAL_WINDOW_S`] at most. Sessions signed in with a password keep `m.login.password`.
+//! The keys service asks it; the account page (`crate::oauth::pages`) records approvals.
 
-use axum::http::{HeaderMap, StatusCode};
-use haetae_store::Bucket;
+use axum::http::StatusCode;
+use haetae_store::{Bucket, KvError};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::{base_url, now_ms, records};
-use crate::api::account;
-use crate::app::{App, Caller};
+use super::oauth_records as records;
+use super::rooms::now_ms;
+use super::{App, Caller, accounts};
 use crate::error::{ApiResult, MatrixError};
 
 /// The account-management action that approves a cross-signing reset.
@@ -38,10 +39,11 @@ async fn signed_in_with_oauth(app: &App, caller: &Caller) -> ApiResult<bool> {
 }
 
 /// User-interactive auth for replacing cross-signing keys: `m.oauth` for OAuth sessions (the
-/// approval is spent here), `m.login.password` for the others.
-pub async fn require_for_cross_signing(app: &App, caller: &Caller, headers: &HeaderMap, auth: Option<&Value>) -> ApiResult<()> {
+/// approval is spent here), `m.login.password` for the others. `account_base` is the base URL
+/// the person's browser reaches the account page at.
+pub async fn require_for_cross_signing(app: &App, caller: &Caller, account_base: &str, auth: Option<&Value>) -> ApiResult<()> {
     if !signed_in_with_oauth(app, caller).await? {
-        return account::require_password_public(app, caller, auth).await;
+        return accounts::require_password_public(app, caller, auth).await;
     }
     let session = auth.and_then(|a| a["session"].as_str()).filter(|s| !s.is_empty() && s.len() <= 64);
     if session.is_some() {
@@ -50,16 +52,14 @@ pub async fn require_for_cross_signing(app: &App, caller: &Caller, headers: &Hea
             && approval.expires_ms > now_ms()
         {
             // Spent by compare-and-set: two replacements racing on one approval, one wins.
-            let spent = app.store.kv().update(Bucket::OauthGrants, &key, bytes::Bytes::from_static(b"{\"expires_ms\":0}"), revision).await;
-            match spent {
-                Ok(_) => return Ok(()),
-                Err(haetae_store::KvError::WrongRevision(_)) => {}
-                Err(other) => return Err(other.into()),
+            let spent = Approval { expires_ms: 0 };
+            if records::replace(app, Bucket::OauthGrants, &key, &spent, revision).await? {
+                return Ok(());
             }
         }
     }
-    let session = session.map(str::to_string).unwrap_or_else(|| crate::rooms::random_string(24));
-    let url = format!("{}/account?action={CROSS_SIGNING_RESET}", base_url(app, headers));
+    let session = session.map(str::to_string).unwrap_or_else(|| super::rooms::random_string(24));
+    let url = format!("{}/account?action={CROSS_SIGNING_RESET}", account_base.trim_end_matches('/'));
     let extra = json!({
         "flows": [{ "stages": ["m.oauth"] }],
         "params": { "m.oauth": { "url": url } },
@@ -71,7 +71,8 @@ pub async fn require_for_cross_signing(app: &App, caller: &Caller, headers: &Hea
 /// Records the signed-in person's approval (from the account page).
 pub async fn approve_cross_signing_reset(app: &App, user_id: &str) -> ApiResult<()> {
     let approval = Approval { expires_ms: now_ms() + APPROVAL_WINDOW_S * 1000 };
-    app.store.kv().put(Bucket::OauthGrants, &approval_key(user_id), serde_json::to_vec(&approval).unwrap_or_default().into()).await?;
+    let bytes = serde_json::to_vec(&approval).unwrap_or_default().into();
+    app.store.kv().put(Bucket::OauthGrants, &approval_key(user_id), bytes).await.map_err(|e: KvError| MatrixError::from(e))?;
     tracing::info!(%user_id, "cross-signing reset approved on the account page");
     Ok(())
 }

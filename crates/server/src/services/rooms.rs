@@ -12,11 +12,11 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::app::{App, Caller};
+use super::{App, Caller};
 use crate::entry::{Entry, Envelope, Txn};
+use crate::error::{ApiResult, MatrixError};
 use crate::read_model::event_ids::{event_id_at, position_of};
 use crate::read_model::{Membership, TimelineItem};
-use crate::error::{ApiResult, MatrixError};
 
 /// How long a write waits for this node to apply it before answering anyway.
 const APPLY_WAIT: Duration = Duration::from_secs(15);
@@ -80,10 +80,10 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
     if let Some(key) = &txn_key {
         // A retried transaction whose event this node already applied: answer from the read
         // model without touching the store.
-        if let Some((room_id, event_id)) = app.model.transaction_event(key) {
-            if room_id == new.room_id {
-                return Ok(event_id);
-            }
+        if let Some((room_id, event_id)) = app.model.transaction_event(key)
+            && room_id == new.room_id
+        {
+            return Ok(event_id);
         }
     }
     let mut event = json!({
@@ -131,11 +131,7 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
             return Err(MatrixError::too_large(format!("event larger than {} bytes", app.config.limits.max_event_bytes)));
         }
         let started = std::time::Instant::now();
-        let appended = app
-            .store
-            .log()
-            .append(new.room_id, payload, &message_id, is_state.then_some(checked.last_seq))
-            .await;
+        let appended = app.store.log().append(new.room_id, payload, &message_id, is_state.then_some(checked.last_seq)).await;
         let append_ms = started.elapsed().as_millis() as u64;
         match appended {
             Ok(appended) => {
@@ -164,7 +160,9 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
                 catch_up(app, partition).await?;
             }
             Err(AppendError::TooLarge(message)) => return Err(MatrixError::too_large(message)),
-            Err(AppendError::Unavailable(message)) => return Err(MatrixError::unavailable(message)),
+            Err(AppendError::Unavailable(message)) => {
+                return Err(MatrixError::unavailable(message));
+            }
         }
     }
     Err(MatrixError::unavailable("too many concurrent changes to this room; retry"))
@@ -173,7 +171,9 @@ pub async fn send_event(app: &App, caller: &Caller, new: NewEvent<'_>) -> ApiRes
 /// The target of a redaction as the authorization rules need it (id, sender, room, type), or
 /// None if the room has no such event.
 async fn redaction_target(app: &App, room_id: &str, target_id: &str) -> ApiResult<Option<Value>> {
-    let Some(item) = find_event(app, room_id, target_id).await? else { return Ok(None) };
+    let Some(item) = find_event(app, room_id, target_id).await? else {
+        return Ok(None);
+    };
     let mut target = json!({
         "event_id": &*item.event_id,
         "sender": &*item.sender,

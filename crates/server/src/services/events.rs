@@ -3,9 +3,9 @@
 
 use serde_json::{Value, json};
 
-use crate::app::Caller;
+use super::Caller;
+use super::rooms::now_ms;
 use crate::read_model::TimelineItem;
-use crate::rooms::now_ms;
 
 /// The client-format event of `item` as `viewer` should see it.
 pub fn client_event(item: &TimelineItem, viewer: Option<&Caller>) -> Value {
@@ -13,10 +13,11 @@ pub fn client_event(item: &TimelineItem, viewer: Option<&Caller>) -> Value {
     let mut unsigned = serde_json::Map::new();
     let ts = event["origin_server_ts"].as_u64().unwrap_or(0);
     unsigned.insert("age".into(), json!(now_ms().saturating_sub(ts)));
-    if let (Some(txn), Some(viewer)) = (&item.txn, viewer) {
-        if txn.device_id == viewer.device_id && event["sender"].as_str() == Some(viewer.user_id.as_str()) {
-            unsigned.insert("transaction_id".into(), json!(txn.txn_id));
-        }
+    if let (Some(txn), Some(viewer)) = (&item.txn, viewer)
+        && txn.device_id == viewer.device_id
+        && event["sender"].as_str() == Some(viewer.user_id.as_str())
+    {
+        unsigned.insert("transaction_id".into(), json!(txn.txn_id));
     }
     if let Some(prev) = &item.prev_content {
         unsigned.insert("prev_content".into(), (**prev).clone());

@@ -10,17 +10,19 @@
 //!   -> [`SigninEntry`], the sign-ins to other services a person sees on the account page.
 //! - `Meta`: `oauth_secret`, the deployment-wide key that signs CSRF tokens.
 //!
-//! Codes, tokens and cookies are stored only as SHA-256 hashes.
+//! Codes, tokens and cookies are stored only as SHA-256 hashes. This module is the OAuth
+//! provider's only door to the store: the provider's pages and endpoints (`crate::oauth`) reach
+//! its buckets, access tokens and devices through these functions.
 
 use base64::Engine;
 use haetae_store::{Bucket, KvError};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::grants::{Client, CodeGrant, DeviceGrant, Family};
-use crate::app::{App, token_hash};
+use super::{App, token_hash};
 use crate::error::{ApiResult, MatrixError};
+use crate::oauth::grants::{Client, CodeGrant, DeviceGrant, Family};
 
 /// A sign-in on the login pages (the `haetae_login` cookie's record).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -61,6 +63,52 @@ pub async fn signins(app: &App, user_id: &str) -> ApiResult<Vec<(String, SigninE
     Ok(entries)
 }
 
+/// Lists a sign-in to another service under its person.
+pub async fn put_signin(app: &App, user_id: &str, family_id: &str, entry: &SigninEntry) -> ApiResult<()> {
+    app.store.kv().put(Bucket::OauthSessions, &signin_key(user_id, family_id), to_bytes(entry)).await?;
+    Ok(())
+}
+
+/// Whether a sign-in is listed under this person (so theirs to end).
+pub async fn signin_listed(app: &App, user_id: &str, family_id: &str) -> ApiResult<bool> {
+    if family_id.is_empty() || family_id.len() > 64 {
+        return Ok(false);
+    }
+    Ok(app.store.kv().get(Bucket::OauthSessions, &signin_key(user_id, family_id)).await?.is_some())
+}
+
+pub async fn delete_signin(app: &App, user_id: &str, family_id: &str) -> ApiResult<()> {
+    app.store.kv().delete(Bucket::OauthSessions, &signin_key(user_id, family_id)).await?;
+    Ok(())
+}
+
+/// The id_token signing key set's record in `Meta` (see `crate::oauth::keys`).
+const SIGNING_KEYS_KEY: &str = "oidc_signing_keys";
+
+/// The signing key set as stored, with its revision; None before the first key.
+pub async fn signing_key_set(app: &App) -> ApiResult<Option<(bytes::Bytes, u64)>> {
+    Ok(app.store.kv().get(Bucket::Meta, SIGNING_KEYS_KEY).await?.map(|stored| (stored.value, stored.revision)))
+}
+
+/// Writes the signing key set if nobody changed it since `revision` (None: if it is still
+/// absent). Ok(false) when another node wrote first.
+pub async fn write_signing_key_set(app: &App, value: bytes::Bytes, revision: Option<u64>) -> ApiResult<bool> {
+    let written = match revision {
+        None => app.store.kv().create(Bucket::Meta, SIGNING_KEYS_KEY, value).await,
+        Some(revision) => app.store.kv().update(Bucket::Meta, SIGNING_KEYS_KEY, value, revision).await,
+    };
+    match written {
+        Ok(_) => Ok(true),
+        Err(KvError::Exists | KvError::WrongRevision(_)) => Ok(false),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A user's display name as this node knows it (for OpenID Connect profile claims).
+pub fn display_name(app: &App, user_id: &str) -> Option<String> {
+    app.model.with_user(user_id, |u| u.displayname.clone())
+}
+
 /// 256 random bits, base64url.
 pub fn random_secret() -> String {
     let bytes: [u8; 32] = rand::rng().random();
@@ -73,7 +121,9 @@ fn to_bytes<T: Serialize>(value: &T) -> bytes::Bytes {
 
 /// Reads and decodes a record; an undecodable one reads as absent.
 pub async fn read<T: DeserializeOwned>(app: &App, bucket: Bucket, key: &str) -> ApiResult<Option<(T, u64)>> {
-    let Some(stored) = app.store.kv().get(bucket, key).await? else { return Ok(None) };
+    let Some(stored) = app.store.kv().get(bucket, key).await? else {
+        return Ok(None);
+    };
     Ok(serde_json::from_slice(&stored.value).ok().map(|value| (value, stored.revision)))
 }
 
@@ -189,4 +239,48 @@ pub async fn signing_secret(app: &App) -> ApiResult<Vec<u8>> {
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// Deletes a record of the provider's buckets.
+pub async fn delete(app: &App, bucket: Bucket, key: &str) -> ApiResult<()> {
+    app.store.kv().delete(bucket, key).await?;
+    Ok(())
+}
+
+/// Stores an access token's record (hashed) in the tokens bucket, where every Matrix endpoint
+/// looks tokens up.
+pub async fn put_access_token(app: &App, hash: &str, record: &serde_json::Value) -> ApiResult<()> {
+    app.store.kv().put(Bucket::Tokens, hash, to_bytes(record)).await?;
+    Ok(())
+}
+
+/// Removes an access token from the tokens bucket.
+pub async fn delete_access_token(app: &App, hash: &str) -> ApiResult<()> {
+    app.store.kv().delete(Bucket::Tokens, hash).await?;
+    Ok(())
+}
+
+/// An access token's record, if it exists.
+pub async fn access_token_record(app: &App, hash: &str) -> ApiResult<Option<serde_json::Value>> {
+    Ok(app.store.kv().get(Bucket::Tokens, hash).await?.map(|stored| serde_json::from_slice(&stored.value).unwrap_or_default()))
+}
+
+/// Read-modify-write of a user's devices record (device id -> details), with compare-and-set.
+/// `change` edits the record in place, or refuses (nothing written) with Err.
+pub async fn modify_devices<E>(
+    app: &App,
+    user_id: &str,
+    mut change: impl FnMut(&mut serde_json::Value) -> Result<(), E>,
+) -> ApiResult<Result<(), E>> {
+    Ok(app
+        .store
+        .kv()
+        .modify(Bucket::Devices, user_id, |current| {
+            let mut devices: serde_json::Value =
+                current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| serde_json::json!({}));
+            change(&mut devices)?;
+            Ok(Some(to_bytes(&devices)))
+        })
+        .await?
+        .map(|_| ()))
 }
