@@ -14,5 +14,9 @@ if [ ! -x "$PY" ]; then
     echo "oauth: dependencies missing; run tests/oauth/install.sh first" >&2
     exit 2
 fi
+failed=0
 echo "=== Authlib (OAuth 2.0, OpenID Connect) ==="
-timeout -k 5 75 "$PY" "$HERE/authlib_flow.py" "$1"
+timeout -k 5 75 "$PY" "$HERE/authlib_flow.py" "$1" || failed=1
+echo "=== demo service signing in with haetae (OpenID Connect) ==="
+timeout -k 5 60 "$PY" "$HERE/demo_rp_flow.py" "$1" || failed=1
+exit "$failed"
