@@ -3,7 +3,8 @@
 #   1. unit and integration tests (real nats-server processes, started by the tests)
 #   2. client-library compatibility: matrix-nio and matrix-js-sdk against a server started here,
 #      and the OAuth 2.0 API driven by Authlib
-#   3. a real browser client (Hydrogen in headless Chromium) against the same server
+#   3. a real browser client (Hydrogen in headless Chromium) against the same server, and the
+#      browser logging in to the demo service (tests/oauth/demo_rp.py) with haetae
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -51,6 +52,8 @@ step "OAuth 2.0 API with Authlib against $BASE"
 tests/oauth/run.sh "$BASE" || failed=1
 step "browser end-to-end (Hydrogen, headless Chromium) against $BASE"
 tests/browser/run.sh "$BASE" "$ROOT/target/browser-e2e" || failed=1
+step "logging in to the demo service with haetae (headless Chromium) against $BASE"
+tests/browser/run_rp.sh "$BASE" "$ROOT/target/browser-e2e" || failed=1
 
 if [ "$failed" -ne 0 ]; then
     echo "--- haetae log ---"; tail -50 "$WORK/haetae.log"

@@ -6,7 +6,12 @@ Discovery, dynamic client registration (a native client with a loopback redirect
 port as RFC 8252 allows), the authorization code grant with PKCE S256 (the login and consent pages
 driven with plain HTTP form posts, as a browser without JavaScript would), a Matrix call with the
 access token, refresh, refresh-token reuse detection, revocation, and the device authorization
-grant. Exits non-zero on the first failure; every request has a timeout.
+grant. Then OpenID Connect as another service uses it: discovery at
+/.well-known/openid-configuration, a web client signing a person in with `openid profile`, the
+id_token verified against the JWKS (signature with joserfc, claims with Authlib's CodeIDToken:
+iss, aud, sub, nonce, exp, iat, auth_time, at_hash), userinfo; and refusals with their OAuth error
+codes (unknown client, unregistered redirect URI, wrong PKCE verifier, reused code). Exits
+non-zero on the first failure; every request has a timeout.
 """
 
 import html.parser
@@ -15,6 +20,7 @@ import sys
 import time
 import urllib.parse
 import uuid
+import warnings
 
 # Authlib refuses plain http unless told; the test server listens on loopback http.
 os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
@@ -22,6 +28,14 @@ os.environ["AUTHLIB_INSECURE_TRANSPORT"] = "1"
 import requests  # noqa: E402
 from authlib.common.security import generate_token  # noqa: E402
 from authlib.integrations.requests_client import OAuth2Session  # noqa: E402
+from authlib.integrations.base_client.errors import OAuthError  # noqa: E402
+from joserfc import jwt as jose_jwt  # noqa: E402
+from joserfc.jwk import KeySet  # noqa: E402
+
+with warnings.catch_warnings():
+    # CodeIDToken lives beside the deprecated authlib.jose; only its claim rules are used here.
+    warnings.simplefilter("ignore")
+    from authlib.oidc.core import CodeIDToken  # noqa: E402
 
 TIMEOUT_S = 15
 DEADLINE = time.monotonic() + 60
@@ -197,7 +211,154 @@ def main(base):
     check(revoked.status_code == 200, f"revocation: {revoked.status_code}")
     check(whoami(base, device_token["access_token"]).status_code == 401, "revocation ended the access token")
     print("revocation: ok")
+
+    openid_connect(base, browser)
     print("authlib: all checks passed")
+
+
+def consent_answer(browser, base, url, decision="allow"):
+    """The consent page for `url` (the browser is signed in already), answered; the callback."""
+    consent = browser.get(url, allow_redirects=False, timeout=TIMEOUT_S)
+    check(consent.status_code == 200 and "Allow access?" in consent.text, f"consent page: {consent.status_code}")
+    fields = form(consent.text, "/oauth2/authorize")
+    fields["decision"] = decision
+    answer = browser.post(f"{base}/oauth2/authorize", data=fields, allow_redirects=False, timeout=TIMEOUT_S)
+    check(answer.status_code == 303, f"consent answer: {answer.status_code}")
+    return consent.text, answer.headers["Location"]
+
+
+def token_error(call):
+    """Runs an Authlib token call that must fail; returns the OAuth error code."""
+    try:
+        call()
+    except OAuthError as error:
+        return error.error
+    check(False, "a token request that must fail succeeded")
+
+
+def openid_connect(base, browser):
+    """Another service ("log in with haetae") through OpenID Connect."""
+    config = requests.get(f"{base}/.well-known/openid-configuration", timeout=TIMEOUT_S).json()
+    issuer = config["issuer"]
+    check(issuer.rstrip("/") == base, f"issuer {issuer}")
+    for field in ("jwks_uri", "userinfo_endpoint", "authorization_endpoint", "token_endpoint"):
+        check(field in config, f"discovery lacks {field}")
+    check("ES256" in config["id_token_signing_alg_values_supported"], "ES256 not advertised")
+    check("openid" in config["scopes_supported"], "openid not advertised")
+
+    redirect_uri = "https://shop.example.org/login/callback"
+    registration = requests.post(
+        config["registration_endpoint"],
+        json={
+            "client_name": "Shop",
+            "client_uri": "https://shop.example.org/",
+            "redirect_uris": [redirect_uri],
+            "application_type": "web",
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        },
+        timeout=TIMEOUT_S,
+    )
+    check(registration.status_code == 201, f"RP registration: {registration.status_code} {registration.text}")
+    client_id = registration.json()["client_id"]
+
+    def session():
+        return OAuth2Session(
+            client_id,
+            scope="openid profile",
+            redirect_uri=redirect_uri,
+            code_challenge_method="S256",
+            token_endpoint_auth_method="none",
+            timeout=TIMEOUT_S,
+        )
+
+    def start(oauth, nonce):
+        verifier = generate_token(64)
+        url, state = oauth.create_authorization_url(config["authorization_endpoint"], code_verifier=verifier, nonce=nonce)
+        return url, state, verifier
+
+    oauth = session()
+    nonce = generate_token(20)
+    url, state, verifier = start(oauth, nonce)
+    page, callback = consent_answer(browser, base, url)
+    check("no access to your messages" in page, "the consent page says the service gets no Matrix access")
+    check(callback.startswith(redirect_uri + "?"), "the callback goes to the registered redirect URI")
+    token = oauth.fetch_token(config["token_endpoint"], authorization_response=callback, state=state, code_verifier=verifier)
+    check("id_token" in token, "the token response has an id_token")
+
+    # What a relying party does offline: verify the signature with the published keys, then the
+    # claims with OpenID Connect's rules.
+    jwks = requests.get(config["jwks_uri"], timeout=TIMEOUT_S).json()
+    decoded = jose_jwt.decode(token["id_token"], KeySet.import_key_set(jwks), algorithms=["ES256"])
+    check(decoded.header.get("alg") == "ES256" and decoded.header.get("kid"), f"id_token header {decoded.header}")
+    claims = CodeIDToken(
+        decoded.claims,
+        decoded.header,
+        options={"iss": {"essential": True, "value": issuer}, "aud": {"essential": True, "value": client_id}},
+        params={"nonce": nonce, "client_id": client_id, "access_token": token["access_token"]},
+    )
+    claims.validate(leeway=5)
+    check(decoded.claims["nonce"] == nonce, "nonce echoed")
+    check(decoded.claims["exp"] > time.time(), "exp in the future")
+    check(decoded.claims["sub"].startswith("@"), f"sub is a Matrix user id: {decoded.claims['sub']}")
+    check("preferred_username" in decoded.claims, "profile claims in the id_token")
+    # A token signed by another key, or altered, does not verify.
+    head, body, signature = token["id_token"].split(".")
+    tampered = ".".join([head, body[:-2] + ("AA" if body[-2:] != "AA" else "BB"), signature])
+    try:
+        jose_jwt.decode(tampered, KeySet.import_key_set(jwks), algorithms=["ES256"])
+        check(False, "a tampered id_token verified")
+    except Exception:
+        pass
+    # The wrong nonce is caught by the claim rules.
+    wrong = CodeIDToken(
+        decoded.claims,
+        decoded.header,
+        options={"iss": {"value": issuer}, "aud": {"value": client_id}},
+        params={"nonce": "another", "client_id": client_id},
+    )
+    try:
+        wrong.validate(leeway=5)
+        check(False, "a wrong nonce validated")
+    except Exception:
+        pass
+    print("OpenID Connect id_token (signature, iss, aud, nonce, exp, at_hash): ok")
+
+    info = oauth.get(config["userinfo_endpoint"], timeout=TIMEOUT_S)
+    check(info.status_code == 200 and info.json()["sub"] == decoded.claims["sub"], f"userinfo: {info.text}")
+    check(whoami(base, token["access_token"]).status_code == 401, "a sign-in token is no Matrix access token")
+    refreshed = oauth.refresh_token(config["token_endpoint"], refresh_token=token["refresh_token"])
+    again = jose_jwt.decode(refreshed["id_token"], KeySet.import_key_set(jwks), algorithms=["ES256"])
+    check(again.claims["sub"] == decoded.claims["sub"] and "nonce" not in again.claims, "refreshed id_token")
+    print("OpenID Connect userinfo and refresh: ok")
+
+    # Refusals, each with its OAuth error code.
+    oauth = session()
+    url, state, verifier = start(oauth, generate_token(20))
+    _, callback = consent_answer(browser, base, url)
+    stranger = OAuth2Session("cNotRegisteredAnywhere", redirect_uri=redirect_uri, token_endpoint_auth_method="none", timeout=TIMEOUT_S)
+    error = token_error(lambda: stranger.fetch_token(config["token_endpoint"], authorization_response=callback, code_verifier=verifier))
+    check(error == "invalid_client", f"unknown client: {error}")
+    error = token_error(
+        lambda: oauth.fetch_token(config["token_endpoint"], authorization_response=callback, state=state, code_verifier=generate_token(64))
+    )
+    check(error == "invalid_grant", f"wrong PKCE verifier: {error}")
+    oauth.fetch_token(config["token_endpoint"], authorization_response=callback, state=state, code_verifier=verifier)
+    error = token_error(
+        lambda: oauth.fetch_token(config["token_endpoint"], authorization_response=callback, state=state, code_verifier=verifier)
+    )
+    check(error == "invalid_grant", f"reused code: {error}")
+    elsewhere = OAuth2Session(client_id, scope="openid", redirect_uri="https://evil.example.net/cb", code_challenge_method="S256", timeout=TIMEOUT_S)
+    url, _ = elsewhere.create_authorization_url(config["authorization_endpoint"], code_verifier=generate_token(64))
+    page = browser.get(url, allow_redirects=False, timeout=TIMEOUT_S)
+    check(page.status_code == 400 and "Location" not in page.headers, f"unregistered redirect URI: {page.status_code}")
+    bad_scope = OAuth2Session(client_id, scope="openid email", redirect_uri=redirect_uri, code_challenge_method="S256", timeout=TIMEOUT_S)
+    url, _ = bad_scope.create_authorization_url(config["authorization_endpoint"], code_verifier=generate_token(64))
+    page = browser.get(url, allow_redirects=False, timeout=TIMEOUT_S)
+    params = urllib.parse.parse_qs(urllib.parse.urlsplit(page.headers.get("Location", "")).query)
+    check(page.status_code == 303 and params.get("error") == ["invalid_scope"], f"unknown scope: {page.status_code} {params}")
+    print("OpenID Connect refusals (invalid_client, invalid_grant, redirect URI, invalid_scope): ok")
 
 
 if __name__ == "__main__":

@@ -188,6 +188,11 @@ browser_session_lifetime_s = 43200
 # Token endpoint requests per client IP.
 token_requests_per_ip_per_s = 10.0
 token_requests_per_ip_burst = 60.0
+# OpenID Connect: id_token lifetime; the signing key is replaced every rotation period, and each
+# new key is published in the JWKS this long before it signs. Seconds.
+id_token_lifetime_s = 600
+signing_key_rotation_s = 2592000
+signing_key_publish_ahead_s = 172800
 "#;
 
 #[cfg(test)]

@@ -190,6 +190,15 @@ pub struct OauthConfig {
     /// Token endpoint requests per second per client IP (sustained), and in a burst.
     pub token_requests_per_ip_per_s: f64,
     pub token_requests_per_ip_burst: f64,
+    /// Lifetime of an OpenID Connect id_token, seconds. A replaced signing key stays in the JWKS
+    /// this long (plus a minute) after its successor starts signing.
+    pub id_token_lifetime_s: u64,
+    /// How often the id_token signing key is replaced, seconds.
+    pub signing_key_rotation_s: u64,
+    /// How long a new signing key is published in the JWKS before it signs, seconds (at most
+    /// the rotation period; relying parties are told to cache the JWKS for half of it, at most
+    /// an hour).
+    pub signing_key_publish_ahead_s: u64,
 }
 
 impl Default for OauthConfig {
@@ -203,6 +212,9 @@ impl Default for OauthConfig {
             browser_session_lifetime_s: 12 * 3600,
             token_requests_per_ip_per_s: 10.0,
             token_requests_per_ip_burst: 60.0,
+            id_token_lifetime_s: 600,
+            signing_key_rotation_s: 30 * 24 * 3600,
+            signing_key_publish_ahead_s: 2 * 24 * 3600,
         }
     }
 }

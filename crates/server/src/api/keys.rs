@@ -58,9 +58,12 @@ async fn send_to_device(
 async fn device_signing_upload(
     State(app): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Json<Value>> {
-    service::device_signing_upload(&app, &caller, body).await.map(Json)
+    // Where an OAuth session's person approves a reset (the `m.oauth` stage).
+    let account_base = crate::oauth::base_url(&app, &headers);
+    service::device_signing_upload(&app, &caller, &account_base, body).await.map(Json)
 }
 
 async fn signatures_upload(

@@ -26,6 +26,9 @@ pub const SCOPE_API_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:api:*
 pub const SCOPE_DEVICE_PREFIX: &str = "urn:matrix:client:device:";
 pub const SCOPE_DEVICE_PREFIX_UNSTABLE: &str = "urn:matrix:org.matrix.msc2967.client:device:";
 pub const SCOPE_OPENID: &str = "openid";
+pub const SCOPE_PROFILE: &str = "profile";
+/// Asks for a refresh token (OpenID Connect); every grant here has one, so it changes nothing.
+pub const SCOPE_OFFLINE: &str = "offline_access";
 
 /// Longest device id a scope may allocate.
 pub const MAX_DEVICE_ID_CHARS: usize = 255;
@@ -36,8 +39,13 @@ pub const MAX_SCOPE_CHARS: usize = 2048;
 /// order and forms the client used), echoed in token responses.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {
-    pub device_id: String,
+    /// The device a Matrix client signs in as (with full API access). None for a service that
+    /// only wants to know who the person is (OpenID Connect): no device, no Matrix access.
+    pub device_id: Option<String>,
     pub openid: bool,
+    /// OpenID Connect `profile`: the display name and username in the id_token and userinfo.
+    #[serde(default)]
+    pub profile: bool,
     pub text: String,
 }
 
@@ -46,14 +54,17 @@ fn is_unreserved(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~')
 }
 
-/// Parses a Matrix login scope: full API access (`urn:matrix:client:api:*`) and exactly one
-/// device (`urn:matrix:client:device:<id>`), stable or MSC2967 forms, optionally `openid`.
+/// Parses a login scope. Either a Matrix client's: full API access (`urn:matrix:client:api:*`)
+/// and exactly one device (`urn:matrix:client:device:<id>`), stable or MSC2967 forms, optionally
+/// with `openid`; or another service's sign-in: `openid`, optionally `profile`, and nothing that
+/// reaches Matrix. `offline_access` is accepted with either.
 pub fn parse_scope(scope: &str) -> Result<Scope, Refusal> {
     if scope.len() > MAX_SCOPE_CHARS {
         return Err(Refusal::new("invalid_scope", "the scope is too long"));
     }
     let mut api = false;
     let mut openid = false;
+    let mut profile = false;
     let mut device_ids = Vec::new();
     let mut tokens: Vec<&str> = Vec::new();
     for token in scope.split(' ').filter(|t| !t.is_empty()) {
@@ -65,6 +76,9 @@ pub fn parse_scope(scope: &str) -> Result<Scope, Refusal> {
             api = true;
         } else if token == SCOPE_OPENID {
             openid = true;
+        } else if token == SCOPE_PROFILE {
+            profile = true;
+        } else if token == SCOPE_OFFLINE {
         } else if let Some(id) =
             token.strip_prefix(SCOPE_DEVICE_PREFIX).or_else(|| token.strip_prefix(SCOPE_DEVICE_PREFIX_UNSTABLE))
         {
@@ -79,16 +93,28 @@ pub fn parse_scope(scope: &str) -> Result<Scope, Refusal> {
             return Err(Refusal::new("invalid_scope", format!("unknown scope token {}", shorten(token))));
         }
     }
-    if !api {
-        return Err(Refusal::new("invalid_scope", format!("the scope must include {SCOPE_API}")));
+    if profile && !openid {
+        return Err(Refusal::new("invalid_scope", "profile needs openid"));
     }
     device_ids.dedup();
+    if !api {
+        if !openid {
+            return Err(Refusal::new(
+                "invalid_scope",
+                format!("the scope must include {SCOPE_API} (a Matrix client) or openid (another service)"),
+            ));
+        }
+        if !device_ids.is_empty() {
+            return Err(Refusal::new("invalid_scope", format!("a device needs {SCOPE_API}")));
+        }
+        return Ok(Scope { device_id: None, openid, profile, text: tokens.join(" ") });
+    }
     let device_id = match device_ids.as_slice() {
         [one] => one.clone(),
         [] => return Err(Refusal::new("invalid_scope", format!("the scope must include one {SCOPE_DEVICE_PREFIX}<device_id>"))),
         _ => return Err(Refusal::new("invalid_scope", "the scope may allocate only one device")),
     };
-    Ok(Scope { device_id, openid, text: tokens.join(" ") })
+    Ok(Scope { device_id: Some(device_id), openid, profile, text: tokens.join(" ") })
 }
 
 fn shorten(text: &str) -> String {
@@ -452,7 +478,8 @@ pub const MAX_SPENT_REFRESH: usize = 64;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Family {
     pub user_id: String,
-    pub device_id: String,
+    /// The Matrix device the session signs in as; None for a sign-in to another service.
+    pub device_id: Option<String>,
     pub client_id: String,
     pub scope: Scope,
     pub auth_time_s: u64,
@@ -614,12 +641,12 @@ mod tests {
     #[test]
     fn scopes_need_api_access_and_exactly_one_device() {
         let scope = parse_scope("urn:matrix:client:api:* urn:matrix:client:device:ABCDEFGHIJ").unwrap();
-        assert_eq!(scope.device_id, "ABCDEFGHIJ");
+        assert_eq!(scope.device_id.as_deref(), Some("ABCDEFGHIJ"));
         assert!(!scope.openid);
         let unstable =
             parse_scope("urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:X1 openid")
                 .unwrap();
-        assert_eq!(unstable.device_id, "X1");
+        assert_eq!(unstable.device_id.as_deref(), Some("X1"));
         assert!(unstable.openid);
         assert_eq!(unstable.text, "urn:matrix:org.matrix.msc2967.client:api:* urn:matrix:org.matrix.msc2967.client:device:X1 openid");
         for bad in [
@@ -630,12 +657,30 @@ mod tests {
             "urn:matrix:client:api:* urn:matrix:client:device:",
             "urn:matrix:client:api:* urn:matrix:client:device:a<b",
             "urn:matrix:client:api:* urn:matrix:client:device:ABC urn:matrix:client:admin",
+            "profile",
+            "openid email",
+            "openid urn:matrix:client:device:ABC",
+            "offline_access",
         ] {
             assert_eq!(parse_scope(bad).unwrap_err().error, "invalid_scope", "{bad}");
         }
         // The same device named twice (once per form) is one device.
         let both = parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D urn:matrix:org.matrix.msc2967.client:device:D");
-        assert_eq!(both.unwrap().device_id, "D");
+        assert_eq!(both.unwrap().device_id.as_deref(), Some("D"));
+    }
+
+    #[test]
+    fn another_service_asks_only_who_the_person_is() {
+        let scope = parse_scope("openid profile offline_access").unwrap();
+        assert_eq!(scope.device_id, None);
+        assert!(scope.openid && scope.profile);
+        assert_eq!(scope.text, "openid profile offline_access");
+        let bare = parse_scope("openid").unwrap();
+        assert!(bare.openid && !bare.profile && bare.device_id.is_none());
+        // A Matrix client may ask for an id_token too, with or without the profile.
+        let both = parse_scope("openid profile urn:matrix:client:api:* urn:matrix:client:device:D").unwrap();
+        assert_eq!(both.device_id.as_deref(), Some("D"));
+        assert!(both.openid && both.profile);
     }
 
     fn registration(application_type: &str, redirect_uris: &[&str]) -> Value {
@@ -761,7 +806,7 @@ mod tests {
     fn family() -> Family {
         Family {
             user_id: "@a:x".into(),
-            device_id: "D".into(),
+            device_id: Some("D".into()),
             client_id: "c1".into(),
             scope: parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D").unwrap(),
             auth_time_s: 0,

@@ -9,19 +9,26 @@
 //! # POST /oauth2/device_authorization  device authorization grant (RFC 8628)
 //! # GET|POST /device                   where a person enters a device's user code
 //! # GET|POST /oauth2/login, /oauth2/signup, /oauth2/logout   the login pages
-//! # GET  /account, POST /account/*     account management (devices, password)
+//! # GET  /account, POST /account/*     account management (devices, password, approving a
+//!                                      cross-signing reset for `m.oauth` UIA, [`uia`])
+//! # GET  /.well-known/openid-configuration, /oauth2/keys.json, GET|POST /oauth2/userinfo
+//!                                      OpenID Connect for other services ([`oidc`])
 //!
 //! It owns the grants' rules ([`grants`], pure), their records in replicated KV ([`records`]), the
-//! token endpoint ([`tokens`]) and the HTML pages ([`pages`], [`templates`]). It never keeps a
+//! token endpoint ([`tokens`]), the HTML pages ([`pages`], [`templates`]), OpenID Connect
+//! ([`oidc`]) and the id_token signing keys ([`keys`], replicated KV, rotated by schedule). It never keeps a
 //! flow in a node's memory and never writes a code, token, password or cookie to a log line.
 //! Access tokens it issues are stored exactly like password-login tokens (hashed in the tokens
 //! bucket), so every Matrix endpoint accepts them through the same `Caller` extractor.
 
 pub mod grants;
+pub mod keys;
+pub mod oidc;
 pub use crate::services::oauth_records as records;
 pub mod pages;
 pub mod templates;
 pub mod tokens;
+pub use crate::services::oauth_uia as uia;
 
 use std::collections::HashMap;
 
@@ -51,6 +58,9 @@ pub fn router(app: AppState) -> Router {
         .route("/_matrix/client/v1/auth_metadata", get(auth_metadata))
         .route("/_matrix/client/unstable/org.matrix.msc2965/auth_metadata", get(auth_metadata))
         .route("/.well-known/oauth-authorization-server", get(auth_metadata))
+        .route("/.well-known/openid-configuration", get(auth_metadata))
+        .route("/oauth2/keys.json", get(oidc::jwks))
+        .route("/oauth2/userinfo", get(oidc::userinfo).post(oidc::userinfo))
         .route("/oauth2/register", post(tokens::register_client))
         .route("/oauth2/token", post(tokens::token))
         .route("/oauth2/revoke", post(tokens::revoke))
@@ -65,7 +75,9 @@ pub fn router(app: AppState) -> Router {
         .route("/device", get(pages::device_page).post(pages::device_answer))
         .route("/account", get(pages::account))
         .route("/account/devices/delete", post(pages::delete_device))
-        .route("/account/password", post(pages::change_password));
+        .route("/account/services/delete", post(pages::delete_service))
+        .route("/account/password", post(pages::change_password))
+        .route("/account/cross_signing_reset", post(pages::approve_cross_signing_reset));
     api.merge(pages).with_state(app)
 }
 
@@ -83,10 +95,19 @@ pub fn base_url(app: &App, headers: &HeaderMap) -> String {
     format!("http://{host}")
 }
 
+/// The issuer identifier (the `iss` of id_tokens): the base URL with a trailing slash.
+pub fn issuer(app: &App, headers: &HeaderMap) -> String {
+    format!("{}/", base_url(app, headers))
+}
+
 /// The actions the account page understands (`?action=`).
-pub const ACCOUNT_ACTIONS: [&str; 3] = ["org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete"];
+pub const ACCOUNT_ACTIONS: [&str; 4] =
+    ["org.matrix.devices_list", "org.matrix.device_view", "org.matrix.device_delete", uia::CROSS_SIGNING_RESET];
 
 /// # GET /_matrix/client/v1/auth_metadata
+/// # GET /.well-known/openid-configuration
+/// One document for Matrix clients (MSC2965) and OpenID Connect relying parties (OpenID Connect
+/// Discovery 1.0): each ignores the other's fields.
 async fn auth_metadata(State(app): State<AppState>, headers: HeaderMap) -> Response {
     let base = base_url(&app, &headers);
     let mut prompts = vec![];
@@ -94,7 +115,7 @@ async fn auth_metadata(State(app): State<AppState>, headers: HeaderMap) -> Respo
         prompts.push("create");
     }
     let body = json!({
-        "issuer": format!("{base}/"),
+        "issuer": issuer(&app, &headers),
         "authorization_endpoint": format!("{base}/oauth2/authorize"),
         "token_endpoint": format!("{base}/oauth2/token"),
         "registration_endpoint": format!("{base}/oauth2/register"),
@@ -106,10 +127,25 @@ async fn auth_metadata(State(app): State<AppState>, headers: HeaderMap) -> Respo
         "code_challenge_methods_supported": ["S256"],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
-        "scopes_supported": [grants::SCOPE_API, grants::SCOPE_API_UNSTABLE, "urn:matrix:client:device:*", grants::SCOPE_OPENID],
+        "scopes_supported": [
+            grants::SCOPE_API,
+            grants::SCOPE_API_UNSTABLE,
+            "urn:matrix:client:device:*",
+            grants::SCOPE_OPENID,
+            grants::SCOPE_PROFILE,
+            grants::SCOPE_OFFLINE,
+        ],
         "prompt_values_supported": prompts,
         "account_management_uri": format!("{base}/account"),
         "account_management_actions_supported": ACCOUNT_ACTIONS,
+        "userinfo_endpoint": format!("{base}/oauth2/userinfo"),
+        "jwks_uri": format!("{base}/oauth2/keys.json"),
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [keys::ALGORITHM],
+        "claims_supported": oidc::CLAIMS_SUPPORTED,
+        "claims_parameter_supported": false,
+        "request_parameter_supported": false,
+        "request_uri_parameter_supported": false,
     });
     let mut response = Json(body).into_response();
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));

@@ -348,8 +348,17 @@ struct AuthRequest {
     code_challenge: String,
     nonce: Option<String>,
     prompt: Option<String>,
+    /// OpenID Connect `max_age`: the longest time since the person last typed their password.
+    max_age_s: Option<u64>,
     /// The request's parameters, carried through the consent form.
     fields: Vec<(String, String)>,
+}
+
+impl AuthRequest {
+    /// Whether the space-separated `prompt` holds `value`.
+    fn prompts(&self, value: &str) -> bool {
+        self.prompt.as_deref().is_some_and(|p| p.split(' ').any(|v| v == value))
+    }
 }
 
 enum AuthProblem {
@@ -360,7 +369,7 @@ enum AuthProblem {
     Store(MatrixError),
 }
 
-const AUTH_FIELDS: [&str; 10] = [
+const AUTH_FIELDS: [&str; 11] = [
     "client_id",
     "redirect_uri",
     "response_type",
@@ -371,6 +380,7 @@ const AUTH_FIELDS: [&str; 10] = [
     "code_challenge_method",
     "nonce",
     "prompt",
+    "max_age",
 ];
 
 async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Result<AuthRequest, AuthProblem> {
@@ -421,6 +431,20 @@ async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Resu
     if nonce.as_ref().is_some_and(|n| n.len() > 512) {
         return Err(fail("invalid_request", "nonce is too long"));
     }
+    let max_age_s = match get("max_age") {
+        None => None,
+        Some(text) => Some(text.parse::<u64>().map_err(|_| fail("invalid_request", "max_age must be a number of seconds"))?),
+    };
+    let prompt = get("prompt").map(str::to_string);
+    if let Some(prompt) = &prompt {
+        let values: Vec<&str> = prompt.split(' ').filter(|p| !p.is_empty()).collect();
+        if !values.iter().all(|p| ["none", "login", "consent", "create"].contains(p)) {
+            return Err(fail("invalid_request", "prompt values are none, login, consent and create"));
+        }
+        if values.contains(&"none") && values.len() > 1 {
+            return Err(fail("invalid_request", "prompt=none goes alone"));
+        }
+    }
     let fields = AUTH_FIELDS.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v.to_string()))).collect();
     Ok(AuthRequest {
         redirect_uri: redirect_uri.to_string(),
@@ -430,7 +454,8 @@ async fn check_auth_request(app: &App, params: &HashMap<String, String>) -> Resu
         scope,
         code_challenge: code_challenge.to_string(),
         nonce,
-        prompt: get("prompt").map(str::to_string),
+        prompt,
+        max_age_s,
         fields,
     })
 }
@@ -450,7 +475,8 @@ fn consent_view<'a>(request: &'a AuthRequest, client_name: &'a str, user_id: &'a
         tos_uri: request.client.tos_uri.as_deref(),
         policy_uri: request.client.policy_uri.as_deref(),
         user_id,
-        device_id: &request.scope.device_id,
+        device_id: request.scope.device_id.as_deref(),
+        profile: request.scope.profile,
         redirect_host: host,
     }
 }
@@ -468,19 +494,35 @@ pub async fn authorize(State(app): State<AppState>, request: Request) -> Respons
         Err(problem) => return auth_problem(&app, &visit, problem),
     };
     let here = request_path_and_query(&parts.uri);
-    let Some(session) = &visit.session else {
-        if auth.prompt.as_deref() == Some("none") {
-            let mut params = vec![("error", "login_required")];
-            if let Some(state) = &auth.state {
-                params.push(("state", state));
-            }
-            return see_other(&grants::redirect_with(&auth.redirect_uri, auth.mode, &params));
+    let tell_client = |error: &str| {
+        let mut params = vec![("error", error)];
+        if let Some(state) = &auth.state {
+            params.push(("state", state));
         }
-        if auth.prompt.as_deref() == Some("create") && app.config.registration.enabled {
+        see_other(&grants::redirect_with(&auth.redirect_uri, auth.mode, &params))
+    };
+    // OpenID Connect: a sign-in older than max_age does not count; prompt=login asks for the
+    // password again (and comes back without the prompt, so it asks once).
+    let now = now_s();
+    let session = visit.session.as_ref().filter(|s| auth.max_age_s.is_none_or(|max| now.saturating_sub(s.auth_time_s) <= max));
+    if auth.prompts("login") {
+        let without_prompt: Vec<&(String, String)> = auth.fields.iter().filter(|(k, _)| k != "prompt").collect();
+        let next = format!("/oauth2/authorize?{}", serde_urlencoded::to_string(&without_prompt).unwrap_or_default());
+        return login_response(&app, &visit, &next, "", None, StatusCode::OK);
+    }
+    let Some(session) = session else {
+        if auth.prompts("none") {
+            return tell_client("login_required");
+        }
+        if auth.prompts("create") && app.config.registration.enabled {
             return signup_response(&app, &visit, &here, "", None, StatusCode::OK);
         }
         return login_response(&app, &visit, &here, "", None, StatusCode::OK);
     };
+    // Every grant asks the person, so a request that must not show a page cannot be answered.
+    if auth.prompts("none") {
+        return tell_client("consent_required");
+    }
     let name = auth.client.display_name();
     let host = grants::host_of(&auth.redirect_uri).unwrap_or_else(|| auth.redirect_uri.split(':').next().unwrap_or_default().to_string());
     let view = consent_view(&auth, &name, &session.user_id, &host);
@@ -581,7 +623,8 @@ async fn device_confirmation(app: &App, visit: &Visit, user_id: &str, typed: &st
         tos_uri: client.tos_uri.as_deref(),
         policy_uri: client.policy_uri.as_deref(),
         user_id,
-        device_id: &grant.scope.device_id,
+        device_id: grant.scope.device_id.as_deref(),
+        profile: grant.scope.profile,
         redirect_host: "",
     };
     html(Some(visit), StatusCode::OK, app, "Allow this device?", &templates::device_confirm_form(&view, &visit.csrf_field, &code))
@@ -643,6 +686,10 @@ pub async fn account(State(app): State<AppState>, request: Request) -> Response 
         Err(response) => return response,
     };
     let session = &session;
+    if query.get("action").map(String::as_str) == Some(super::uia::CROSS_SIGNING_RESET) {
+        let body = templates::cross_signing_reset_form(&session.user_id, &visit.csrf_field, super::uia::APPROVAL_WINDOW_S / 60);
+        return html(Some(&visit), StatusCode::OK, &app, "Reset cross-signing?", &body);
+    }
     account_response(&app, &visit, &session.user_id, query.get("device_id").map(String::as_str), notice_text(query.get("notice").map(String::as_str)), None, StatusCode::OK).await
 }
 
@@ -674,7 +721,15 @@ async fn account_response(
         })
         .unwrap_or_default();
     rows.sort_by(|a, b| a.display_name.cmp(&b.display_name).then(a.device_id.cmp(&b.device_id)));
-    let body = templates::account_page(user_id, &visit.csrf_field, &rows, notice, error);
+    let services = match records::signins(app, user_id).await {
+        Ok(services) => services,
+        Err(error) => return unavailable(app, error),
+    };
+    let services: Vec<templates::ServiceRow> = services
+        .into_iter()
+        .map(|(family_id, entry)| templates::ServiceRow { family_id, name: entry.client_name, since: format_seen(Some(entry.created_ms)) })
+        .collect();
+    let body = templates::account_page(user_id, &visit.csrf_field, &rows, &services, notice, error);
     html(Some(visit), status, app, "Your account", &body)
 }
 
@@ -704,6 +759,49 @@ pub async fn delete_device(State(app): State<AppState>, request: Request) -> Res
     }
     tracing::info!(user_id = %session.user_id, %device_id, "session signed out from the account page");
     see_other("/account?notice=signed_out")
+}
+
+/// # POST /account/services/delete
+/// Signs the person out of another service: its refresh token and access token stop working.
+pub async fn delete_service(State(app): State<AppState>, request: Request) -> Response {
+    let (visit, form) = match posted(&app, request).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let Some(session) = &visit.session else {
+        return login_response(&app, &visit, "/account", "", Some("Sign in again."), StatusCode::UNAUTHORIZED);
+    };
+    let family_id = form.get("session").unwrap_or_default().to_string();
+    // Only a sign-in listed under this person may be ended from their page.
+    match records::signin_listed(&app, &session.user_id, &family_id).await {
+        Ok(true) => {}
+        Ok(false) => {
+            return account_response(&app, &visit, &session.user_id, None, None, Some("That sign-in no longer exists."), StatusCode::NOT_FOUND).await;
+        }
+        Err(error) => return unavailable(&app, error),
+    }
+    if let Err(error) = tokens::revoke_family(&app, &family_id).await {
+        return unavailable(&app, error);
+    }
+    tracing::info!(user_id = %session.user_id, "signed out of a service from the account page");
+    see_other("/account?notice=signed_out")
+}
+
+/// # POST /account/cross_signing_reset
+pub async fn approve_cross_signing_reset(State(app): State<AppState>, request: Request) -> Response {
+    let (visit, _form) = match posted(&app, request).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let Some(session) = &visit.session else {
+        let next = format!("/account?action={}", super::uia::CROSS_SIGNING_RESET);
+        return login_response(&app, &visit, &next, "", Some("Sign in again."), StatusCode::UNAUTHORIZED);
+    };
+    if let Err(error) = super::uia::approve_cross_signing_reset(&app, &session.user_id).await {
+        return unavailable(&app, error);
+    }
+    let text = "Allowed. Go back to your app to finish the reset.";
+    html(Some(&visit), StatusCode::OK, &app, "Reset allowed", &templates::message(text, Some(("/account", "Your account"))))
 }
 
 /// # POST /account/password

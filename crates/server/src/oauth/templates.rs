@@ -125,7 +125,10 @@ pub struct ConsentView<'a> {
     pub tos_uri: Option<&'a str>,
     pub policy_uri: Option<&'a str>,
     pub user_id: &'a str,
-    pub device_id: &'a str,
+    /// The Matrix device the client signs in as; None when it only learns who the person is.
+    pub device_id: Option<&'a str>,
+    /// Whether the client also learns the display name and username (OpenID Connect `profile`).
+    pub profile: bool,
     pub redirect_host: &'a str,
 }
 
@@ -136,17 +139,30 @@ fn consent_details(view: &ConsentView) -> String {
             links.push_str(&format!(r#" · <a href="{}" rel="noopener noreferrer">{label}</a>"#, escape(uri)));
         }
     }
+    let grants = match view.device_id {
+        Some(device) => format!(
+            "<li>Read and send your messages, and everything else your account can do in Matrix</li>\n\
+             <li>Appear in your session list as device <code>{}</code></li>",
+            escape(device)
+        ),
+        None => {
+            let profile = if view.profile { "<li>See your display name and username</li>\n" } else { "" };
+            format!(
+                "<li>Know that you are <strong>{}</strong></li>\n{profile}<li>Nothing else: no access to your messages or rooms</li>",
+                escape(view.user_id)
+            )
+        }
+    };
+    let verb = if view.device_id.is_some() { "wants to sign in to your account" } else { "wants you to sign in with your account" };
     format!(
-        r#"<p class="lead"><strong>{name}</strong> wants to sign in to your account <strong>{user}</strong>.</p>
+        r#"<p class="lead"><strong>{name}</strong> {verb} <strong>{user}</strong>.</p>
 <p class="client"><a href="{uri}" rel="noopener noreferrer">{uri}</a>{links}</p>
 <ul class="grants">
-<li>Read and send your messages, and everything else your account can do in Matrix</li>
-<li>Appear in your session list as device <code>{device}</code></li>
+{grants}
 </ul>"#,
         name = escape(view.client_name),
         user = escape(view.user_id),
         uri = escape(view.client_uri),
-        device = escape(view.device_id),
     )
 }
 
@@ -212,7 +228,43 @@ pub struct DeviceRow {
     pub highlighted: bool,
 }
 
-pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Option<&str>, error: Option<&str>) -> String {
+/// One row of the account page's list of services signed in to (OpenID Connect).
+pub struct ServiceRow {
+    pub family_id: String,
+    pub name: String,
+    pub since: String,
+}
+
+fn services_section(csrf: &str, services: &[ServiceRow]) -> String {
+    if services.is_empty() {
+        return String::new();
+    }
+    let rows: String = services
+        .iter()
+        .map(|service| {
+            format!(
+                r#"<li class="device">
+<div><strong>{name}</strong><br><span class="meta">knows who you are · signed in {since}</span></div>
+<form method="post" action="/account/services/delete">{csrf}{family}<button type="submit" aria-label="Sign out of {name}">Sign out</button></form>
+</li>"#,
+                name = escape(&service.name),
+                since = escape(&service.since),
+                csrf = hidden("csrf", csrf),
+                family = hidden("session", &service.family_id),
+            )
+        })
+        .collect();
+    format!(
+        r#"<section aria-labelledby="services-title">
+<h2 id="services-title">Services you signed in to</h2>
+<ul class="devices">
+{rows}
+</ul>
+</section>"#
+    )
+}
+
+pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], services: &[ServiceRow], notice: Option<&str>, error: Option<&str>) -> String {
     let mut rows = String::new();
     for device in devices {
         rows.push_str(&format!(
@@ -242,6 +294,7 @@ pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Op
 {rows}
 </ul>
 </section>
+{services}
 <section aria-labelledby="password-title">
 <h2 id="password-title">Change password</h2>
 <form method="post" action="/account/password">
@@ -261,10 +314,31 @@ pub fn account_page(user_id: &str, csrf: &str, devices: &[DeviceRow], notice: Op
         error = error_box(error),
         user = escape(user_id),
         csrf = hidden("csrf", csrf),
+        services = services_section(csrf, services),
     )
 }
 
 /// A page with a message and nothing to do but go back.
+/// The confirmation of a cross-signing reset (`m.oauth` user-interactive auth).
+pub fn cross_signing_reset_form(user_id: &str, csrf: &str, window_min: u64) -> String {
+    format!(
+        r#"<p class="lead">Reset the cross-signing keys of <strong>{user}</strong>?</p>
+<ul class="grants">
+<li>Your app asked to replace the keys that prove your sessions are yours</li>
+<li>Other people and your other sessions will need to verify you again</li>
+<li>Your app may do this once within the next {window_min} minutes</li>
+</ul>
+<p class="help">Only allow this if you just asked your app to reset your identity or encryption.</p>
+<form method="post" action="/account/cross_signing_reset" class="actions">
+{csrf}
+<button type="submit" class="primary">Allow the reset</button>
+<a href="/account">Cancel</a>
+</form>"#,
+        user = escape(user_id),
+        csrf = hidden("csrf", csrf),
+    )
+}
+
 pub fn message(text: &str, link: Option<(&str, &str)>) -> String {
     let link = link.map(|(href, label)| format!(r#"<p><a href="{}">{}</a></p>"#, escape(href), escape(label))).unwrap_or_default();
     format!(r#"<p class="lead">{}</p>{link}"#, escape(text))
@@ -286,12 +360,18 @@ mod tests {
             tos_uri: None,
             policy_uri: None,
             user_id: "@a:b",
-            device_id: "D",
+            device_id: Some("<D>"),
+            profile: false,
             redirect_host: "e.com",
         };
         let html = consent_form(&view, "t", &[("state".into(), "\"><x>".into())]);
         assert!(!html.contains("<img"));
         assert!(!html.contains("\"onmouseover"));
         assert!(!html.contains("<x>"));
+        assert!(!html.contains("<D>"));
+        let signin = ConsentView { device_id: None, profile: true, user_id: "@<u>:b", ..view };
+        let html = consent_form(&signin, "t", &[]);
+        assert!(html.contains("no access to your messages") && html.contains("display name"));
+        assert!(!html.contains("<u>"));
     }
 }

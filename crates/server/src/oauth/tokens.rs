@@ -5,7 +5,10 @@
 //! Token formats (only their SHA-256 hashes are stored):
 //! - access token `haeo_<expiry unix seconds>_<256 random bits>`: the expiry is part of the
 //!   token, so every node refuses an expired one without a lookup or a cache entry to expire;
-//! - refresh token `haer_<family id>_<256 random bits>`: the family names its chain's record.
+//! - refresh token `haer_<family id>_<256 random bits>`: the family names its chain's record;
+//! - sign-in access token `haei_<expiry unix seconds>_<family id>_<256 random bits>`, for a
+//!   service that asked only who the person is (`openid`, no Matrix scope): it is never written to
+//!   the tokens bucket, so no Matrix endpoint accepts it; userinfo checks it against its family.
 
 use axum::Json;
 use axum::extract::{Request, State};
@@ -19,7 +22,7 @@ use super::grants::{
     self, CodeGrant, DeviceGrant, DeviceState, Family, Refusal, RefreshOutcome, Scope, refresh_outcome, rotate,
 };
 use super::records::{self, random_secret};
-use super::{Form, OauthError, base_url, no_store, now_ms, now_s};
+use super::{Form, OauthError, base_url, no_store, now_ms, now_s, oidc};
 use crate::services::accounts as account;
 use crate::app::{App, AppState, client_ip};
 use crate::services::token_hash;
@@ -27,6 +30,7 @@ use crate::error::{ApiResult, MatrixError};
 
 const ACCESS_PREFIX: &str = "haeo_";
 const REFRESH_PREFIX: &str = "haer_";
+const SIGNIN_PREFIX: &str = "haei_";
 /// Characters of a family id (letters only, so it never contains the separator).
 const FAMILY_ID_CHARS: usize = 24;
 
@@ -40,14 +44,23 @@ pub fn access_token_expired(token: &str) -> bool {
     }
 }
 
+/// The expiry and family of a sign-in access token.
+fn parse_signin_token(token: &str) -> Option<(u64, &str)> {
+    let rest = token.strip_prefix(SIGNIN_PREFIX)?;
+    let (expiry, rest) = rest.split_once('_')?;
+    let (family, secret) = rest.split_at_checked(FAMILY_ID_CHARS)?;
+    let family_ok = secret.starts_with('_') && family.chars().all(|c| c.is_ascii_alphabetic());
+    family_ok.then_some((expiry.parse().ok()?, family))
+}
+
 fn family_of_refresh(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(REFRESH_PREFIX)?;
     let (family, secret) = rest.split_at_checked(FAMILY_ID_CHARS)?;
     (secret.starts_with('_') && family.chars().all(|c| c.is_ascii_alphabetic())).then_some(family)
 }
 
-/// Per-IP limit on the token, registration and revocation endpoints.
-fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(), OauthError> {
+/// Per-IP limit on the token, registration, revocation and userinfo endpoints.
+pub(super) fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(), OauthError> {
     let limits = &app.config.rate_limits;
     let oauth = &app.config.oauth;
     match parts_ip {
@@ -60,7 +73,7 @@ fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(), OauthError
 }
 
 /// The client id of a token request: the form's `client_id`, or HTTP Basic with an empty secret.
-fn client_id_of<'a>(headers: &HeaderMap, form: &'a Form) -> Result<String, OauthError> {
+fn client_id_of(headers: &HeaderMap, form: &Form) -> Result<String, OauthError> {
     if let Some(id) = form.get("client_id") {
         return Ok(id.to_string());
     }
@@ -117,15 +130,16 @@ pub async fn token(State(app): State<AppState>, request: Request) -> Result<Resp
         return Err(OauthError::bad_request("unauthorized_client", "the client did not register this grant type"));
     }
     let ip = client_ip(&parts);
+    let issuer = super::issuer(&app, &parts.headers);
     let body = match grant_type {
-        grants::GRANT_CODE => code_grant(&app, &client, &form, ip).await?,
-        grants::GRANT_REFRESH => refresh_grant(&app, &client, &form).await?,
-        _ => device_code_grant(&app, &client, &form, ip).await?,
+        grants::GRANT_CODE => code_grant(&app, &client, &form, ip, &issuer).await?,
+        grants::GRANT_REFRESH => refresh_grant(&app, &client, &form, &issuer).await?,
+        _ => device_code_grant(&app, &client, &form, ip, &issuer).await?,
     };
     Ok(json_no_store(StatusCode::OK, body))
 }
 
-async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>) -> Result<Value, OauthError> {
+async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>, issuer: &str) -> Result<Value, OauthError> {
     let code = form.require("code")?;
     let redirect_uri = form.require("redirect_uri")?;
     let verifier = form.require("code_verifier")?;
@@ -143,13 +157,20 @@ async fn code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<
     if !records::replace(app, Bucket::OauthGrants, &records::code_key(code), &used, revision).await? {
         return Err(Refusal::new("invalid_grant", "the authorization code was already used").into());
     }
-    Ok(start_family(app, client, &grant.user_id, &grant.scope, grant.auth_time_s, &family_id, ip).await?)
+    let grant_facts = Completed { user_id: &grant.user_id, scope: &grant.scope, auth_time_s: grant.auth_time_s, nonce: grant.nonce.as_deref() };
+    Ok(start_family(app, client, grant_facts, &family_id, ip, issuer).await?)
 }
 
-fn new_access_token(app: &App) -> (String, u64) {
+/// A new access token and its lifetime: a Matrix one, or for a session without a device (a
+/// sign-in to another service) one that names its family.
+fn new_access_token(app: &App, scope: &Scope, family_id: &str) -> (String, u64) {
     let lifetime_s = app.config.oauth.access_token_lifetime_s.max(1);
     let expiry_s = now_s() + lifetime_s;
-    (format!("{ACCESS_PREFIX}{expiry_s}_{}", random_secret()), lifetime_s)
+    let token = match scope.device_id {
+        Some(_) => format!("{ACCESS_PREFIX}{expiry_s}_{}", random_secret()),
+        None => format!("{SIGNIN_PREFIX}{expiry_s}_{family_id}_{}", random_secret()),
+    };
+    (token, lifetime_s)
 }
 
 fn new_refresh_token(family_id: &str) -> String {
@@ -163,28 +184,62 @@ async fn store_access_token(app: &App, hash: &str, user_id: &str, device_id: &st
     records::put_access_token(app, hash, &record).await
 }
 
-fn token_response(access: &str, expires_in: u64, refresh: &str, scope: &Scope) -> Value {
-    json!({
+fn token_response(access: &str, expires_in: u64, refresh: &str, scope: &Scope, id_token: Option<String>) -> Value {
+    let mut body = json!({
         "access_token": access,
         "token_type": "Bearer",
         "expires_in": expires_in,
         "refresh_token": refresh,
         "scope": scope.text,
-    })
+    });
+    if let Some(id_token) = id_token {
+        body["id_token"] = json!(id_token);
+    }
+    body
 }
 
-/// Completes a grant: a new refresh-token family, an access token, and the device the scope
-/// allocated (created, or taken over from an earlier login with the same device id).
+/// What a grant established: who signed in, when, for what.
+struct Completed<'a> {
+    user_id: &'a str,
+    scope: &'a Scope,
+    auth_time_s: u64,
+    nonce: Option<&'a str>,
+}
+
+/// The id_token of a token response, when the scope has `openid`.
+async fn maybe_id_token(app: &App, client: &grants::Client, issuer: &str, done: &Completed<'_>, access: &str) -> ApiResult<Option<String>> {
+    if !done.scope.openid {
+        return Ok(None);
+    }
+    let facts = oidc::IdTokenFacts {
+        issuer,
+        client_id: &client.client_id,
+        user_id: done.user_id,
+        scope: done.scope,
+        auth_time_s: done.auth_time_s,
+        nonce: done.nonce,
+        access_token: access,
+        now_s: now_s(),
+        lifetime_s: app.config.oauth.id_token_lifetime_s.max(1),
+    };
+    oidc::id_token(app, client, facts).await.map(Some)
+}
+
+/// Completes a grant: a new refresh-token family, an access token, the id_token when `openid`
+/// was granted, and the device the scope allocated (created, or taken over from an earlier login
+/// with the same device id). A sign-in to another service creates no device.
 async fn start_family(
     app: &App,
     client: &grants::Client,
-    user_id: &str,
-    scope: &Scope,
-    auth_time_s: u64,
+    done: Completed<'_>,
     family_id: &str,
     ip: Option<std::net::IpAddr>,
+    issuer: &str,
 ) -> ApiResult<Value> {
-    let (access, expires_in) = new_access_token(app);
+    let (user_id, scope) = (done.user_id, done.scope);
+    let (access, expires_in) = new_access_token(app, scope, family_id);
+    // Signed before anything is written: a key set that cannot be read fails the grant cleanly.
+    let id_token = maybe_id_token(app, client, issuer, &done, &access).await?;
     let access_hash = token_hash(&access);
     let refresh = new_refresh_token(family_id);
     let family = Family {
@@ -192,7 +247,7 @@ async fn start_family(
         device_id: scope.device_id.clone(),
         client_id: client.client_id.clone(),
         scope: scope.clone(),
-        auth_time_s,
+        auth_time_s: done.auth_time_s,
         created_ms: now_ms(),
         current: token_hash(&refresh),
         previous: None,
@@ -201,8 +256,13 @@ async fn start_family(
         revoked: false,
     };
     records::create(app, Bucket::OauthSessions, family_id, &family).await?;
-    store_access_token(app, &access_hash, user_id, &scope.device_id, family_id).await?;
-    let device_id = scope.device_id.clone();
+    let Some(device_id) = scope.device_id.clone() else {
+        let entry = records::SigninEntry { client_id: client.client_id.clone(), client_name: client.display_name(), created_ms: now_ms() };
+        records::put_signin(app, user_id, family_id, &entry).await?;
+        tracing::info!(%user_id, client_id = %client.client_id, "OpenID Connect sign-in completed");
+        return Ok(token_response(&access, expires_in, &refresh, scope, id_token));
+    };
+    store_access_token(app, &access_hash, user_id, &device_id, family_id).await?;
     let display_name = client.display_name();
     let now = now_ms();
     let mut replaced = None;
@@ -226,8 +286,8 @@ async fn start_family(
     if let Some(old) = replaced.filter(|old| *old != access_hash) {
         account::revoke_tokens(app, user_id, vec![old]).await?;
     }
-    tracing::info!(%user_id, device_id = %scope.device_id, client_id = %client.client_id, "OAuth grant completed");
-    Ok(token_response(&access, expires_in, &refresh, scope))
+    tracing::info!(%user_id, %device_id, client_id = %client.client_id, "OAuth grant completed");
+    Ok(token_response(&access, expires_in, &refresh, scope, id_token))
 }
 
 /// Whether the user's device still belongs to this family (a device deleted or logged out
@@ -237,7 +297,7 @@ async fn device_bound(app: &App, user_id: &str, device_id: &str, family_id: &str
     Ok(devices[device_id]["oauth_family"].as_str() == Some(family_id))
 }
 
-async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Result<Value, OauthError> {
+async fn refresh_grant(app: &App, client: &grants::Client, form: &Form, issuer: &str) -> Result<Value, OauthError> {
     let presented = form.require("refresh_token")?;
     let invalid = || OauthError::from(Refusal::new("invalid_grant", "the refresh token is not valid"));
     let family_id = family_of_refresh(presented).ok_or_else(invalid)?.to_string();
@@ -245,15 +305,20 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Resul
     if family.client_id != client.client_id || family.revoked {
         return Err(invalid());
     }
-    if !device_bound(app, &family.user_id, &family.device_id, &family_id).await? {
+    if let Some(device_id) = &family.device_id
+        && !device_bound(app, &family.user_id, device_id, &family_id).await?
+    {
         revoke_family(app, &family_id).await?;
         return Err(Refusal::new("invalid_grant", "the session has ended").into());
     }
     let presented_hash = token_hash(presented);
-    let (access, expires_in) = new_access_token(app);
+    let (access, expires_in) = new_access_token(app, &family.scope, &family_id);
     let access_hash = token_hash(&access);
     let refresh = new_refresh_token(&family_id);
     let refresh_hash = token_hash(&refresh);
+    // OpenID Connect Core 12.2: the same subject, audience and auth_time; no nonce.
+    let done = Completed { user_id: &family.user_id, scope: &family.scope, auth_time_s: family.auth_time_s, nonce: None };
+    let id_token = maybe_id_token(app, client, issuer, &done, &access).await?;
     let (outcome, replaced_access) = records::modify::<Family, _>(app, Bucket::OauthSessions, &family_id, |current| {
         let Some(mut family) = current else { return (None, (RefreshOutcome::Invalid, None)) };
         let outcome = refresh_outcome(&family, &presented_hash);
@@ -268,18 +333,22 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Resul
     match outcome {
         RefreshOutcome::Invalid => Err(invalid()),
         RefreshOutcome::Reused => {
-            tracing::warn!(user_id = %family.user_id, device_id = %family.device_id, "a spent refresh token was used again; the session is revoked");
+            tracing::warn!(user_id = %family.user_id, device_id = ?family.device_id, "a spent refresh token was used again; the session is revoked");
             revoke_family(app, &family_id).await?;
             Err(Refusal::new("invalid_grant", "the refresh token was already used; the session is revoked").into())
         }
         RefreshOutcome::Rotate | RefreshOutcome::Retry => {
-            store_access_token(app, &access_hash, &family.user_id, &family.device_id, &family_id).await?;
+            // A sign-in without a device: the family's record is all there is to rotate.
+            let Some(device_id) = family.device_id.clone() else {
+                return Ok(token_response(&access, expires_in, &refresh, &family.scope, id_token));
+            };
+            store_access_token(app, &access_hash, &family.user_id, &device_id, &family_id).await?;
             let bound = records::modify_devices(app, &family.user_id, |devices| -> Result<(), ()> {
-                    if devices[&family.device_id]["oauth_family"].as_str() != Some(family_id.as_str()) {
+                    if devices[&device_id]["oauth_family"].as_str() != Some(family_id.as_str()) {
                         return Err(());
                     }
-                    devices[&family.device_id]["token_hash"] = json!(access_hash);
-                    devices[&family.device_id]["last_seen_ts"] = json!(now_ms());
+                    devices[&device_id]["token_hash"] = json!(access_hash);
+                    devices[&device_id]["last_seen_ts"] = json!(now_ms());
                     Ok(())
                 })
                 .await?;
@@ -293,9 +362,30 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form) -> Resul
             if let Some(old) = replaced_access.filter(|old| *old != access_hash) {
                 records::delete_access_token(app, &old).await?;
             }
-            Ok(token_response(&access, expires_in, &refresh, &family.scope))
+            Ok(token_response(&access, expires_in, &refresh, &family.scope, id_token))
         }
     }
+}
+
+/// The session an access token belongs to, if the token is an OAuth one that is valid now: a
+/// sign-in token that is its family's newest, or a Matrix token still in the tokens bucket.
+pub async fn family_of_access(app: &App, token: &str) -> ApiResult<Option<Family>> {
+    let hash = token_hash(token);
+    let family_id = if let Some((expiry_s, family_id)) = parse_signin_token(token) {
+        if now_s() >= expiry_s {
+            return Ok(None);
+        }
+        family_id.to_string()
+    } else if token.starts_with(ACCESS_PREFIX) && !access_token_expired(token) {
+        let Some(record) = records::access_token_record(app, &hash).await? else { return Ok(None) };
+        let Some(family_id) = record["oauth_family"].as_str() else { return Ok(None) };
+        family_id.to_string()
+    } else {
+        return Ok(None);
+    };
+    let Some((family, _)) = records::family(app, &family_id).await? else { return Ok(None) };
+    let newest = family.access.last().is_some_and(|last| grants::constant_time_eq(last.as_bytes(), hash.as_bytes()));
+    Ok((newest && !family.revoked).then_some(family))
 }
 
 /// Ends a family: marks it revoked, deletes its device (if the device is still its own), and
@@ -312,11 +402,16 @@ pub async fn revoke_family(app: &App, family_id: &str) -> ApiResult<()> {
     })
     .await?;
     let Some(family) = family else { return Ok(()) };
-    if device_bound(app, &family.user_id, &family.device_id, family_id).await? {
-        account::remove_devices(app, &family.user_id, Some(std::slice::from_ref(&family.device_id)), None).await?;
+    match &family.device_id {
+        Some(device_id) => {
+            if device_bound(app, &family.user_id, device_id, family_id).await? {
+                account::remove_devices(app, &family.user_id, Some(std::slice::from_ref(device_id)), None).await?;
+            }
+            account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
+        }
+        None => records::delete_signin(app, &family.user_id, family_id).await?,
     }
-    account::revoke_tokens(app, &family.user_id, family.access.clone()).await?;
-    tracing::info!(user_id = %family.user_id, device_id = %family.device_id, "OAuth session revoked");
+    tracing::info!(user_id = %family.user_id, device_id = ?family.device_id, "OAuth session revoked");
     Ok(())
 }
 
@@ -340,6 +435,12 @@ pub async fn revoke(State(app): State<AppState>, request: Request) -> Result<Res
             if known {
                 revoke_family(&app, family_id).await?;
             }
+        }
+    } else if let Some((_, family_id)) = parse_signin_token(token) {
+        if let Some((family, _)) = records::family(&app, family_id).await?
+            && family.access.contains(&token_hash(token))
+        {
+            revoke_family(&app, family_id).await?;
         }
     } else if let Some(record) = records::access_token_record(&app, &token_hash(token)).await? {
         if let Some(family_id) = record["oauth_family"].as_str() {
@@ -403,7 +504,7 @@ pub async fn device_authorization(State(app): State<AppState>, request: Request)
     ))
 }
 
-async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>) -> Result<Value, OauthError> {
+async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: Option<std::net::IpAddr>, issuer: &str) -> Result<Value, OauthError> {
     let device_code = form.require("device_code")?;
     let key = records::device_key(device_code);
     let Some((grant, revision)) = records::device_grant(app, &key).await? else {
@@ -418,7 +519,8 @@ async fn device_code_grant(app: &App, client: &grants::Client, form: &Form, ip: 
             if !records::replace(app, Bucket::OauthGrants, &key, &used, revision).await? {
                 return Err(Refusal::new("invalid_grant", "the device code was already used").into());
             }
-            Ok(start_family(app, client, &user_id, &grant.scope, auth_time_s, &family_id, ip).await?)
+            let done = Completed { user_id: &user_id, scope: &grant.scope, auth_time_s, nonce: None };
+            Ok(start_family(app, client, done, &family_id, ip, issuer).await?)
         }
         Err(refusal) => {
             if matches!(refusal.error, "authorization_pending" | "slow_down") {
@@ -482,6 +584,17 @@ mod tests {
         assert!(access_token_expired(&format!("{ACCESS_PREFIX}{}_abc", now_s() - 1)));
         assert!(!access_token_expired(&format!("{ACCESS_PREFIX}{}_abc", now_s() + 60)));
         assert!(access_token_expired(&format!("{ACCESS_PREFIX}garbage")));
+    }
+
+    #[test]
+    fn sign_in_tokens_name_their_expiry_and_family() {
+        let family = crate::services::rooms::random_string(FAMILY_ID_CHARS);
+        let token = format!("{SIGNIN_PREFIX}{}_{family}_{}", now_s() + 60, random_secret());
+        assert_eq!(parse_signin_token(&token).map(|(_, f)| f), Some(family.as_str()));
+        assert_eq!(parse_signin_token(&format!("{SIGNIN_PREFIX}x_{family}_y")), None);
+        assert_eq!(parse_signin_token(&format!("{SIGNIN_PREFIX}1_short_y")), None);
+        // A sign-in token is not a Matrix access token: it never counts as one that expired.
+        assert!(!access_token_expired(&token));
     }
 
     #[test]

@@ -390,14 +390,15 @@ pub async fn send_to_device(
     Ok(json!({}))
 }
 
-pub async fn device_signing_upload(app: &App, caller: &Caller, body: Value) -> ApiResult<Value> {
+/// `account_base`: where the person's browser reaches the account page, for the `m.oauth` stage.
+pub async fn device_signing_upload(app: &App, caller: &Caller, account_base: &str, body: Value) -> ApiResult<Value> {
     let key = cross_signing_key(&caller.user_id);
     let current = read_json(app, &key).await?.unwrap_or_else(|| json!({}));
     let replacing = ["master_key", "self_signing_key", "user_signing_key"]
         .iter()
         .any(|k| !current[*k].is_null() && !body[*k].is_null() && current[*k] != body[*k]);
     if replacing {
-        super::accounts::require_password_public(app, caller, body.get("auth")).await?;
+        super::oauth_uia::require_for_cross_signing(app, caller, account_base, body.get("auth")).await?;
     }
     let mut next = current.clone();
     for field in ["master_key", "self_signing_key", "user_signing_key"] {

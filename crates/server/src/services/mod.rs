@@ -35,6 +35,7 @@ pub mod media;
 pub mod metrics;
 pub mod membership;
 pub mod oauth_records;
+pub mod oauth_uia;
 pub mod presence;
 pub mod room_ops;
 pub mod rooms;

@@ -6,7 +6,8 @@
 //! - `OauthGrants` (JetStream drops records after a day): `code:<hash>` -> [`CodeGrant`],
 //!   `device:<hash>` -> [`DeviceGrant`], `user:<user code>` -> the device code's hash,
 //!   `web:<hash>` -> [`BrowserSession`].
-//! - `OauthSessions`: family id -> [`Family`] (refresh-token chains).
+//! - `OauthSessions`: family id -> [`Family`] (refresh-token chains); `signins.<user>.<family>`
+//!   -> [`SigninEntry`], the sign-ins to other services a person sees on the account page.
 //! - `Meta`: `oauth_secret`, the deployment-wide key that signs CSRF tokens.
 //!
 //! Codes, tokens and cookies are stored only as SHA-256 hashes. This module is the OAuth
@@ -29,6 +30,83 @@ pub struct BrowserSession {
     pub user_id: String,
     pub auth_time_s: u64,
     pub expires_ms: u64,
+}
+
+/// A sign-in to another service (a family without a device), as the account page lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SigninEntry {
+    pub client_id: String,
+    pub client_name: String,
+    pub created_ms: u64,
+}
+
+/// Most sign-ins to other services the account page lists for one person.
+pub const MAX_SIGNINS_LISTED: usize = 500;
+
+pub fn signin_key(user_id: &str, family_id: &str) -> haetae_store::kv::KeyPath {
+    haetae_store::kv::KeyPath::new(&["signins", user_id, family_id])
+}
+
+/// The person's sign-ins to other services: (family id, entry), newest first.
+pub async fn signins(app: &App, user_id: &str) -> ApiResult<Vec<(String, SigninEntry)>> {
+    let prefix = haetae_store::kv::KeyPath::new(&["signins", user_id]);
+    let listing = app.store.kv().list(Bucket::OauthSessions, &prefix, MAX_SIGNINS_LISTED, true).await?;
+    let mut entries: Vec<(String, SigninEntry)> = listing
+        .entries
+        .into_iter()
+        .filter_map(|(segments, stored)| {
+            let family = segments.first()?.clone();
+            Some((family, serde_json::from_slice(&stored.value).ok()?))
+        })
+        .collect();
+    entries.sort_by_key(|entry| std::cmp::Reverse(entry.1.created_ms));
+    Ok(entries)
+}
+
+/// Lists a sign-in to another service under its person.
+pub async fn put_signin(app: &App, user_id: &str, family_id: &str, entry: &SigninEntry) -> ApiResult<()> {
+    app.store.kv().put(Bucket::OauthSessions, &signin_key(user_id, family_id), to_bytes(entry)).await?;
+    Ok(())
+}
+
+/// Whether a sign-in is listed under this person (so theirs to end).
+pub async fn signin_listed(app: &App, user_id: &str, family_id: &str) -> ApiResult<bool> {
+    if family_id.is_empty() || family_id.len() > 64 {
+        return Ok(false);
+    }
+    Ok(app.store.kv().get(Bucket::OauthSessions, &signin_key(user_id, family_id)).await?.is_some())
+}
+
+pub async fn delete_signin(app: &App, user_id: &str, family_id: &str) -> ApiResult<()> {
+    app.store.kv().delete(Bucket::OauthSessions, &signin_key(user_id, family_id)).await?;
+    Ok(())
+}
+
+/// The id_token signing key set's record in `Meta` (see `crate::oauth::keys`).
+const SIGNING_KEYS_KEY: &str = "oidc_signing_keys";
+
+/// The signing key set as stored, with its revision; None before the first key.
+pub async fn signing_key_set(app: &App) -> ApiResult<Option<(bytes::Bytes, u64)>> {
+    Ok(app.store.kv().get(Bucket::Meta, SIGNING_KEYS_KEY).await?.map(|stored| (stored.value, stored.revision)))
+}
+
+/// Writes the signing key set if nobody changed it since `revision` (None: if it is still
+/// absent). Ok(false) when another node wrote first.
+pub async fn write_signing_key_set(app: &App, value: bytes::Bytes, revision: Option<u64>) -> ApiResult<bool> {
+    let written = match revision {
+        None => app.store.kv().create(Bucket::Meta, SIGNING_KEYS_KEY, value).await,
+        Some(revision) => app.store.kv().update(Bucket::Meta, SIGNING_KEYS_KEY, value, revision).await,
+    };
+    match written {
+        Ok(_) => Ok(true),
+        Err(KvError::Exists | KvError::WrongRevision(_)) => Ok(false),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// A user's display name as this node knows it (for OpenID Connect profile claims).
+pub fn display_name(app: &App, user_id: &str) -> Option<String> {
+    app.model.with_user(user_id, |u| u.displayname.clone())
 }
 
 /// 256 random bits, base64url.
