@@ -65,6 +65,13 @@ pub enum Entry {
     Pushers { pushers: Vec<Value> },
     /// The user forgot a room they had left: it leaves their room list and history.
     Forgotten { room_id: String },
+    /// One tag of a room set (content Some) or removed (None): merged into the room's `m.tag`
+    /// account data when applied, so concurrent tag changes from two devices both land.
+    RoomTag { room_id: String, tag: String, content: Option<Value> },
+
+    // ---- room entries (continued) ----
+    /// The room's visibility in the published room directory (`public` or `private`).
+    DirectoryVisibility { visibility: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -13,6 +13,8 @@ use crate::app::{AppState, client_ip};
 use crate::error::MatrixError;
 
 pub mod account;
+pub mod account_extras;
+pub mod directory;
 pub mod discovery;
 
 pub mod key_backup;
@@ -20,8 +22,11 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod presence;
+pub mod reports;
 pub mod rooms;
 pub mod sync;
+pub mod tags;
+pub mod thirdparty;
 pub mod user_data;
 
 /// Registers `route` under every client API version prefix clients use.
@@ -45,6 +50,11 @@ pub fn router(app: AppState) -> Router {
     router = media::routes(router);
     router = presence::routes(router);
     router = key_backup::routes(router);
+    router = tags::routes(router);
+    router = reports::routes(router);
+    router = thirdparty::routes(router);
+    router = account_extras::routes(router);
+    router = directory::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

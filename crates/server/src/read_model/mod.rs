@@ -462,6 +462,13 @@ impl ReadModel {
                 room.record_receipt(Receipt { seq, user_id, receipt_type, event_id, ts, thread_id });
                 room.audience()
             }
+            Entry::DirectoryVisibility { visibility } => {
+                let Some(room) = self.room_handle(entity) else { return Vec::new() };
+                let mut room = room.write().expect("room lock");
+                room.last_seq = seq;
+                room.published = visibility == "public";
+                Vec::new()
+            }
             Entry::KeysChanged => {
                 {
                     let mut changes = self.key_changes.lock().expect("key changes lock");
@@ -536,7 +543,29 @@ impl ReadModel {
                             user.forgotten.insert(room_id);
                         }
                     }
-                    Entry::Event { .. } | Entry::Receipt { .. } | Entry::KeysChanged | Entry::TokensRevoked { .. } => {
+                    Entry::RoomTag { room_id, tag, content } => {
+                        let tags = user.room_account_data.entry(room_id).or_default();
+                        let mut current = tags.remove("m.tag").map(|(_, c)| c).unwrap_or_default();
+                        if !current["tags"].is_object() {
+                            current = serde_json::json!({ "tags": {} });
+                        }
+                        if let Some(map) = current["tags"].as_object_mut() {
+                            match content {
+                                Some(content) => {
+                                    map.insert(tag, content);
+                                }
+                                None => {
+                                    map.remove(&tag);
+                                }
+                            }
+                        }
+                        tags.insert("m.tag".to_string(), (seq, current));
+                    }
+                    Entry::Event { .. }
+                    | Entry::Receipt { .. }
+                    | Entry::DirectoryVisibility { .. }
+                    | Entry::KeysChanged
+                    | Entry::TokensRevoked { .. } => {
                         unreachable!("handled above")
                     }
                 }

@@ -167,6 +167,8 @@ pub struct Room {
     evicted_upto: u64,
     /// Clock tick of the last read or write, for the window evictor (least recently used first).
     last_used: AtomicU64,
+    /// Listed in the published room directory (`/publicRooms`).
+    pub published: bool,
 }
 
 /// Where one chunk of a room's timeline sits in the log, and what it must hold.
@@ -203,6 +205,7 @@ impl Room {
             window_bytes: 0,
             evicted_upto: 0,
             last_used: AtomicU64::new(0),
+            published: false,
         }
     }
 
@@ -439,6 +442,7 @@ impl Room {
             chunk_starts: self.chunk_starts.clone(),
             count: self.count,
             last_event_seq: self.last_event_seq,
+            published: self.published,
         }
     }
 
@@ -462,6 +466,7 @@ impl Room {
         room.chunk_starts = snapshot.chunk_starts;
         room.count = snapshot.count;
         room.last_event_seq = snapshot.last_event_seq;
+        room.published = snapshot.published;
         // Nothing in memory yet: everything up to the snapshot is read back from the log.
         room.evicted_upto = snapshot.last_event_seq;
         room
@@ -485,4 +490,6 @@ pub struct RoomSnapshot {
     chunk_starts: Vec<u64>,
     count: u64,
     last_event_seq: u64,
+    #[serde(default)]
+    published: bool,
 }

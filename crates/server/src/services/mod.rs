@@ -4,7 +4,8 @@
 //! module tree.
 //!
 //! - [`accounts`]: accounts, passwords, devices, access tokens, user-interactive auth, the
-//!   user's own log entries.
+//!   user's own log entries; [`account_extras`]: registration token validity, deleting a
+//!   profile field, mutual rooms.
 //! - [`rooms`]: writing into rooms (event ids, idempotency, expected-sequence writes).
 //! - [`room_ops`]: what each room endpoint does: creating rooms, sending, state, single events,
 //!   context, history pages, members, aliases; [`membership`]: joins, invites, leaves, bans.
@@ -14,6 +15,9 @@
 //! - [`user_data`]: profiles, account data, filters, push rules, pushers, receipts, typing,
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
+//! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
+//! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
+//!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
 //! - [`caches`], [`limits`]: the node's bounded caches and rate limits.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
@@ -22,8 +26,10 @@
 //! cycles: accounts <- keys <- sync, presence <- sync, rooms <- room_ops, events <- sync), never on
 //! `api`, `oauth` or `app`.
 
+pub mod account_extras;
 pub mod accounts;
 pub mod caches;
+pub mod directory;
 pub mod events;
 pub mod follower;
 pub mod key_backup;
@@ -33,9 +39,12 @@ pub mod media;
 pub mod membership;
 pub mod oauth_records;
 pub mod presence;
+pub mod reports;
 pub mod room_ops;
 pub mod rooms;
 pub mod sync;
+pub mod tags;
+pub mod thirdparty;
 pub mod user_data;
 
 use std::net::IpAddr;

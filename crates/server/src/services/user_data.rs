@@ -494,25 +494,3 @@ pub async fn user_directory(app: &App, caller: &Caller, body: Value) -> ApiResul
     results.truncate(limit);
     Ok(json!({ "results": results, "limited": limited }))
 }
-
-pub async fn public_rooms(app: &App) -> Value {
-    let mut chunk: Vec<Value> = Vec::new();
-    app.model.visit_rooms(|room| {
-        let listed = room.state.content("m.room.join_rules", "").and_then(|c| c["join_rule"].as_str()) == Some("public")
-            && room.state.get("m.room.canonical_alias", "").is_some();
-        if listed {
-            chunk.push(json!({
-                "room_id": room.room_id,
-                "name": room.state.content("m.room.name", "").and_then(|c| c["name"].as_str()),
-                "topic": room.state.content("m.room.topic", "").and_then(|c| c["topic"].as_str()),
-                "canonical_alias": room.state.content("m.room.canonical_alias", "").and_then(|c| c["alias"].as_str()),
-                "num_joined_members": room.state.joined_count(),
-                "world_readable": false,
-                "guest_can_join": false,
-            }));
-        }
-        chunk.len() < 100
-    });
-    let total = chunk.len();
-    json!({ "chunk": chunk, "total_room_count_estimate": total })
-}

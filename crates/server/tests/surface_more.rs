@@ -1,0 +1,348 @@
+//! More of the client surface of issue 13: room tags, reporting, third-party lookups, account and
+//! profile odds and ends, room previews, the room directory, relations and threads. Every test
+//! runs against a real nats-server; bad input must get a Matrix error, never a 5xx.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use reqwest::Method;
+use serde_json::{Value, json};
+
+/// The same request without a token: the spec's 401.
+async fn expect_missing_token(c: &Client, method: Method, path: &str, body: Option<Value>) {
+    let response = c.request(method, path, None, body.as_ref()).await;
+    response.expect_err(401, "M_MISSING_TOKEN");
+}
+
+// ---- room tags ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_tags_are_room_account_data_and_reach_sync() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let room = c.create_room(&alice, json!({})).await;
+    let since = c.sync(&alice, None, 0).await["next_batch"].as_str().unwrap().to_string();
+    let tags = |user: &User| format!("/user/{}/rooms/{}/tags", enc(&user.user_id), enc(&room));
+
+    assert_eq!(c.get(&tags(&alice), &alice.token).await.ok(), json!({ "tags": {} }));
+    c.put(&format!("{}/m.favourite", tags(&alice)), &alice.token, json!({ "order": 0.25 })).await.ok();
+    c.put(&format!("{}/u.work", tags(&alice)), &alice.token, json!({})).await.ok();
+    let listed = c.get(&tags(&alice), &alice.token).await.ok();
+    assert_eq!(listed, json!({ "tags": { "m.favourite": { "order": 0.25 }, "u.work": {} } }));
+
+    // The same data is the room's `m.tag` account data, and a sync carries it.
+    let account_data = c.get(&format!("/user/{}/rooms/{}/account_data/m.tag", enc(&alice.user_id), enc(&room)), &alice.token).await.ok();
+    assert_eq!(account_data["tags"]["m.favourite"]["order"], 0.25);
+    let (_, seen) = c
+        .sync_until(&alice, Some(&since), Duration::from_secs(10), |s| {
+            s["rooms"]["join"][&room]["account_data"]["events"].as_array().is_some_and(|events| {
+                events.iter().any(|e| e["type"] == "m.tag" && e["content"]["tags"]["u.work"].is_object())
+            })
+        })
+        .await;
+    assert!(!seen.is_empty());
+
+    // Removing: gone from the list; removing a tag the room does not carry is fine.
+    c.delete(&format!("{}/u.work", tags(&alice)), &alice.token).await.ok();
+    c.delete(&format!("{}/u.never", tags(&alice)), &alice.token).await.ok();
+    assert_eq!(c.get(&tags(&alice), &alice.token).await.ok(), json!({ "tags": { "m.favourite": { "order": 0.25 } } }));
+
+    // Someone else's tags: 403 for reading and writing.
+    c.get(&tags(&alice), &bob.token).await.expect_err(403, "M_FORBIDDEN");
+    c.put(&format!("{}/m.lowpriority", tags(&alice)), &bob.token, json!({})).await.expect_err(403, "M_FORBIDDEN");
+    c.delete(&format!("{}/m.favourite", tags(&alice)), &bob.token).await.expect_err(403, "M_FORBIDDEN");
+
+    // Bad input.
+    let put = format!("{}/m.lowpriority", tags(&alice));
+    c.put(&put, &alice.token, json!({ "order": "high" })).await.expect_err(400, "M_BAD_JSON");
+    c.put(&put, &alice.token, json!({ "order": 7 })).await.expect_err(400, "M_INVALID_PARAM");
+    c.put(&put, &alice.token, json!([1])).await.expect_err(400, "M_BAD_JSON");
+    c.raw(Method::PUT, &put, Some(&alice.token), "application/json", b"{nope".to_vec()).await.expect_err(400, "M_NOT_JSON");
+    let long = "t".repeat(300);
+    c.put(&format!("{}/{long}", tags(&alice)), &alice.token, json!({})).await.expect_err(400, "M_INVALID_PARAM");
+    c.get(&format!("/user/{}/rooms/not-a-room/tags", enc(&alice.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    expect_missing_token(&c, Method::GET, &tags(&alice), None).await;
+    expect_missing_token(&c, Method::PUT, &put, Some(json!({}))).await;
+}
+
+// ---- reporting ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reports_are_validated_and_stored_replicated() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let room = c.create_room(&alice, json!({})).await;
+    let event = c.send_text(&alice, &room, "rude words").await;
+
+    // An event: the reporter must be in the room; the event must exist there.
+    let event_path = format!("/rooms/{}/report/{}", enc(&room), enc(&event));
+    c.post(&event_path, &bob.token, json!({ "reason": "spam" })).await.expect_err(404, "M_NOT_FOUND");
+    c.post(&event_path, &alice.token, json!({ "reason": "spam" })).await.ok();
+    c.post(&event_path, &alice.token, json!({})).await.ok(); // the reason is optional here
+    let missing = format!("/rooms/{}/report/{}", enc(&room), enc("$nosuchevent"));
+    c.post(&missing, &alice.token, json!({ "reason": "x" })).await.expect_err(404, "M_NOT_FOUND");
+    c.post(&format!("/rooms/{}/report/{}", enc("!nosuch:test.local"), enc(&event)), &alice.token, json!({})).await.expect_err(404, "M_NOT_FOUND");
+    c.post(&event_path, &alice.token, json!({ "reason": 5 })).await.expect_err(400, "M_BAD_JSON");
+    c.raw(Method::POST, &event_path, Some(&alice.token), "application/json", b"not json".to_vec()).await.expect_err(400, "M_NOT_JSON");
+
+    // A room: anyone may report a room the server knows; a reason is required.
+    let room_path = format!("/rooms/{}/report", enc(&room));
+    c.post(&room_path, &bob.token, json!({ "reason": "" })).await.ok();
+    c.post(&room_path, &bob.token, json!({})).await.expect_err(400, "M_MISSING_PARAM");
+    c.post(&format!("/rooms/{}/report", enc("!nosuch:test.local")), &bob.token, json!({ "reason": "x" })).await.expect_err(404, "M_NOT_FOUND");
+    c.post(&room_path, &bob.token, json!({ "reason": "x".repeat(5000) })).await.expect_err(400, "M_INVALID_PARAM");
+
+    // A user: must exist here.
+    let user_path = format!("/users/{}/report", enc(&alice.user_id));
+    c.post(&user_path, &bob.token, json!({ "reason": "harassment" })).await.ok();
+    c.post(&format!("/users/{}/report", enc("@nobody:test.local")), &bob.token, json!({ "reason": "x" })).await.expect_err(404, "M_NOT_FOUND");
+    c.post(&format!("/users/{}/report", enc("not-a-user")), &bob.token, json!({ "reason": "x" })).await.expect_err(400, "M_INVALID_PARAM");
+    expect_missing_token(&c, Method::POST, &user_path, Some(json!({ "reason": "x" }))).await;
+
+    // Stored in the replicated reports bucket, oldest first, with who reported what.
+    let store = server.nats.store().await;
+    let listing = store
+        .kv()
+        .list(haetae_store::Bucket::Reports, &haetae_store::kv::KeyPath::new(&["report"]), 100, true)
+        .await
+        .expect("the reports bucket lists");
+    let mut reports: Vec<(String, Value)> =
+        listing.entries.iter().map(|(key, v)| (key.join("."), serde_json::from_slice(&v.value).unwrap())).collect();
+    reports.sort_by(|a, b| a.0.cmp(&b.0));
+    let kinds: Vec<&str> = reports.iter().map(|(_, r)| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["event", "event", "room", "user"], "{reports:#?}");
+    assert_eq!(reports[0].1["event_id"], event.as_str());
+    assert_eq!(reports[0].1["reporter"], alice.user_id.as_str());
+    assert_eq!(reports[0].1["reason"], "spam");
+    assert_eq!(reports[2].1["room_id"], room.as_str());
+    assert_eq!(reports[3].1["user_id"], alice.user_id.as_str());
+    assert_eq!(reports[3].1["reporter"], bob.user_id.as_str());
+}
+
+// ---- third-party lookups ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirdparty_lookups_answer_empty() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    assert_eq!(c.get("/thirdparty/protocols", &alice.token).await.ok(), json!({}));
+    c.get("/thirdparty/protocol/irc", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    assert_eq!(c.get("/thirdparty/location/irc?channel=x", &alice.token).await.ok(), json!([]));
+    assert_eq!(c.get("/thirdparty/user/irc", &alice.token).await.ok(), json!([]));
+    assert_eq!(c.get("/thirdparty/location?alias=%23a%3Atest.local", &alice.token).await.ok(), json!([]));
+    assert_eq!(c.get("/thirdparty/user?userid=%40a%3Atest.local", &alice.token).await.ok(), json!([]));
+    c.get("/thirdparty/location", &alice.token).await.expect_err(400, "M_MISSING_PARAM");
+    c.get("/thirdparty/user", &alice.token).await.expect_err(400, "M_MISSING_PARAM");
+    for path in ["/thirdparty/protocols", "/thirdparty/protocol/irc", "/thirdparty/location/irc", "/thirdparty/user?userid=x"] {
+        expect_missing_token(&c, Method::GET, path, None).await;
+    }
+}
+
+// ---- registration token validity, profile field deletion, mutual rooms ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_token_validity_follows_the_configuration() {
+    let path = "/_matrix/client/v1/register/m.login.registration_token/validity";
+    let server = TestServer::start().await;
+    let c = server.client();
+    let open = c.request(Method::GET, &format!("{path}?token=abc"), None, None).await.ok();
+    assert_eq!(open, json!({ "valid": false }), "no token is configured");
+    c.request(Method::GET, path, None, None).await.expect_err(400, "M_MISSING_PARAM");
+    drop(c);
+    drop(server);
+
+    let mut config = test_config();
+    config.registration.token = Some("s3cret".into());
+    let server = TestServer::with_config(config).await;
+    let c = server.client();
+    assert_eq!(c.request(Method::GET, &format!("{path}?token=s3cret"), None, None).await.ok(), json!({ "valid": true }));
+    assert_eq!(c.request(Method::GET, &format!("{path}?token=other"), None, None).await.ok(), json!({ "valid": false }));
+    drop(c);
+    drop(server);
+
+    let mut config = test_config();
+    config.registration.enabled = false;
+    let server = TestServer::with_config(config).await;
+    server.client().request(Method::GET, &format!("{path}?token=x"), None, None).await.expect_err(403, "M_FORBIDDEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn profile_fields_can_be_deleted_by_their_owner() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let room = c.create_room(&alice, json!({})).await;
+    let name = format!("/profile/{}/displayname", enc(&alice.user_id));
+    c.put(&name, &alice.token, json!({ "displayname": "Alice" })).await.ok();
+    assert_eq!(c.get(&name, &alice.token).await.ok()["displayname"], "Alice");
+
+    c.delete(&name, &bob.token).await.expect_err(403, "M_FORBIDDEN");
+    c.delete(&name, &alice.token).await.ok();
+    c.get(&name, &alice.token).await.expect_err(404, "M_NOT_FOUND");
+    // The room's member event follows the profile.
+    let member = c.get(&format!("/rooms/{}/state/m.room.member/{}", enc(&room), enc(&alice.user_id)), &alice.token).await.ok();
+    assert!(member.get("displayname").is_none(), "{member}");
+    // Deleting what is not set, and namespaced keys haetae does not keep, is a success.
+    c.delete(&name, &alice.token).await.ok();
+    c.delete(&format!("/profile/{}/m.tz", enc(&alice.user_id)), &alice.token).await.ok();
+    c.delete(&format!("/profile/{}/org.example.field", enc(&alice.user_id)), &alice.token).await.ok();
+    c.delete(&format!("/profile/{}/Not_A_Key", enc(&alice.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    expect_missing_token(&c, Method::DELETE, &name, None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mutual_rooms_lists_rooms_both_users_joined() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let shared = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let invited_only = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    let _alone = c.create_room(&alice, json!({})).await;
+    c.join(&bob, &shared).await.ok();
+    c.invite(&alice, &invited_only, &bob.user_id).await;
+
+    for path in ["/_matrix/client/v1/mutual_rooms", "/_matrix/client/unstable/uk.half-shot.msc2666/user/mutual_rooms"] {
+        let found = c.get(&format!("{path}?user_id={}", enc(&bob.user_id)), &alice.token).await.ok();
+        assert_eq!(found, json!({ "joined": [shared.clone()], "count": 1 }), "{path}");
+        let none = c.get(&format!("{path}?user_id={}", enc("@nobody:test.local")), &alice.token).await.ok();
+        assert_eq!(none, json!({ "joined": [], "count": 0 }));
+        c.get(path, &alice.token).await.expect_err(400, "M_MISSING_PARAM");
+        c.get(&format!("{path}?user_id=bob"), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+        c.get(&format!("{path}?user_id={}", enc(&alice.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+        c.get(&format!("{path}?user_id={}&from=zz", enc(&bob.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+        expect_missing_token(&c, Method::GET, &format!("{path}?user_id={}", enc(&bob.user_id)), None).await;
+    }
+}
+
+// ---- room previews and the room directory ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_summary_shows_open_rooms_to_anyone_and_closed_rooms_to_members() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let public = c
+        .create_room(&alice, json!({ "preset": "public_chat", "name": "Cheese", "topic": "Tasty", "room_alias_name": unique_name("cheese") }))
+        .await;
+    let private = c.create_room(&alice, json!({ "name": "Secret" })).await;
+    let alias = c.get(&format!("/rooms/{}/state/m.room.canonical_alias", enc(&public)), &alice.token).await.ok()["alias"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    for prefix in ["/_matrix/client/v1/room_summary/", "/_matrix/client/unstable/im.nheko.summary/summary/"] {
+        let by_alias = c.get(&format!("{prefix}{}", enc(&alias)), &bob.token).await.ok();
+        assert_eq!(by_alias["room_id"], public.as_str());
+        assert_eq!(by_alias["name"], "Cheese");
+        assert_eq!(by_alias["topic"], "Tasty");
+        assert_eq!(by_alias["join_rule"], "public");
+        assert_eq!(by_alias["num_joined_members"], 1);
+        assert_eq!(by_alias["membership"], "leave");
+        assert!(by_alias["room_version"].is_string());
+        // Unauthenticated: allowed for an open room, without `membership`.
+        let anonymous = c.request(Method::GET, &format!("{prefix}{}", enc(&public)), None, None).await.ok();
+        assert!(anonymous.get("membership").is_none(), "{anonymous}");
+        // A closed room: its members see it, nobody else does.
+        let mine = c.get(&format!("{prefix}{}", enc(&private)), &alice.token).await.ok();
+        assert_eq!((mine["membership"].as_str(), mine["join_rule"].as_str()), (Some("join"), Some("invite")));
+        c.get(&format!("{prefix}{}", enc(&private)), &bob.token).await.expect_err(404, "M_NOT_FOUND");
+        c.request(Method::GET, &format!("{prefix}{}", enc(&private)), None, None).await.expect_err(404, "M_NOT_FOUND");
+        c.get(&format!("{prefix}{}", enc("!nosuch:test.local")), &bob.token).await.expect_err(404, "M_NOT_FOUND");
+        c.get(&format!("{prefix}{}", enc("#nosuch:test.local")), &bob.token).await.expect_err(404, "M_NOT_FOUND");
+        c.get(&format!("{prefix}not-a-room"), &bob.token).await.expect_err(400, "M_INVALID_PARAM");
+        c.get(&format!("{prefix}{}", enc(&public)), "not-a-token").await.expect_err(401, "M_UNKNOWN_TOKEN");
+    }
+    let unstable = c.get(&format!("/_matrix/client/unstable/im.nheko.summary/rooms/{}/summary", enc(&public)), &bob.token).await.ok();
+    assert_eq!(unstable["room_id"], public.as_str());
+
+    // Joined members of a world-readable room are visible to non-members; of other rooms not.
+    let readable = c.create_room(&alice, json!({ "initial_state": [
+        { "type": "m.room.history_visibility", "state_key": "", "content": { "history_visibility": "world_readable" } }
+    ] }))
+    .await;
+    let joined = c.get(&format!("/rooms/{}/joined_members", enc(&readable)), &bob.token).await.ok();
+    assert!(joined["joined"][&alice.user_id].is_object(), "{joined}");
+    c.get(&format!("/rooms/{}/joined_members", enc(&private)), &bob.token).await.expect_err(403, "M_FORBIDDEN");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_directory_publishes_searches_and_pages() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    // Published at creation, published later, and never published.
+    let at_creation = c.create_room(&alice, json!({ "visibility": "public", "name": "Gardening club", "topic": "roses" })).await;
+    let later = c.create_room(&alice, json!({ "preset": "public_chat", "name": "Chess" })).await;
+    let never = c.create_room(&alice, json!({ "preset": "public_chat", "name": "Hidden garden" })).await;
+    c.join(&bob, &later).await.ok();
+    let visibility = |room: &str| format!("/directory/list/room/{}", enc(room));
+
+    let anonymous = |path: String| {
+        let c = c.clone();
+        async move { c.request(Method::GET, &path, None, None).await }
+    };
+    assert_eq!(anonymous(visibility(&at_creation)).await.ok(), json!({ "visibility": "public" }));
+    assert_eq!(anonymous(visibility(&later)).await.ok(), json!({ "visibility": "private" }));
+    anonymous(visibility("!nosuch:test.local")).await.expect_err(404, "M_NOT_FOUND");
+
+    // Only those with power over the room's aliases may publish it.
+    c.put(&visibility(&later), &bob.token, json!({ "visibility": "public" })).await.expect_err(403, "M_FORBIDDEN");
+    c.put(&visibility(&later), &alice.token, json!({ "visibility": "sideways" })).await.expect_err(400, "M_INVALID_PARAM");
+    c.put(&visibility(&later), &alice.token, json!({ "visibility": 1 })).await.expect_err(400, "M_BAD_JSON");
+    c.put(&visibility("!nosuch:test.local"), &alice.token, json!({ "visibility": "public" })).await.expect_err(404, "M_NOT_FOUND");
+    expect_missing_token(&c, Method::PUT, &visibility(&later), Some(json!({ "visibility": "public" }))).await;
+    c.put(&visibility(&later), &alice.token, json!({})).await.ok(); // defaults to public
+    assert_eq!(anonymous(visibility(&later)).await.ok(), json!({ "visibility": "public" }));
+
+    // The listing: published rooms only, most members first.
+    let listed = anonymous("/_matrix/client/v3/publicRooms".into()).await.ok();
+    let ids: Vec<&str> = listed["chunk"].as_array().unwrap().iter().map(|r| r["room_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, [later.as_str(), at_creation.as_str()], "{listed}");
+    assert_eq!(listed["total_room_count_estimate"], 2);
+    assert_eq!(listed["chunk"][0]["num_joined_members"], 2);
+    assert_eq!(listed["chunk"][1]["topic"], "roses");
+    assert!(listed["chunk"][1].get("canonical_alias").is_none(), "absent fields are left out: {listed}");
+    assert!(!ids.contains(&never.as_str()));
+
+    // Pages.
+    let first = anonymous("/_matrix/client/v3/publicRooms?limit=1".into()).await.ok();
+    assert_eq!(first["chunk"].as_array().unwrap().len(), 1);
+    let next = first["next_batch"].as_str().expect("a next page").to_string();
+    let second = anonymous(format!("/_matrix/client/v3/publicRooms?limit=1&since={next}")).await.ok();
+    assert_eq!(second["chunk"][0]["room_id"], at_creation.as_str());
+    assert!(second.get("next_batch").is_none() && second["prev_batch"].is_string(), "{second}");
+    anonymous("/_matrix/client/v3/publicRooms?since=garbage".into()).await.expect_err(400, "M_INVALID_PARAM");
+    anonymous("/_matrix/client/v3/publicRooms?limit=many".into()).await.expect_err(400, "M_INVALID_PARAM");
+
+    // Search (POST): name, topic, case-insensitive; POST needs a token.
+    let search = |term: &str| json!({ "filter": { "generic_search_term": term } });
+    let found = c.post("/publicRooms", &bob.token, search("GARDEN")).await.ok();
+    assert_eq!(found["chunk"].as_array().unwrap().len(), 1, "the hidden garden is not published: {found}");
+    assert_eq!(found["chunk"][0]["room_id"], at_creation.as_str());
+    let found = c.post("/publicRooms", &bob.token, search("roses")).await.ok();
+    assert_eq!(found["chunk"][0]["room_id"], at_creation.as_str());
+    let found = c.post("/publicRooms", &bob.token, json!({ "limit": 1, "filter": { "room_types": [null] } })).await.ok();
+    assert_eq!(found["chunk"].as_array().unwrap().len(), 1);
+    assert_eq!(found["total_room_count_estimate"], 2);
+    let found = c.post("/publicRooms", &bob.token, json!({ "filter": { "room_types": ["m.space"] } })).await.ok();
+    assert_eq!(found["chunk"], json!([]));
+    c.post("/publicRooms", &bob.token, json!({ "limit": "ten" })).await.expect_err(400, "M_BAD_JSON");
+    c.post("/publicRooms", &bob.token, json!({ "filter": { "generic_search_term": 3 } })).await.expect_err(400, "M_BAD_JSON");
+    expect_missing_token(&c, Method::POST, "/publicRooms", Some(json!({}))).await;
+
+    // Unpublishing.
+    c.put(&visibility(&at_creation), &alice.token, json!({ "visibility": "private" })).await.ok();
+    let listed = anonymous("/_matrix/client/v3/publicRooms".into()).await.ok();
+    assert_eq!(listed["chunk"].as_array().unwrap().len(), 1, "{listed}");
+}
