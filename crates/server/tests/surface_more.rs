@@ -346,3 +346,166 @@ async fn room_directory_publishes_searches_and_pages() {
     let listed = anonymous("/_matrix/client/v3/publicRooms".into()).await.ok();
     assert_eq!(listed["chunk"].as_array().unwrap().len(), 1, "{listed}");
 }
+
+// ---- relations and threads ----
+
+/// More than a room's recent window holds, so related events are read back from the log.
+const FILLER: usize = 520;
+
+async fn send(c: &Client, user: &User, room: &str, event_type: &str, content: Value) -> String {
+    let path = format!("/rooms/{}/send/{}/{}", enc(room), event_type, txn());
+    c.put(&path, &user.token, content).await.ok()["event_id"].as_str().unwrap().to_string()
+}
+
+fn relates(rel_type: &str, target: &str, body: &str) -> Value {
+    json!({ "msgtype": "m.text", "body": body, "m.relates_to": { "rel_type": rel_type, "event_id": target } })
+}
+
+fn chunk_ids(response: &Value) -> Vec<String> {
+    response["chunk"].as_array().unwrap().iter().map(|e| e["event_id"].as_str().unwrap().to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restart() {
+    let mut config = test_config();
+    config.history.snapshot_interval_s = 1;
+    config.history.snapshot_min_entries = 50;
+    let nats = Nats::start().await;
+    let node = Node::start(&nats, config.clone()).await;
+    let c = node.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let carol = c.register("carol").await;
+    let room = c.create_room(&alice, json!({ "preset": "private_chat" })).await;
+    c.invite(&alice, &room, &bob.user_id).await;
+    c.join(&bob, &room).await.ok();
+
+    let root = c.send_text(&alice, &room, "root").await;
+    let like = send(&c, &bob, &room, "m.reaction", json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "+1" } })).await;
+    let laugh = send(&c, &alice, &room, "m.reaction", json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": root, "key": "ha" } })).await;
+    let edit = send(&c, &alice, &room, "m.room.message", relates("m.replace", &root, "* root")).await;
+    let reply1 = send(&c, &bob, &room, "m.room.message", relates("m.thread", &root, "reply 1")).await;
+    let reply2 = send(&c, &alice, &room, "m.room.message", relates("m.thread", &root, "reply 2")).await;
+    let reply3 = send(&c, &bob, &room, "m.room.message", relates("m.thread", &root, "reply 3")).await;
+    // A relation of a relation (found only when recursing), and a reply that is not a relation.
+    let nested = send(&c, &alice, &room, "m.reaction", json!({ "m.relates_to": { "rel_type": "m.annotation", "event_id": reply1, "key": "ok" } })).await;
+    send(&c, &alice, &room, "m.room.message", json!({ "msgtype": "m.text", "body": "re", "m.relates_to": { "m.in_reply_to": { "event_id": root } } })).await;
+    let root2 = c.send_text(&alice, &room, "second root").await;
+    let reply4 = send(&c, &alice, &room, "m.room.message", relates("m.thread", &root2, "reply 4")).await;
+    // Push all of that out of the room's recent window.
+    for batch in (0..FILLER).collect::<Vec<_>>().chunks(16) {
+        let texts: Vec<String> = batch.iter().map(|i| format!("filler {i}")).collect();
+        futures::future::join_all(texts.iter().map(|text| c.send_text(&alice, &room, text))).await;
+    }
+
+    let relations = |path: String, user: User| {
+        let c = c.clone();
+        let room = room.clone();
+        async move { c.get(&format!("/_matrix/client/v1/rooms/{}/relations/{path}", enc(&room)), &user.token).await }
+    };
+    let direct = [like.clone(), laugh.clone(), edit.clone(), reply1.clone(), reply2.clone(), reply3.clone()];
+    let newest_first: Vec<String> = direct.iter().rev().cloned().collect();
+    let all = relations(enc(&root), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&all), newest_first, "{all}");
+    assert!(all.get("next_batch").is_none() && all.get("recursion_depth").is_none(), "{all}");
+    let threads_only = relations(format!("{}/m.thread", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&threads_only), [reply3.clone(), reply2.clone(), reply1.clone()]);
+    assert_eq!(threads_only["chunk"][0]["content"]["body"], "reply 3");
+    let reactions = relations(format!("{}/m.annotation/m.reaction", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&reactions), [laugh.clone(), like.clone()]);
+    let none = relations(format!("{}/m.annotation/m.room.message", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&none), Vec::<String>::new());
+    // Recursing finds the reaction to a thread reply.
+    let deep = relations(format!("{}?recurse=true", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&deep)[0], nested);
+    assert_eq!((chunk_ids(&deep).len(), deep["recursion_depth"].as_u64()), (7, Some(3)));
+
+    // Pages, both ways, with no gap and no repeat.
+    let mut seen = Vec::new();
+    let mut from: Option<String> = None;
+    loop {
+        let query = match &from { Some(token) => format!("?limit=4&from={}", enc(token)), None => "?limit=4".into() };
+        let page = relations(format!("{}{query}", enc(&root)), bob.clone()).await.ok();
+        seen.extend(chunk_ids(&page));
+        match page["next_batch"].as_str() {
+            Some(next) => from = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, newest_first);
+    let first = relations(format!("{}?dir=f&limit=4", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&first), direct[..4].to_vec());
+    let next = first["next_batch"].as_str().unwrap().to_string();
+    let second = relations(format!("{}?dir=f&limit=4&from={}", enc(&root), enc(&next)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&second), direct[4..].to_vec());
+    assert!(second.get("next_batch").is_none(), "{second}");
+
+    // A redacted relation relates to nothing any more.
+    c.put(&format!("/rooms/{}/redact/{}/{}", enc(&room), enc(&like), txn()), &bob.token, json!({})).await.ok();
+    let reactions = relations(format!("{}/m.annotation", enc(&root)), bob.clone()).await.ok();
+    assert_eq!(chunk_ids(&reactions), [laugh.clone()]);
+
+    // What may not be seen, and bad input.
+    relations(enc(&root), carol.clone()).await.expect_err(404, "M_NOT_FOUND");
+    relations(enc("$nosuchevent"), bob.clone()).await.expect_err(404, "M_NOT_FOUND");
+    relations(format!("{}?dir=x", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    relations(format!("{}?limit=0", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    relations(format!("{}?limit=lots", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    relations(format!("{}?from=garbage", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    relations(format!("{}?recurse=maybe", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    expect_missing_token(&c, Method::GET, &format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root)), None).await;
+
+    // Threads: most recently active first, with their bundled summary.
+    let threads_path = format!("/_matrix/client/v1/rooms/{}/threads", enc(&room));
+    let check_threads = |c: Client, alice: User, bob: User| {
+        let threads_path = threads_path.clone();
+        let (root, root2, reply3, reply4) = (root.clone(), root2.clone(), reply3.clone(), reply4.clone());
+        async move {
+            let threads = c.get(&threads_path, &alice.token).await.ok();
+            assert_eq!(chunk_ids(&threads), [root2.clone(), root.clone()], "{threads}");
+            let summary = &threads["chunk"][1]["unsigned"]["m.relations"]["m.thread"];
+            assert_eq!(summary["count"], 3, "{threads}");
+            assert_eq!(summary["latest_event"]["event_id"], reply3.as_str());
+            assert_eq!(summary["current_user_participated"], true);
+            assert_eq!(threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"], reply4.as_str());
+            // Bob took part in the first thread only.
+            let bobs = c.get(&format!("{threads_path}?include=participated"), &bob.token).await.ok();
+            assert_eq!(chunk_ids(&bobs), [root.clone()]);
+            let page = c.get(&format!("{threads_path}?limit=1"), &bob.token).await.ok();
+            assert_eq!(chunk_ids(&page), [root2.clone()]);
+            let next = page["next_batch"].as_str().expect("a next page").to_string();
+            let page = c.get(&format!("{threads_path}?limit=1&from={}", enc(&next)), &bob.token).await.ok();
+            assert_eq!(chunk_ids(&page), [root.clone()]);
+            assert!(page.get("next_batch").is_none(), "{page}");
+        }
+    };
+    check_threads(c.clone(), alice.clone(), bob.clone()).await;
+    c.get(&threads_path, &carol.token).await.expect_err(403, "M_FORBIDDEN");
+    c.get(&format!("{threads_path}?include=some"), &bob.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get(&format!("{threads_path}?limit=-1"), &bob.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get(&format!("{threads_path}?from=nope"), &bob.token).await.expect_err(400, "M_INVALID_PARAM");
+    expect_missing_token(&c, Method::GET, &threads_path, None).await;
+
+    // A node started from a snapshot answers the same from the snapshot's index.
+    let store = nats.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let description = store.snapshots().description().await.unwrap();
+        let covers = description.as_deref().and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse).map_or(0, |i| i.entries());
+        if covers as usize >= FILLER + 12 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    let node = Node::start(&nats, config).await;
+    let c = node.client();
+    let health = c.request(Method::GET, "/health", None, None).await.ok();
+    assert!(health["started_from_snapshot"].is_array(), "{health}");
+    let alice = c.login(&alice).await;
+    let bob = c.login(&bob).await;
+    let after = c.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread", enc(&room), enc(&root)), &bob.token).await.ok();
+    assert_eq!(chunk_ids(&after), [reply3.clone(), reply2.clone(), reply1.clone()]);
+    check_threads(c.clone(), alice, bob).await;
+}

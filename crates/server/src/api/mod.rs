@@ -22,6 +22,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod presence;
+pub mod relations;
 pub mod reports;
 pub mod rooms;
 pub mod sync;
@@ -55,6 +56,7 @@ pub fn router(app: AppState) -> Router {
     router = thirdparty::routes(router);
     router = account_extras::routes(router);
     router = directory::routes(router);
+    router = relations::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

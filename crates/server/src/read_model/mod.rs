@@ -8,6 +8,7 @@
 //! - [`room`]: one room: state, indexes over its history, a window of recent events.
 //! - [`history`]: older events read back from the log by position, cached under a byte budget.
 //! - [`event_ids`]: event ids derived from positions (finding an event by id needs no index).
+//! - [`relations`]: relations by target position and threads by latest reply, per room.
 //! - [`snapshot`]: the model written to and loaded from the snapshot store.
 //!
 //! Locks are per room and per user: applying one partition, building one user's sync and
@@ -22,6 +23,7 @@
 
 pub mod event_ids;
 pub mod history;
+pub mod relations;
 pub mod room;
 pub mod snapshot;
 

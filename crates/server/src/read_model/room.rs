@@ -15,6 +15,7 @@ use haetae_matrix::state::RoomState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::relations::{RelationIndex, RelationSnapshot};
 use crate::entry::Txn;
 
 /// Events per chunk of a room's timeline: the unit in which old history is read back from the
@@ -169,6 +170,8 @@ pub struct Room {
     last_used: AtomicU64,
     /// Listed in the published room directory (`/publicRooms`).
     pub published: bool,
+    /// Relations by target position, threads by latest reply (`relations.rs`).
+    pub relations: RelationIndex,
 }
 
 /// Where one chunk of a room's timeline sits in the log, and what it must hold.
@@ -206,6 +209,7 @@ impl Room {
             evicted_upto: 0,
             last_used: AtomicU64::new(0),
             published: false,
+            relations: RelationIndex::default(),
         }
     }
 
@@ -237,6 +241,7 @@ impl Room {
             self.state_history.entry((item.event_type.to_string(), state_key.to_string())).or_default().push(item.seq);
         }
         self.last_sent.insert(item.sender.to_string(), item.seq);
+        self.index_relation(&item);
         let added = item.bytes();
         self.window_bytes += added;
         self.window.push_back(item);
@@ -245,6 +250,23 @@ impl Room {
             delta -= self.evict_oldest() as isize;
         }
         delta
+    }
+
+    /// Indexes `item` if it relates to an earlier event of this room (`m.relates_to` with a
+    /// `rel_type`; replies without one are not relations).
+    fn index_relation(&mut self, item: &TimelineItem) {
+        let relates_to = &item.event["content"]["m.relates_to"];
+        let (Some(rel_type), Some(target_id)) = (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) else {
+            return;
+        };
+        let target = match super::event_ids::position_of(target_id) {
+            Some((partition, seq)) if partition == self.partition => Some(seq),
+            Some(_) => None,
+            None => self.window_find(target_id).map(|target| target.seq),
+        };
+        if let Some(target) = target {
+            self.relations.record(target, item.seq, rel_type, &item.event_type, &item.sender);
+        }
     }
 
     pub(super) fn skip(&mut self, seq: u64) {
@@ -443,6 +465,7 @@ impl Room {
             count: self.count,
             last_event_seq: self.last_event_seq,
             published: self.published,
+            relations: self.relations.to_snapshot(),
         }
     }
 
@@ -467,6 +490,7 @@ impl Room {
         room.count = snapshot.count;
         room.last_event_seq = snapshot.last_event_seq;
         room.published = snapshot.published;
+        room.relations = RelationIndex::from_snapshot(snapshot.relations);
         // Nothing in memory yet: everything up to the snapshot is read back from the log.
         room.evicted_upto = snapshot.last_event_seq;
         room
@@ -492,4 +516,6 @@ pub struct RoomSnapshot {
     last_event_seq: u64,
     #[serde(default)]
     published: bool,
+    #[serde(default)]
+    relations: Vec<RelationSnapshot>,
 }

@@ -16,6 +16,7 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
+//! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
 //!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
@@ -39,6 +40,7 @@ pub mod media;
 pub mod membership;
 pub mod oauth_records;
 pub mod presence;
+pub mod relations;
 pub mod reports;
 pub mod room_ops;
 pub mod rooms;
