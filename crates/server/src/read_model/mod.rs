@@ -17,7 +17,8 @@
 //! minutes).
 //!
 //! Bounds (every structure that could grow): room windows and old-history chunks share the node's
-//! cache budget (`cache_mb`); receipts are the latest per (user, room, type, thread); typing
+//! cache budget (`cache_mb`); relation indexes grow with relation events only (a position and
+//! three interned names each); receipts are the latest per (user, room, type, thread); typing
 //! notices are dropped when they expire; the token cache, rejected-event reasons, recent
 //! transactions, key changes and each user's to-device queue have fixed caps below.
 

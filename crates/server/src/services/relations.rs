@@ -94,7 +94,7 @@ pub async fn relations(
                 let mut next = Vec::new();
                 for target in level {
                     for relation in room.relations.children(target) {
-                        if found.len() >= MAX_CANDIDATES {
+                        if found.len() >= MAX_CANDIDATES || next.len() >= MAX_CANDIDATES {
                             break;
                         }
                         next.push(relation.seq);

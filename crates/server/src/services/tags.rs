@@ -16,6 +16,9 @@ const MAX_TAG_BYTES: usize = 255;
 const MAX_TAGS_PER_ROOM: usize = 100;
 /// Largest tag content, bytes of JSON.
 const MAX_TAG_CONTENT_BYTES: usize = 1024;
+/// Most rooms one user may tag (each tagged room costs the user's record some memory on every
+/// node).
+const MAX_TAGGED_ROOMS: usize = 10_000;
 
 fn require_self(caller: &Caller, user_id: &str) -> ApiResult<()> {
     if caller.user_id != user_id {
@@ -71,6 +74,12 @@ pub async fn put_tag(app: &App, caller: &Caller, (user_id, room_id, tag): (Strin
     let tags = current_tags(app, &user_id, &room_id);
     if !tags.contains_key(&tag) && tags.len() >= MAX_TAGS_PER_ROOM {
         return Err(MatrixError::invalid_param(format!("a room carries at most {MAX_TAGS_PER_ROOM} tags")));
+    }
+    let tagged_rooms = app.model.with_user(&user_id, |user| {
+        user.room_account_data.iter().filter(|(room, data)| **room != room_id && data.contains_key("m.tag")).count()
+    });
+    if tags.is_empty() && tagged_rooms >= MAX_TAGGED_ROOMS {
+        return Err(MatrixError::invalid_param(format!("at most {MAX_TAGGED_ROOMS} rooms can be tagged")));
     }
     append_user_entry(app, &user_id, Entry::RoomTag { room_id, tag, content: Some(body) }).await?;
     Ok(json!({}))
