@@ -337,6 +337,11 @@ async fn room_directory_publishes_searches_and_pages() {
     assert_eq!(found["total_room_count_estimate"], 2);
     let found = c.post("/publicRooms", &bob.token, json!({ "filter": { "room_types": ["m.space"] } })).await.ok();
     assert_eq!(found["chunk"], json!([]));
+    // Other servers' and third-party networks' directories: nothing (no federation, no bridges).
+    let elsewhere = c.post("/publicRooms?server=elsewhere.example", &bob.token, json!({})).await.ok();
+    assert_eq!(elsewhere["chunk"], json!([]));
+    let bridged = c.post("/publicRooms", &bob.token, json!({ "third_party_instance_id": "irc" })).await.ok();
+    assert_eq!(bridged["chunk"], json!([]));
     c.post("/publicRooms", &bob.token, json!({ "limit": "ten" })).await.expect_err(400, "M_BAD_JSON");
     c.post("/publicRooms", &bob.token, json!({ "filter": { "generic_search_term": 3 } })).await.expect_err(400, "M_BAD_JSON");
     expect_missing_token(&c, Method::POST, "/publicRooms", Some(json!({}))).await;
@@ -443,7 +448,7 @@ async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restar
     // A redacted relation relates to nothing any more.
     c.put(&format!("/rooms/{}/redact/{}/{}", enc(&room), enc(&like), txn()), &bob.token, json!({})).await.ok();
     let reactions = relations(format!("{}/m.annotation", enc(&root)), bob.clone()).await.ok();
-    assert_eq!(chunk_ids(&reactions), [laugh.clone()]);
+    assert_eq!(chunk_ids(&reactions), [laugh.as_str()]);
 
     // What may not be seen, and bad input.
     relations(enc(&root), carol.clone()).await.expect_err(404, "M_NOT_FOUND");
@@ -470,12 +475,12 @@ async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restar
             assert_eq!(threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"]["latest_event"]["event_id"], reply4.as_str());
             // Bob took part in the first thread only.
             let bobs = c.get(&format!("{threads_path}?include=participated"), &bob.token).await.ok();
-            assert_eq!(chunk_ids(&bobs), [root.clone()]);
+            assert_eq!(chunk_ids(&bobs), [root.as_str()]);
             let page = c.get(&format!("{threads_path}?limit=1"), &bob.token).await.ok();
-            assert_eq!(chunk_ids(&page), [root2.clone()]);
+            assert_eq!(chunk_ids(&page), [root2.as_str()]);
             let next = page["next_batch"].as_str().expect("a next page").to_string();
             let page = c.get(&format!("{threads_path}?limit=1&from={}", enc(&next)), &bob.token).await.ok();
-            assert_eq!(chunk_ids(&page), [root.clone()]);
+            assert_eq!(chunk_ids(&page), [root.as_str()]);
             assert!(page.get("next_batch").is_none(), "{page}");
         }
     };

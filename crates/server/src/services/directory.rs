@@ -130,6 +130,9 @@ pub struct DirectoryQuery {
     server: Option<String>,
     #[serde(default)]
     filter: Option<DirectoryFilter>,
+    /// A third-party network's rooms: haetae bridges none.
+    #[serde(default)]
+    third_party_instance_id: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -167,7 +170,7 @@ impl DirectoryGetQuery {
             Some(text) => Some(json!(text.parse::<u64>().map_err(|_| MatrixError::invalid_param("limit must be a number"))?)),
             None => None,
         };
-        Ok(DirectoryQuery { limit, since: self.since, server: self.server, filter: None })
+        Ok(DirectoryQuery { limit, since: self.since, server: self.server, filter: None, third_party_instance_id: None })
     }
 }
 
@@ -188,8 +191,9 @@ pub async fn public_rooms(app: &App, query: DirectoryQuery) -> ApiResult<Value> 
             .and_then(|n| n.parse::<usize>().ok())
             .ok_or_else(|| MatrixError::invalid_param("Invalid pagination token"))?,
     };
-    // Another server's directory would need federation, which haetae does not speak.
-    if query.server.as_deref().is_some_and(|server| server != app.config.server_name) {
+    // Another server's directory would need federation, which haetae does not speak; a
+    // third-party network's, a bridge.
+    if query.server.as_deref().is_some_and(|server| server != app.config.server_name) || query.third_party_instance_id.is_some() {
         return Ok(json!({ "chunk": [], "total_room_count_estimate": 0 }));
     }
     let filter = query.filter.unwrap_or_default();

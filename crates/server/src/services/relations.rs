@@ -128,12 +128,10 @@ pub async fn relations(
     let log = app.store.log();
     let mut chunk = Vec::new();
     let mut last = None;
-    let mut read = 0;
-    for seq in &ordered {
+    for (read, seq) in ordered.iter().enumerate() {
         if chunk.len() >= limit || read >= limit + EXTRA_READS {
             break;
         }
-        read += 1;
         last = Some(*seq);
         if let Some(item) = app.model.item_at(log, &room_id, *seq).await.map_err(MatrixError::unavailable)?
             && still_relates(&item)
