@@ -219,6 +219,8 @@ async fn mutual_rooms_lists_rooms_both_users_joined() {
         c.get(&format!("{path}?user_id=bob"), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
         c.get(&format!("{path}?user_id={}", enc(&alice.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
         c.get(&format!("{path}?user_id={}&from=zz", enc(&bob.user_id)), &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+        let far = c.get(&format!("{path}?user_id={}&from=m{}", enc(&bob.user_id), usize::MAX), &alice.token).await.ok();
+        assert_eq!(far["joined"], json!([]));
         expect_missing_token(&c, Method::GET, &format!("{path}?user_id={}", enc(&bob.user_id)), None).await;
     }
 }
@@ -323,6 +325,8 @@ async fn room_directory_publishes_searches_and_pages() {
     assert_eq!(second["chunk"][0]["room_id"], at_creation.as_str());
     assert!(second.get("next_batch").is_none() && second["prev_batch"].is_string(), "{second}");
     anonymous("/_matrix/client/v3/publicRooms?since=garbage".into()).await.expect_err(400, "M_INVALID_PARAM");
+    let far = anonymous(format!("/_matrix/client/v3/publicRooms?limit=500&since=p{}", usize::MAX)).await.ok();
+    assert_eq!(far["chunk"], json!([]));
     anonymous("/_matrix/client/v3/publicRooms?limit=many".into()).await.expect_err(400, "M_INVALID_PARAM");
 
     // Search (POST): name, topic, case-insensitive; POST needs a token.
@@ -457,6 +461,12 @@ async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restar
     relations(format!("{}?limit=0", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
     relations(format!("{}?limit=lots", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
     relations(format!("{}?from=garbage", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
+    for huge in [format!("s{}_{}_{}_{}", u64::MAX, u64::MAX, u64::MAX, u64::MAX), format!("t{}", u64::MAX)] {
+        let response = relations(format!("{}?from={}", enc(&root), enc(&huge)), bob.clone()).await;
+        assert!(response.status == 200 || response.errcode() == "M_INVALID_PARAM", "{huge}: {}", response.body);
+        let response = c.get(&format!("/_matrix/client/v1/rooms/{}/threads?from={}", enc(&room), enc(&huge)), &bob.token).await;
+        assert!(response.status == 200 || response.errcode() == "M_INVALID_PARAM", "{huge}: {}", response.body);
+    }
     relations(format!("{}?recurse=maybe", enc(&root)), bob.clone()).await.expect_err(400, "M_INVALID_PARAM");
     expect_missing_token(&c, Method::GET, &format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root)), None).await;
 

@@ -91,8 +91,8 @@ pub fn mutual_rooms(app: &App, caller: &Caller, query: MutualQuery) -> ApiResult
     let shared: Vec<String> = app.model.with_user(&other, |u| u.joined_rooms().filter(|r| mine.contains(*r)).cloned().collect());
     let page: Vec<&String> = shared.iter().skip(offset).take(MUTUAL_PAGE).collect();
     let mut response = json!({ "joined": page, "count": shared.len() });
-    if offset + MUTUAL_PAGE < shared.len() {
-        response["next_batch"] = json!(format!("m{}", offset + MUTUAL_PAGE));
+    if offset.saturating_add(MUTUAL_PAGE) < shared.len() {
+        response["next_batch"] = json!(format!("m{}", offset.saturating_add(MUTUAL_PAGE)));
     }
     Ok(response)
 }

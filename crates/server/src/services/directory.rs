@@ -217,8 +217,8 @@ pub async fn public_rooms(app: &App, query: DirectoryQuery) -> ApiResult<Value> 
     let total = listed.len();
     let page: Vec<Value> = listed.into_iter().skip(offset).take(limit).map(|(_, _, chunk)| chunk).collect();
     let mut response = json!({ "chunk": page, "total_room_count_estimate": total });
-    if offset + limit < total {
-        response["next_batch"] = json!(format!("p{}", offset + limit));
+    if offset.saturating_add(limit) < total {
+        response["next_batch"] = json!(format!("p{}", offset.saturating_add(limit)));
     }
     if offset > 0 {
         response["prev_batch"] = json!(format!("p{}", offset.saturating_sub(limit)));

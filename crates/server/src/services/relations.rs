@@ -42,7 +42,15 @@ fn parse_limit(limit: Option<&str>, max: usize) -> ApiResult<usize> {
 }
 
 fn parse_token(token: Option<&str>, partition: u32) -> ApiResult<Option<u64>> {
-    token.map(|t| position_in(t, partition).ok_or_else(|| MatrixError::invalid_param("invalid pagination token"))).transpose()
+    let invalid = || MatrixError::invalid_param("invalid pagination token");
+    let Some(token) = token else { return Ok(None) };
+    // A sync token names the position after the one it carries: refuse the one that would not
+    // fit in a position before asking `position_in` to add one.
+    let sync_position = token.strip_prefix('s').and_then(|rest| rest.split('~').next()).and_then(|p| p.split('_').nth(partition as usize));
+    if sync_position.is_some_and(|p| p.parse::<u64>().map_or(true, |p| p == u64::MAX)) {
+        return Err(invalid());
+    }
+    position_in(token, partition).map(Some).ok_or_else(invalid)
 }
 
 /// The item as shown still relates to something (a redacted relation no longer does).
