@@ -38,8 +38,9 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prev_content: Option<Value>,
         /// For redactions: the target as the appending node found it (`event_id`, `sender`,
-        /// `room_id`, `type`), so every node judges the redaction on the same facts even when the
-        /// target is no longer in its memory. None: no such event.
+        /// `room_id`, `type`; `relates_to`: the event a relation pointed at), so every node judges
+        /// the redaction on the same facts even when the target is no longer in its memory. None:
+        /// no such event.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         redacts_target: Option<Value>,
     },

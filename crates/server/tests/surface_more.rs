@@ -522,5 +522,17 @@ async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restar
     let bob = c.login(&bob).await;
     let after = c.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread", enc(&room), enc(&root)), &bob.token).await.ok();
     assert_eq!(chunk_ids(&after), [reply3.clone(), reply2.clone(), reply1.clone()]);
-    check_threads(c.clone(), alice, bob).await;
+    check_threads(c.clone(), alice.clone(), bob.clone()).await;
+
+    // Redacted replies leave their threads: the latest is the one before, and a thread whose
+    // only reply goes is no thread any more.
+    for reply in [&reply3, &reply4] {
+        c.put(&format!("/rooms/{}/redact/{}/{}", enc(&room), enc(reply), txn()), &alice.token, json!({})).await.ok();
+    }
+    let threads = c.get(&threads_path, &alice.token).await.ok();
+    assert_eq!(chunk_ids(&threads), [root.as_str()], "{threads}");
+    let summary = &threads["chunk"][0]["unsigned"]["m.relations"]["m.thread"];
+    assert_eq!((summary["count"].as_u64(), summary["latest_event"]["event_id"].as_str()), (Some(2), Some(reply2.as_str())));
+    let after = c.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread", enc(&room), enc(&root)), &bob.token).await.ok();
+    assert_eq!(chunk_ids(&after), [reply2.clone(), reply1.clone()]);
 }

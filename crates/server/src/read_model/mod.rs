@@ -680,6 +680,14 @@ impl ReadModel {
                 .or_else(|| room.window_find(&target_id).map(|item| item.seq));
             if let Some(target_seq) = target_seq {
                 room.record_redaction(target_seq, Arc::new(event.clone()));
+                // A redacted relation relates to nothing (the appending node says what it related to).
+                let relates_to = target.as_ref().and_then(|t| {
+                    let relation = &t["content"]["m.relates_to"]; // a whole event (entries before `relates_to`)
+                    t["relates_to"].as_str().or(relation["rel_type"].as_str().and(relation["event_id"].as_str()))
+                });
+                if let Some(relates_to) = relates_to {
+                    room.unindex_relation(target_seq, relates_to);
+                }
             }
             // A redacted state event that is current state is replaced by its redacted form.
             let version = room.state.room_version().to_string();

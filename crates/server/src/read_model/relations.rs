@@ -65,6 +65,25 @@ impl RelationIndex {
         }
     }
 
+    /// Forgets that the event at `seq` relates to `target` (it was redacted): a thread whose
+    /// last reply goes ends, and its latest reply is the one before.
+    pub fn remove(&mut self, target: u64, seq: u64) {
+        let Some(relations) = self.by_target.get_mut(&target) else { return };
+        relations.retain(|r| r.seq != seq);
+        let latest_reply = relations.iter().rev().find(|r| &*r.rel_type == "m.thread").map(|r| r.seq);
+        if relations.is_empty() {
+            self.by_target.remove(&target);
+        }
+        if self.latest_of.get(&target) == Some(&seq) {
+            self.threads_by_latest.remove(&seq);
+            self.latest_of.remove(&target);
+            if let Some(latest) = latest_reply {
+                self.latest_of.insert(target, latest);
+                self.threads_by_latest.insert(latest, target);
+            }
+        }
+    }
+
     /// The events relating to `target`, oldest first.
     pub fn children(&self, target: u64) -> &[Relation] {
         self.by_target.get(&target).map(Vec::as_slice).unwrap_or(&[])
@@ -121,6 +140,13 @@ mod tests {
         assert_eq!(index.threads_before(u64::MAX).collect::<Vec<_>>(), [(30, 10), (21, 20)]);
         assert_eq!(index.threads_before(30).collect::<Vec<_>>(), [(21, 20)]);
         assert!(Arc::ptr_eq(&index.children(10)[1].event_type, &index.children(10)[2].event_type));
+        let mut redacted = RelationIndex::from_snapshot(index.to_snapshot());
+        redacted.remove(10, 30);
+        assert_eq!(redacted.threads_before(u64::MAX).collect::<Vec<_>>(), [(21, 20), (12, 10)]);
+        redacted.remove(10, 12);
+        redacted.remove(20, 21);
+        assert_eq!(redacted.threads_before(u64::MAX).count(), 0);
+        assert_eq!(redacted.stats(), (1, 0));
         let again = RelationIndex::from_snapshot(index.to_snapshot());
         assert_eq!(again.threads_before(u64::MAX).collect::<Vec<_>>(), [(30, 10), (21, 20)]);
         assert_eq!(again.stats(), (2, 2));

@@ -259,13 +259,26 @@ impl Room {
         let (Some(rel_type), Some(target_id)) = (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) else {
             return;
         };
-        let target = match super::event_ids::position_of(target_id) {
+        if let Some(target) = self.position_in_room(target_id) {
+            self.relations.record(target, item.seq, rel_type, &item.event_type, &item.sender);
+        }
+    }
+
+    /// Where `event_id` would sit in this room: its position if it names one of this partition,
+    /// or the window event with that (older-style) id.
+    fn position_in_room(&self, event_id: &str) -> Option<u64> {
+        match super::event_ids::position_of(event_id) {
             Some((partition, seq)) if partition == self.partition => Some(seq),
             Some(_) => None,
-            None => self.window_find(target_id).map(|target| target.seq),
-        };
-        if let Some(target) = target {
-            self.relations.record(target, item.seq, rel_type, &item.event_type, &item.sender);
+            None => self.window_find(event_id).map(|target| target.seq),
+        }
+    }
+
+    /// The event at `seq`, which related to `relates_to` (an event id), was redacted: it relates
+    /// to nothing any more.
+    pub(super) fn unindex_relation(&mut self, seq: u64, relates_to: &str) {
+        if let Some(target) = self.position_in_room(relates_to) {
+            self.relations.remove(target, seq);
         }
     }
 
