@@ -536,3 +536,43 @@ async fn relations_and_threads_come_from_the_index_and_survive_a_snapshot_restar
     let after = c.get(&format!("/_matrix/client/v1/rooms/{}/relations/{}/m.thread", enc(&room), enc(&root)), &bob.token).await.ok();
     assert_eq!(chunk_ids(&after), [reply2.clone(), reply1.clone()]);
 }
+
+// ---- every node answers the same ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tags_directory_and_relations_written_at_one_node_are_read_at_another() {
+    let server = TestServer::start().await;
+    let other = Node::start(&server.nats, test_config()).await;
+    let (a, b) = (server.client(), other.client());
+    let alice = a.register("alice").await;
+    let room = a.create_room(&alice, json!({ "visibility": "public", "name": "Everywhere" })).await;
+    a.put(&format!("/user/{}/rooms/{}/tags/m.favourite", enc(&alice.user_id), enc(&room)), &alice.token, json!({ "order": 1 }))
+        .await
+        .ok();
+    let root = a.send_text(&alice, &room, "root").await;
+    let reply = send(&a, &alice, &room, "m.room.message", relates("m.thread", &root, "reply")).await;
+
+    // The other node learns of each write by tailing the log.
+    let tags_path = format!("/user/{}/rooms/{}/tags", enc(&alice.user_id), enc(&room));
+    let tags = eventually(Duration::from_secs(10), "the tag at the other node", || async {
+        let tags = b.get(&tags_path, &alice.token).await.ok();
+        tags["tags"]["m.favourite"].is_object().then_some(tags)
+    })
+    .await;
+    assert_eq!(tags["tags"]["m.favourite"]["order"], 1);
+    let listed = eventually(Duration::from_secs(10), "the room in the other node's directory", || async {
+        let listed = b.request(Method::GET, "/_matrix/client/v3/publicRooms", None, None).await.ok();
+        (listed["chunk"][0]["room_id"] == room.as_str()).then_some(listed)
+    })
+    .await;
+    assert_eq!(listed["chunk"][0]["name"], "Everywhere");
+    let path = format!("/_matrix/client/v1/rooms/{}/relations/{}", enc(&room), enc(&root));
+    let relations = eventually(Duration::from_secs(10), "the relation at the other node", || async {
+        let relations = b.get(&path, &alice.token).await.ok();
+        (!relations["chunk"].as_array().unwrap().is_empty()).then_some(relations)
+    })
+    .await;
+    assert_eq!(chunk_ids(&relations), [reply.as_str()]);
+    let summary = b.get(&format!("/_matrix/client/v1/room_summary/{}", enc(&room)), &alice.token).await.ok();
+    assert_eq!(summary["membership"], "join");
+}
