@@ -38,8 +38,9 @@ pub enum Entry {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         prev_content: Option<Value>,
         /// For redactions: the target as the appending node found it (`event_id`, `sender`,
-        /// `room_id`, `type`), so every node judges the redaction on the same facts even when the
-        /// target is no longer in its memory. None: no such event.
+        /// `room_id`, `type`; `relates_to`: the event a relation pointed at), so every node judges
+        /// the redaction on the same facts even when the target is no longer in its memory. None:
+        /// no such event.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         redacts_target: Option<Value>,
     },
@@ -65,6 +66,13 @@ pub enum Entry {
     Pushers { pushers: Vec<Value> },
     /// The user forgot a room they had left: it leaves their room list and history.
     Forgotten { room_id: String },
+    /// One tag of a room set (content Some) or removed (None): merged into the room's `m.tag`
+    /// account data when applied, so concurrent tag changes from two devices both land.
+    RoomTag { room_id: String, tag: String, content: Option<Value> },
+
+    // ---- room entries (continued) ----
+    /// The room's visibility in the published room directory (`public` or `private`).
+    DirectoryVisibility { visibility: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -39,10 +39,12 @@ pub enum Bucket {
     Presence,
     /// server-side key backups: user id -> versions; (user, version, room, session) -> session key
     RoomKeys,
+    /// reports of events, rooms and users: ("report", time-ordered id) -> the report, for admins
+    Reports,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 12] = [
+    pub const ALL: [Bucket; 13] = [
         Bucket::Accounts,
         Bucket::Devices,
         Bucket::Tokens,
@@ -55,6 +57,7 @@ impl Bucket {
         Bucket::OauthSessions,
         Bucket::Presence,
         Bucket::RoomKeys,
+        Bucket::Reports,
     ];
 
     fn name(self) -> &'static str {
@@ -71,6 +74,7 @@ impl Bucket {
             Bucket::OauthSessions => "haetae_oauth_sessions",
             Bucket::Presence => "haetae_presence",
             Bucket::RoomKeys => "haetae_room_keys",
+            Bucket::Reports => "haetae_reports",
         }
     }
 

@@ -14,6 +14,8 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod admin;
+pub mod account_extras;
+pub mod directory;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
@@ -21,8 +23,12 @@ pub mod media;
 pub mod membership;
 pub mod metrics;
 pub mod presence;
+pub mod relations;
+pub mod reports;
 pub mod rooms;
 pub mod sync;
+pub mod tags;
+pub mod thirdparty;
 pub mod user_data;
 
 /// Registers `route` under every client API version prefix clients use.
@@ -48,6 +54,12 @@ pub fn router(app: AppState) -> Router {
     router = key_backup::routes(router);
     router = metrics::routes(router);
     router = admin::routes(router);
+    router = tags::routes(router);
+    router = reports::routes(router);
+    router = thirdparty::routes(router);
+    router = account_extras::routes(router);
+    router = directory::routes(router);
+    router = relations::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

@@ -9,7 +9,7 @@
 //! # GET /_matrix/client/v3/pushers, POST /pushers/set
 //! # POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}, /read_markers
 //! # PUT  /_matrix/client/v3/rooms/{roomId}/typing/{userId}
-//! # POST /_matrix/client/v3/user_directory/search, GET /publicRooms
+//! # POST /_matrix/client/v3/user_directory/search (`/publicRooms` is in `directory`)
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -48,8 +48,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/rooms/{room_id}/receipt/{receipt_type}/{event_id}", post(post_receipt));
     let router = client(router, "/rooms/{room_id}/read_markers", post(read_markers));
     let router = client(router, "/rooms/{room_id}/typing/{user_id}", put(typing));
-    let router = client(router, "/user_directory/search", post(user_directory));
-    client(router, "/publicRooms", get(public_rooms).post(public_rooms))
+    client(router, "/user_directory/search", post(user_directory))
 }
 
 async fn get_profile(State(app): State<AppState>, Path(user_id): Path<String>) -> ApiResult<Json<Value>> {
@@ -204,8 +203,4 @@ async fn typing(
 
 async fn user_directory(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<Value>) -> ApiResult<Json<Value>> {
     service::user_directory(&app, &caller, body).await.map(Json)
-}
-
-async fn public_rooms(State(app): State<AppState>) -> Json<Value> {
-    Json(service::public_rooms(&app).await)
 }

@@ -8,6 +8,7 @@
 //! - [`room`]: one room: state, indexes over its history, a window of recent events.
 //! - [`history`]: older events read back from the log by position, cached under a byte budget.
 //! - [`event_ids`]: event ids derived from positions (finding an event by id needs no index).
+//! - [`relations`]: relations by target position and threads by latest reply, per room.
 //! - [`snapshot`]: the model written to and loaded from the snapshot store.
 //!
 //! Locks are per room and per user: applying one partition, building one user's sync and
@@ -16,12 +17,14 @@
 //! minutes).
 //!
 //! Bounds (every structure that could grow): room windows and old-history chunks share the node's
-//! cache budget (`cache_mb`); receipts are the latest per (user, room, type, thread); typing
+//! cache budget (`cache_mb`); relation indexes grow with relation events only (a position and
+//! three interned names each); receipts are the latest per (user, room, type, thread); typing
 //! notices are dropped when they expire; the token cache, rejected-event reasons, recent
 //! transactions, key changes and each user's to-device queue have fixed caps below.
 
 pub mod event_ids;
 pub mod history;
+pub mod relations;
 pub mod room;
 pub mod snapshot;
 
@@ -462,6 +465,13 @@ impl ReadModel {
                 room.record_receipt(Receipt { seq, user_id, receipt_type, event_id, ts, thread_id });
                 room.audience()
             }
+            Entry::DirectoryVisibility { visibility } => {
+                let Some(room) = self.room_handle(entity) else { return Vec::new() };
+                let mut room = room.write().expect("room lock");
+                room.last_seq = seq;
+                room.published = visibility == "public";
+                Vec::new()
+            }
             Entry::KeysChanged => {
                 {
                     let mut changes = self.key_changes.lock().expect("key changes lock");
@@ -536,7 +546,29 @@ impl ReadModel {
                             user.forgotten.insert(room_id);
                         }
                     }
-                    Entry::Event { .. } | Entry::Receipt { .. } | Entry::KeysChanged | Entry::TokensRevoked { .. } => {
+                    Entry::RoomTag { room_id, tag, content } => {
+                        let tags = user.room_account_data.entry(room_id).or_default();
+                        let mut current = tags.remove("m.tag").map(|(_, c)| c).unwrap_or_default();
+                        if !current["tags"].is_object() {
+                            current = serde_json::json!({ "tags": {} });
+                        }
+                        if let Some(map) = current["tags"].as_object_mut() {
+                            match content {
+                                Some(content) => {
+                                    map.insert(tag, content);
+                                }
+                                None => {
+                                    map.remove(&tag);
+                                }
+                            }
+                        }
+                        tags.insert("m.tag".to_string(), (seq, current));
+                    }
+                    Entry::Event { .. }
+                    | Entry::Receipt { .. }
+                    | Entry::DirectoryVisibility { .. }
+                    | Entry::KeysChanged
+                    | Entry::TokensRevoked { .. } => {
                         unreachable!("handled above")
                     }
                 }
@@ -648,6 +680,14 @@ impl ReadModel {
                 .or_else(|| room.window_find(&target_id).map(|item| item.seq));
             if let Some(target_seq) = target_seq {
                 room.record_redaction(target_seq, Arc::new(event.clone()));
+                // A redacted relation relates to nothing (the appending node says what it related to).
+                let relates_to = target.as_ref().and_then(|t| {
+                    let relation = &t["content"]["m.relates_to"]; // a whole event (entries before `relates_to`)
+                    t["relates_to"].as_str().or(relation["rel_type"].as_str().and(relation["event_id"].as_str()))
+                });
+                if let Some(relates_to) = relates_to {
+                    room.unindex_relation(target_seq, relates_to);
+                }
             }
             // A redacted state event that is current state is replaced by its redacted form.
             let version = room.state.room_version().to_string();

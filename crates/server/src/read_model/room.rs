@@ -15,6 +15,7 @@ use haetae_matrix::state::RoomState;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::relations::{RelationIndex, RelationSnapshot};
 use crate::entry::Txn;
 
 /// Events per chunk of a room's timeline: the unit in which old history is read back from the
@@ -167,6 +168,10 @@ pub struct Room {
     evicted_upto: u64,
     /// Clock tick of the last read or write, for the window evictor (least recently used first).
     last_used: AtomicU64,
+    /// Listed in the published room directory (`/publicRooms`).
+    pub published: bool,
+    /// Relations by target position, threads by latest reply (`relations.rs`).
+    pub relations: RelationIndex,
 }
 
 /// Where one chunk of a room's timeline sits in the log, and what it must hold.
@@ -203,6 +208,8 @@ impl Room {
             window_bytes: 0,
             evicted_upto: 0,
             last_used: AtomicU64::new(0),
+            published: false,
+            relations: RelationIndex::default(),
         }
     }
 
@@ -234,6 +241,7 @@ impl Room {
             self.state_history.entry((item.event_type.to_string(), state_key.to_string())).or_default().push(item.seq);
         }
         self.last_sent.insert(item.sender.to_string(), item.seq);
+        self.index_relation(&item);
         let added = item.bytes();
         self.window_bytes += added;
         self.window.push_back(item);
@@ -242,6 +250,36 @@ impl Room {
             delta -= self.evict_oldest() as isize;
         }
         delta
+    }
+
+    /// Indexes `item` if it relates to an earlier event of this room (`m.relates_to` with a
+    /// `rel_type`; replies without one are not relations).
+    fn index_relation(&mut self, item: &TimelineItem) {
+        let relates_to = &item.event["content"]["m.relates_to"];
+        let (Some(rel_type), Some(target_id)) = (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) else {
+            return;
+        };
+        if let Some(target) = self.position_in_room(target_id) {
+            self.relations.record(target, item.seq, rel_type, &item.event_type, &item.sender);
+        }
+    }
+
+    /// Where `event_id` would sit in this room: its position if it names one of this partition,
+    /// or the window event with that (older-style) id.
+    fn position_in_room(&self, event_id: &str) -> Option<u64> {
+        match super::event_ids::position_of(event_id) {
+            Some((partition, seq)) if partition == self.partition => Some(seq),
+            Some(_) => None,
+            None => self.window_find(event_id).map(|target| target.seq),
+        }
+    }
+
+    /// The event at `seq`, which related to `relates_to` (an event id), was redacted: it relates
+    /// to nothing any more.
+    pub(super) fn unindex_relation(&mut self, seq: u64, relates_to: &str) {
+        if let Some(target) = self.position_in_room(relates_to) {
+            self.relations.remove(target, seq);
+        }
     }
 
     pub(super) fn skip(&mut self, seq: u64) {
@@ -439,6 +477,8 @@ impl Room {
             chunk_starts: self.chunk_starts.clone(),
             count: self.count,
             last_event_seq: self.last_event_seq,
+            published: self.published,
+            relations: self.relations.to_snapshot(),
         }
     }
 
@@ -462,6 +502,8 @@ impl Room {
         room.chunk_starts = snapshot.chunk_starts;
         room.count = snapshot.count;
         room.last_event_seq = snapshot.last_event_seq;
+        room.published = snapshot.published;
+        room.relations = RelationIndex::from_snapshot(snapshot.relations);
         // Nothing in memory yet: everything up to the snapshot is read back from the log.
         room.evicted_upto = snapshot.last_event_seq;
         room
@@ -485,4 +527,8 @@ pub struct RoomSnapshot {
     chunk_starts: Vec<u64>,
     count: u64,
     last_event_seq: u64,
+    #[serde(default)]
+    published: bool,
+    #[serde(default)]
+    relations: Vec<RelationSnapshot>,
 }

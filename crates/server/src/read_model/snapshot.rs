@@ -15,8 +15,10 @@ use sha2::{Digest, Sha256};
 use super::room::{Room, RoomSnapshot};
 use super::{KeyChanges, ReadModel, User};
 
-/// The snapshot format this version writes and reads.
-pub const SNAPSHOT_FORMAT: u32 = 1;
+/// The snapshot format this version writes and reads. 2: rooms carry their relation index (and
+/// directory visibility); a format-1 snapshot has no relation index, so it is refused and the log
+/// replayed, rather than loaded with relations missing.
+pub const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {

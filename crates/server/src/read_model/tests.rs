@@ -172,3 +172,46 @@ fn unreadable_entries_are_skipped_but_advance_the_position() {
     model.apply(0, 7, "!r:x", b"not json");
     assert_eq!(model.applied(0), 7);
 }
+
+#[test]
+fn relations_tags_and_directory_visibility_are_applied_and_kept_in_snapshots() {
+    let model = ReadModel::new(2);
+    created_room(&model);
+    let root = put(&model, ev("m.room.message", "@a:x", None, json!({"body": "root"})));
+    let reply = json!({"body": "r", "m.relates_to": {"rel_type": "m.thread", "event_id": root}});
+    put(&model, ev("m.room.message", "@a:x", None, reply));
+    // A rich reply is not a relation; neither is one naming an unknown event.
+    put(&model, ev("m.room.message", "@a:x", None, json!({"body": "q", "m.relates_to": {"m.in_reply_to": {"event_id": root}}})));
+    put(&model, ev("m.room.message", "@a:x", None, json!({"body": "x", "m.relates_to": {"rel_type": "m.thread", "event_id": "$nope"}})));
+    let p = model.partition_of("!r:x");
+    let next = |model: &ReadModel| model.applied(p) + 1;
+    let visibility = Envelope::new(Entry::DirectoryVisibility { visibility: "public".into() }).to_bytes();
+    let visibility_seq = next(&model);
+    model.apply(p, visibility_seq, "!r:x", &visibility);
+    let user_p = model.partition_of("@a:x");
+    for (tag, content) in [("m.favourite", Some(json!({"order": 0.5}))), ("u.x", Some(json!({}))), ("u.x", None)] {
+        let entry = Envelope::new(Entry::RoomTag { room_id: "!r:x".into(), tag: tag.into(), content }).to_bytes();
+        model.apply(user_p, model.applied(user_p) + 1, "@a:x", &entry);
+    }
+    let root_seq = position_of(&root).unwrap().1;
+    let check = |model: &ReadModel| {
+        let (children, threads, published, last_seq) = model
+            .with_room("!r:x", |room| {
+                let children: Vec<String> = room.relations.children(root_seq).iter().map(|r| r.rel_type.to_string()).collect();
+                (children, room.relations.stats().1, room.published, room.last_seq)
+            })
+            .unwrap();
+        assert_eq!(children, ["m.thread"]);
+        assert_eq!(threads, 1);
+        assert!(published);
+        assert_eq!(last_seq, visibility_seq, "a visibility entry moves the room's last sequence");
+        let tags = model.with_user("@a:x", |u| u.room_account_data["!r:x"]["m.tag"].1.clone());
+        assert_eq!(tags, json!({"tags": {"m.favourite": {"order": 0.5}}}));
+    };
+    check(&model);
+    let (info, bytes) = model.snapshot();
+    assert_eq!(info.format, snapshot::SNAPSHOT_FORMAT);
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    check(&restored);
+}

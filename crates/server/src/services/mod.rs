@@ -4,7 +4,8 @@
 //! module tree.
 //!
 //! - [`accounts`]: accounts, passwords, devices, access tokens, user-interactive auth, the
-//!   user's own log entries.
+//!   user's own log entries; [`account_extras`]: registration token validity, deleting a
+//!   profile field, mutual rooms.
 //! - [`rooms`]: writing into rooms (event ids, idempotency, expected-sequence writes).
 //! - [`room_ops`]: what each room endpoint does: creating rooms, sending, state, single events,
 //!   context, history pages, members, aliases; [`membership`]: joins, invites, leaves, bans.
@@ -15,6 +16,10 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only.
+//! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
+//! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
+//! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
+//!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
 //! - [`caches`], [`limits`], [`metrics`]: the node's bounded caches, rate limits and metrics.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
@@ -23,9 +28,11 @@
 //! cycles: accounts <- keys <- sync, presence <- sync, rooms <- room_ops, events <- sync), never on
 //! `api`, `oauth` or `app`.
 
+pub mod account_extras;
 pub mod accounts;
 pub mod admin;
 pub mod caches;
+pub mod directory;
 pub mod events;
 pub mod follower;
 pub mod key_backup;
@@ -37,9 +44,13 @@ pub mod membership;
 pub mod oauth_records;
 pub mod oauth_uia;
 pub mod presence;
+pub mod relations;
+pub mod reports;
 pub mod room_ops;
 pub mod rooms;
 pub mod sync;
+pub mod tags;
+pub mod thirdparty;
 pub mod user_data;
 
 use std::net::IpAddr;

@@ -83,6 +83,9 @@ pub async fn create_room(app: &App, caller: &Caller, body: Value) -> ApiResult<V
         )
         .await?;
     }
+    if plan.publish_to_directory {
+        super::directory::publish(app, &room_id, "public").await?;
+    }
     Ok(json!({ "room_id": room_id }))
 }
 
@@ -373,7 +376,9 @@ pub async fn get_joined_members(app: &App, caller: &Caller, room_id: String) -> 
     let joined = app
         .model
         .with_room(&room_id, |room| {
-            if room.state.membership(&caller.user_id) != Some("join") {
+            // Anyone may see who is in a world-readable room (as they may read its history).
+            let world_readable = room.state.history_visibility() == "world_readable";
+            if room.state.membership(&caller.user_id) != Some("join") && !world_readable {
                 return None;
             }
             let mut joined = serde_json::Map::new();

@@ -188,6 +188,11 @@ async fn redaction_target(app: &App, room_id: &str, target_id: &str) -> ApiResul
     if let Some(state_key) = &item.state_key {
         target["state_key"] = json!(&**state_key);
     }
+    // What the target relates to, so every node drops it from the room's relation index.
+    let relates_to = &item.event["content"]["m.relates_to"];
+    if let (Some(_), Some(relates_to)) = (relates_to["rel_type"].as_str(), relates_to["event_id"].as_str()) {
+        target["relates_to"] = json!(relates_to);
+    }
     Ok(Some(target))
 }
 

@@ -494,25 +494,3 @@ pub async fn user_directory(app: &App, caller: &Caller, body: Value) -> ApiResul
     results.truncate(limit);
     Ok(json!({ "results": results, "limited": limited }))
 }
-
-pub async fn public_rooms(app: &App) -> Value {
-    let mut chunk: Vec<Value> = Vec::new();
-    app.model.visit_rooms(|room| {
-        let listed = room.state.join_rule() == "public" && room.state.contains("m.room.canonical_alias", "");
-        let text = |event_type: &str, field: &str| room.state.content(event_type, "").and_then(|c| c[field].as_str().map(str::to_string));
-        if listed {
-            chunk.push(json!({
-                "room_id": room.room_id,
-                "name": text("m.room.name", "name"),
-                "topic": text("m.room.topic", "topic"),
-                "canonical_alias": text("m.room.canonical_alias", "alias"),
-                "num_joined_members": room.state.joined_count(),
-                "world_readable": false,
-                "guest_can_join": false,
-            }));
-        }
-        chunk.len() < 100
-    });
-    let total = chunk.len();
-    json!({ "chunk": chunk, "total_room_count_estimate": total })
-}
