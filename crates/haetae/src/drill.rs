@@ -338,7 +338,7 @@ impl ElectionWatch {
             .collect();
         let urls: Vec<String> =
             deployment.state.dcs.iter().enumerate().filter(|(i, _)| *i != target).map(|(_, dc)| dc.nats_url()).collect();
-        let Ok(admin) = Admin::connect(&urls.join(","), Duration::from_millis(300)).await else {
+        let Ok(admin) = Admin::connect(&urls.join(","), &deployment.admin_access(), Duration::from_millis(300)).await else {
             return ElectionWatch { task: None };
         };
         let task = tokio::spawn(async move {

@@ -57,7 +57,7 @@ impl Bucket {
         Bucket::RoomKeys,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Bucket::Accounts => "haetae_accounts",
             Bucket::Devices => "haetae_devices",

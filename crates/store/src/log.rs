@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 
 use crate::{ConnectError, StoreConfig, decode_name, encode_name, retry};
 
-const SUBJECT_ROOT: &str = "haetae.log";
+pub(crate) const SUBJECT_ROOT: &str = "haetae.log";
 
 /// How long one pull of a tail waits on the server; the idle heartbeat is half of it.
 const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(500);
@@ -78,7 +78,7 @@ pub struct EventLog {
     retry_horizon: Duration,
 }
 
-fn stream_name(partition: u32) -> String {
+pub(crate) fn stream_name(partition: u32) -> String {
     format!("HAETAE_LOG_{partition}")
 }
 

@@ -14,7 +14,7 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start(dir: &Path) -> (NatsProcess, Credential) {
     // No fsync per write: these tests check access, not durability.
-    NatsProcess::start_private(dir, false, START_TIMEOUT).await.expect("the private nats-server starts")
+    NatsProcess::start_private(dir, false, None, START_TIMEOUT).await.expect("the private nats-server starts")
 }
 
 fn mode(path: &Path) -> u32 {

@@ -216,7 +216,7 @@ async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs, rate_
 }
 
 /// Raw JetStream R3 publishes on the deployment's cluster, spread over `streams` streams.
-async fn raw_row(nats_urls: &str, args: &CompareArgs, streams: usize) -> Result<Row, String> {
+async fn raw_row(nats_urls: &str, access: &haetae_store::Access, args: &CompareArgs, streams: usize) -> Result<Row, String> {
     let shape = &args.shape;
     eprintln!("bench: raw JetStream R3 publishes, {} in flight over {streams} stream(s)", shape.concurrency);
     let probe = haetae_store::probe::ProbeConfig {
@@ -226,7 +226,7 @@ async fn raw_row(nats_urls: &str, args: &CompareArgs, streams: usize) -> Result<
         duration: Duration::from_secs(shape.duration_s),
         streams,
     };
-    let mut raw = haetae_store::probe::publish_ceiling(nats_urls, &probe).await?;
+    let mut raw = haetae_store::probe::publish_ceiling(nats_urls, access, &probe).await?;
     let plural = if streams == 1 { "" } else { "s" };
     Ok(Row {
         setup: format!("raw JetStream, R3, {streams} stream{plural}"),
@@ -252,8 +252,9 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
     let half_rate = (three.per_s / 2.0).max(1.0);
     let half = chat_row(&format!("haetae, 3 DCs, R3, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
     let nats_urls = deployment.state.nats_urls();
-    let raw_one = raw_row(&nats_urls, &args, 1).await?;
-    let raw_partitioned = raw_row(&nats_urls, &args, partitions).await?;
+    let access = deployment.admin_access();
+    let raw_one = raw_row(&nats_urls, &access, &args, 1).await?;
+    let raw_partitioned = raw_row(&nats_urls, &access, &args, partitions).await?;
     deployment.down().await;
 
     eprintln!("bench: starting one local node (R1, embedded nats-server, sync_interval: always)");
