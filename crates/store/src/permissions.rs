@@ -76,7 +76,8 @@ mod tests {
         let publish = &permissions.publish;
         assert!(publish.contains(&"haetae.log.2.>".to_string()));
         assert!(publish.contains(&"$JS.API.STREAM.CREATE.HAETAE_LOG_0".to_string()));
-        assert!(!publish.iter().any(|s| s.contains("DELETE.HAETAE") || s.contains("STREAM.DELETE")), "{publish:?}");
+        assert!(!publish.iter().any(|s| s.starts_with("$JS.API.STREAM.DELETE")), "{publish:?}");
+        assert!(publish.contains(&"$JS.API.CONSUMER.DELETE.HAETAE_LOG_0.>".to_string()), "its own consumers only");
         assert!(!publish.iter().any(|s| s.contains("PURGE.HAETAE_LOG") || s.contains("PURGE.KV_")), "{publish:?}");
         assert!(!publish.iter().any(|s| s.starts_with("$JS.API.STREAM.NAMES") || s == "$JS.API.>" || s == ">"));
         assert_eq!(permissions.subscribe, vec!["haetae.ephemeral".to_string(), "_INBOX_node-a.>".to_string()]);
