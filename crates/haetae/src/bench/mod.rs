@@ -73,6 +73,12 @@ pub struct CompareArgs {
     /// Skip the Synapse row (it is installed from PyPI into .tools/synapse-venv on first use).
     #[arg(long)]
     no_synapse: bool,
+    /// Run the three DCs without TLS (credentials still required), to measure what TLS costs.
+    #[arg(long)]
+    no_tls: bool,
+    /// Run the three DCs with JetStream's files encrypted at rest, to measure what that costs.
+    #[arg(long)]
+    encrypt_at_rest: bool,
 }
 
 #[derive(clap::Args)]
@@ -242,15 +248,23 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     let shape = &args.shape;
 
-    eprintln!("bench: starting three local DCs (R3, sync_interval: always)");
-    let spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    let mut spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    spec.tls = !args.no_tls;
+    spec.encrypt_at_rest = args.encrypt_at_rest;
+    eprintln!(
+        "bench: starting three local DCs (R3, sync_interval: always, {}{})",
+        if spec.tls { "TLS" } else { "no TLS" },
+        if spec.encrypt_at_rest { ", encrypted at rest" } else { "" }
+    );
     let partitions = spec.partitions as usize;
     let progress = |line: &str| eprintln!("bench: {line}");
+    let (spec_tls, spec_encrypted) = (spec.tls, spec.encrypt_at_rest);
     let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
-    let three = chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args, None).await?;
+    let locks = format!("{}{}", if spec_tls { "TLS" } else { "no TLS" }, if spec_encrypted { ", encrypted at rest" } else { "" });
+    let three = chat_row(&format!("haetae, 3 DCs, R3, {locks}"), deployment.endpoints(), &args, None).await?;
     // The delivery-latency target is set at half the maximum throughput.
     let half_rate = (three.per_s / 2.0).max(1.0);
-    let half = chat_row(&format!("haetae, 3 DCs, R3, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
+    let half = chat_row(&format!("haetae, 3 DCs, R3, {locks}, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
     let nats_urls = deployment.state.nats_urls();
     let access = deployment.admin_access();
     let raw_one = raw_row(&nats_urls, &access, &args, 1).await?;
