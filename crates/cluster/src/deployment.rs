@@ -275,6 +275,8 @@ impl DcReplicas {
 pub const ADMIN_CREDENTIAL_FILE: &str = "admin.json";
 /// The route credential file (every server presents it to its peers), in the PKI folder.
 const ROUTE_CREDENTIAL_FILE: &str = "route.json";
+/// The common name of a deployment's CA (an existing CA is reloaded under the same name).
+const CA_NAME: &str = "haetae deployment CA";
 /// The store key file (encryption at rest), in the PKI folder.
 pub const STORE_KEY_FILE: &str = "store.key";
 
@@ -308,7 +310,7 @@ impl Locks {
         }
         let mut tls = Vec::new();
         if spec.tls {
-            let authority = Authority::load_or_create(&pki, "haetae deployment CA").map_err(|e| secret(e.to_string()))?;
+            let authority = Authority::load_or_create(&pki, CA_NAME).map_err(|e| secret(e.to_string()))?;
             for dc in dcs {
                 // Issued afresh on every `up` (the addresses may have changed); the CA stays.
                 let files = authority
@@ -332,6 +334,26 @@ impl Locks {
             None
         };
         Ok(Locks { admin, route, nodes, tls, store_key })
+    }
+
+    /// Gives DC `i` a new server certificate (new key, same CA) and its node a new password, in
+    /// their files. The old ones stay valid wherever they are loaded until those processes
+    /// restart: see [`Deployment::rotate_dc`].
+    fn rotate(&mut self, spec: &DeploymentSpec, i: usize, dc: &DcPlan) -> Result<(), ClusterError> {
+        let pki = State::pki_dir(spec);
+        let secret = |e: String| ClusterError::Invalid(format!("cannot rotate DC {}'s credentials: {e}", dc.name));
+        if self.tls[i].is_some() {
+            let authority = Authority::load_or_create(&pki, CA_NAME).map_err(|e| secret(e.to_string()))?;
+            let files = authority
+                .issue_server(&pki, &format!("dc-{}", dc.name), std::slice::from_ref(&dc.host))
+                .map_err(|e| secret(e.to_string()))?;
+            self.tls[i] = Some(files);
+        }
+        let (path, old) = &self.nodes[i];
+        let fresh = Credential::generate_for(old.user());
+        haetae_store::credential::write_file(path, &fresh).map_err(|e| secret(e.to_string()))?;
+        self.nodes[i].1 = fresh;
+        Ok(())
     }
 
     /// The users every server knows: the admin, and each DC's node limited to haetae's subjects
@@ -808,6 +830,19 @@ impl Deployment {
             }
         }
         self.save()
+    }
+
+    /// Rotates DC `i`'s secrets by a graceful restart: stops the DC (its node first, then its
+    /// server after handing its leaderships over), issues its server a new certificate and its
+    /// node a new password, and starts both again with them. Run it for every DC in turn (a
+    /// rolling restart): until every server has restarted, the others still hold the node's old
+    /// password, which the node no longer uses (it connects to its own DC's server). The CA,
+    /// the admin and the route credential stay (see ARCHITECTURE.md for rotating those).
+    pub async fn rotate_dc(&mut self, i: usize) -> Result<Duration, ClusterError> {
+        self.stop_dc(i).await?;
+        let (spec, dc) = (self.state.spec.clone(), self.state.dcs[i].clone());
+        self.locks.rotate(&spec, i, &dc)?;
+        self.start_dc(i).await
     }
 
     /// Stops DC `i` gracefully: the node first (clients move on), then the nats-server in

@@ -26,6 +26,8 @@ pub enum Scenario {
     TwoDcsLost,
     /// Restart every DC gracefully, one after another.
     RollingRestart,
+    /// Rotate every DC's server certificate and node password by a rolling restart.
+    Rotate,
     /// No fault: the control run, to compare the others with.
     Baseline,
 }
@@ -38,6 +40,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::TwoDcsLost => "two-dcs-lost",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::Rotate => "rotate",
             Scenario::Baseline => "baseline",
         }
     }
@@ -305,13 +308,20 @@ async fn inject(
             wait_s(args.fault_s).await;
             return Ok(None);
         }
-        Scenario::RollingRestart => {
+        Scenario::RollingRestart | Scenario::Rotate => {
+            let rotate = args.scenario == Scenario::Rotate;
             for i in 0..deployment.dc_count() {
                 let dc = deployment.state.dcs[i].name.clone();
-                progress(&format!("rolling restart: stopping DC {dc} gracefully"));
-                running.mark(format!("fault: restart of DC {dc}"));
-                deployment.stop_dc(i).await.map_err(err)?;
-                deployment.start_dc(i).await.map_err(err)?;
+                if rotate {
+                    progress(&format!("rotation: restarting DC {dc} gracefully with a new certificate and node password"));
+                    running.mark(format!("fault: rotation of DC {dc}"));
+                    deployment.rotate_dc(i).await.map_err(err)?;
+                } else {
+                    progress(&format!("rolling restart: stopping DC {dc} gracefully"));
+                    running.mark(format!("fault: restart of DC {dc}"));
+                    deployment.stop_dc(i).await.map_err(err)?;
+                    deployment.start_dc(i).await.map_err(err)?;
+                }
                 deployment.balance_leaders(Duration::from_secs(10)).await.map_err(err)?;
                 running.mark(format!("DC {dc} back"));
                 wait_s(args.fault_s / 3.0).await;

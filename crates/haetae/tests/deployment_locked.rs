@@ -1,7 +1,8 @@
 //! A three-DC deployment is locked, checked against its real nats-servers: no server lets in a
 //! client without a credential, a node's credential cannot delete a stream nor read outside
 //! haetae's subjects, a nats-server without a certificate of the deployment's CA cannot join
-//! the cluster, and (with encryption at rest) JetStream's files hold no message body in clear.
+//! the cluster, a rotation replaces a DC's certificate and its node's password, and (with
+//! encryption at rest) JetStream's files hold no message body in clear.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -133,11 +134,13 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
     let (node, mut errors) = connect_as(&url, &ca, &user, &password).await;
     let js = async_nats::jetstream::new(node.clone());
     let marker = format!("body-marker-{}", std::process::id());
-    js.publish("haetae.log.0.ktest", marker.clone().into())
+    // Into a bucket the node only reads by exact key: a foreign entry in the event log would be
+    // replayed by every node.
+    js.publish("$KV.haetae_txns.ktest", marker.clone().into())
         .await
-        .expect("a node publishes into its log")
+        .expect("a node writes into its buckets")
         .await
-        .expect("the log acknowledges");
+        .expect("the bucket acknowledges");
 
     let deleted = js.delete_stream("HAETAE_LOG_0").await;
     assert!(deleted.is_err(), "a node deleted an event-log stream");
@@ -157,10 +160,12 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
     let _everything = node.subscribe(">").await.unwrap();
     errors.expect("Permissions Violation for Subscription to \">\"").await;
 
-    // The stream is still there, with the node's entry.
+    // The stream is still there, and the node's write landed.
     let admin = Admin::connect(&deployment.state.nats_urls(), &deployment.admin_access(), Duration::from_secs(5)).await.unwrap();
-    let log0 = admin.assets().await.unwrap().into_iter().find(|a| a.label == "log/0").expect("log/0 survives");
-    assert!(log0.messages >= 1);
+    let assets = admin.assets().await.unwrap();
+    assert!(assets.iter().any(|a| a.label == "log/0"), "log/0 survives");
+    let txns = assets.iter().find(|a| a.label == "kv/txns").expect("kv/txns is there");
+    assert!(txns.messages >= 1, "the node's write landed");
 
     // The ephemeral subject works both ways for a node.
     let mut typing = node.subscribe("haetae.ephemeral").await.unwrap();
@@ -214,8 +219,27 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
         process.kill().await;
     }
 
-    // 4. Encrypted at rest: the body written above is nowhere in clear in any DC's nats-server files.
+    // 4. Rotation: DC a's server gets a new certificate and its node a new password by a
+    //    graceful restart; the old password no longer opens DC a's server, the new one does, and
+    //    the node serves again.
     drop(node);
+    let old_cert = std::fs::read(pki.join("dc-a.pem")).unwrap();
+    let mut deployment = deployment;
+    deployment.rotate_dc(0).await.expect("DC a rotates");
+    assert_ne!(std::fs::read(pki.join("dc-a.pem")).unwrap(), old_cert, "a new certificate");
+    let (_, new_password) = credential_parts(&pki.join("node-a.json"));
+    assert_ne!(new_password, password, "a new password");
+    let url = deployment.state.dcs[0].nats_url();
+    let stale = async_nats::ConnectOptions::with_user_and_password(user.clone(), password.clone())
+        .add_root_certificates(ca.clone())
+        .require_tls(true)
+        .connect(&url)
+        .await;
+    assert_eq!(stale.err().map(|e| e.kind()), Some(async_nats::ConnectErrorKind::AuthorizationViolation));
+    let (_rotated, _) = connect_as(&url, &ca, &user, &new_password).await;
+    assert!(deployment.processes(0).1, "DC a's node runs again");
+
+    // 5. Encrypted at rest: the body written above is nowhere in clear in any DC's nats-server files.
     let servers: Vec<PathBuf> = deployment.state.dcs.iter().map(|dc| dir.path().join(format!("deployment/dc-{}/nats", dc.name))).collect();
     deployment.down().await;
     for server in servers {

@@ -135,6 +135,12 @@ fn read_file(path: &Path) -> Result<(Credential, u32), CredentialError> {
     Ok((credential, mode))
 }
 
+/// Writes `credential` to `path` (JSON, mode 0600), replacing what was there.
+pub fn write_file(path: &Path, credential: &Credential) -> Result<(), CredentialError> {
+    let text = serde_json::to_vec_pretty(credential).expect("a credential serializes");
+    write_private(path, &text).map_err(|source| CredentialError::Write { path: path.to_path_buf(), source })
+}
+
 /// Writes `bytes` to `path` so that no reader other than this user ever sees them: a new file
 /// created with mode 0600 next to it, then renamed over `path` (an existing file's looser mode
 /// is not inherited).
