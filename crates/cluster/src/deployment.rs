@@ -591,6 +591,7 @@ impl Deployment {
             }),
             tags: vec![format!("dc:{}", plan.name)],
             monitor_port: plan.monitor_port,
+            monitor_host: None,
             netns: plan.namespace.clone(),
             security: ServerSecurity {
                 users: self.locks.users(self.state.spec.partitions),

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod deploy;
 mod drill;
 mod config;
 
@@ -35,6 +36,9 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Write the files of a three-DC deployment on real hosts: per DC the nats-server config,
+    /// certificates, credentials, haetae config and systemd units.
+    Deploy(deploy::DeployArgs),
     /// Fire drill: run the workload on three DCs, inject a fault, check nothing acknowledged was
     /// lost, and write a report (Markdown, JSON, timeline chart).
     Drill(drill::DrillArgs),
@@ -125,6 +129,7 @@ fn main() {
         Command::Bench { workload } => bench::run(workload),
         Command::Cluster { command } => cluster::run(command),
         Command::Drill(args) => drill::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())

@@ -59,6 +59,9 @@ pub struct ServerSpec {
     pub tags: Vec<String>,
     /// Monitoring port (for /healthz, /jsz); 0 disables.
     pub monitor_port: u16,
+    /// Address the monitoring port listens on; None: `host`. Real hosts keep it on 127.0.0.1
+    /// (nats-server's monitoring has no authentication).
+    pub monitor_host: Option<String>,
     /// Run inside this network namespace (`ip netns exec`), for deployments that cut DCs apart.
     pub netns: Option<String>,
     /// Who may connect and what they may do; the default lets any client in (for servers
@@ -169,6 +172,7 @@ impl ServerSpec {
             cluster: None,
             tags: Vec::new(),
             monitor_port: 0,
+            monitor_host: None,
             netns: None,
             security: ServerSecurity::default(),
             store_key: None,
@@ -177,7 +181,7 @@ impl ServerSpec {
 
     /// The server's config file. Credentials are written as they are, so they must be
     /// config-safe (generated ones are); the store key is not written (see [`StoreKey`]).
-    fn config_text(&self) -> String {
+    pub fn config_text(&self) -> String {
         let store_dir = self.dir.join("jetstream");
         let mut text = format!(
             "server_name: \"{}\"\nhost: \"{}\"\nport: {}\nports_file_dir: \"{}\"\nlame_duck_duration: \"30s\"\nlame_duck_grace_period: \"1s\"\n",
@@ -187,7 +191,8 @@ impl ServerSpec {
             self.dir.display()
         );
         if self.monitor_port != 0 {
-            text.push_str(&format!("http: \"{}:{}\"\n", self.host, self.monitor_port));
+            let host = self.monitor_host.as_deref().unwrap_or(&self.host);
+            text.push_str(&format!("http: \"{host}:{}\"\n", self.monitor_port));
         }
         if !self.tags.is_empty() {
             let tags: Vec<String> = self.tags.iter().map(|t| format!("\"{t}\"")).collect();
