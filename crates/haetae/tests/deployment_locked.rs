@@ -239,6 +239,13 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
     let (_rotated, _) = connect_as(&url, &ca, &user, &new_password).await;
     assert!(deployment.processes(0).1, "DC a's node runs again");
 
+    // No node was refused anything it does (least privilege is enough to run; a refused request
+    // is logged by the node's store).
+    for dc in &deployment.state.dcs {
+        let log = std::fs::read_to_string(dir.path().join(format!("deployment/dc-{}/node/node.log", dc.name))).unwrap_or_default();
+        assert!(!log.contains("Permissions Violation"), "DC {}'s node was refused an operation:\n{log}", dc.name);
+    }
+
     // 5. Encrypted at rest: the body written above is nowhere in clear in any DC's nats-server files.
     let servers: Vec<PathBuf> = deployment.state.dcs.iter().map(|dc| dir.path().join(format!("deployment/dc-{}/nats", dc.name))).collect();
     deployment.down().await;

@@ -96,6 +96,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     hash
 }
 
+/// True when an existing partition stream already has every setting `open` would give it.
+fn matches_log_config(existing: &stream::Config, wanted: &stream::Config) -> bool {
+    existing.subjects == wanted.subjects
+        && existing.num_replicas == wanted.num_replicas
+        && existing.duplicate_window == wanted.duplicate_window
+        && existing.allow_direct == wanted.allow_direct
+        && existing.max_message_size == wanted.max_message_size
+}
+
 pub fn partition_of(entity: &str, partitions: u32) -> u32 {
     (fnv1a(entity.as_bytes()) % u64::from(partitions.max(1))) as u32
 }
@@ -121,6 +130,9 @@ impl EventLog {
             };
             let prepared = crate::kv::with_retry(config, || async {
                 match js.get_stream(&name).await {
+                    // Updated only when something differs: a deployment's node may not update
+                    // streams (only the admin user may), and needs to only when settings change.
+                    Ok(existing) if matches_log_config(&existing.cached_info().config, &stream_config) => Ok(existing),
                     Ok(existing) => {
                         let mut wanted = stream_config.clone();
                         // Keep placement the server chose; only replicas/dedup are ours to change.

@@ -3,11 +3,12 @@
 //!
 //! A node may append to and read its event-log partitions, read and write its KV buckets and
 //! object stores, fan out on its ephemeral subject, and make the JetStream API calls those need:
-//! stream info, create and update (startup makes sure every asset exists with the configured
-//! replicas), message and direct gets, and its own ephemeral consumers. It may not delete or
-//! purge a stream (purging is allowed on the object stores only, where replacing an object purges
-//! its old chunks), touch any other stream, list streams, or read any subject outside haetae's
-//! and its own inbox. Every other right (step-downs, stream deletion, the benchmark's probe
+//! stream info and create (startup creates a missing asset; creating one that exists with other
+//! settings fails, it changes nothing), message and direct gets, and its own ephemeral
+//! consumers. It may not update, delete or purge a stream (purging is allowed on the object
+//! stores only, where replacing an object purges its old chunks), touch any other stream, list
+//! streams, or read any subject outside haetae's and its own inbox. Changing an asset's settings
+//! (replicas, the dedup window) is the admin user's: start one node with the admin credential. Every other right (step-downs, stream deletion, the benchmark's probe
 //! streams) belongs to the operator's admin user.
 //!
 //! Never talks to NATS: nats-server enforces what this module lists.
@@ -47,7 +48,7 @@ pub fn node_permissions(user: &str, partitions: u32) -> Permissions {
     let mut publish = vec![crate::ephemeral::SUBJECT.to_string(), "$JS.API.INFO".to_string()];
     for (stream, subjects, purgeable) in streams(partitions) {
         publish.extend(subjects);
-        for call in ["STREAM.INFO", "STREAM.CREATE", "STREAM.UPDATE", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE"] {
+        for call in ["STREAM.INFO", "STREAM.CREATE", "STREAM.MSG.GET", "DIRECT.GET", "CONSUMER.CREATE"] {
             publish.push(format!("$JS.API.{call}.{stream}"));
         }
         // Calls whose subject continues after the stream: by-subject direct gets, a named
@@ -77,6 +78,7 @@ mod tests {
         assert!(publish.contains(&"haetae.log.2.>".to_string()));
         assert!(publish.contains(&"$JS.API.STREAM.CREATE.HAETAE_LOG_0".to_string()));
         assert!(!publish.iter().any(|s| s.starts_with("$JS.API.STREAM.DELETE")), "{publish:?}");
+        assert!(!publish.iter().any(|s| s.starts_with("$JS.API.STREAM.UPDATE")), "{publish:?}");
         assert!(publish.contains(&"$JS.API.CONSUMER.DELETE.HAETAE_LOG_0.>".to_string()), "its own consumers only");
         assert!(!publish.iter().any(|s| s.contains("PURGE.HAETAE_LOG") || s.contains("PURGE.KV_")), "{publish:?}");
         assert!(!publish.iter().any(|s| s.starts_with("$JS.API.STREAM.NAMES") || s == "$JS.API.>" || s == ">"));
