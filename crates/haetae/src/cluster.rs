@@ -173,6 +173,12 @@ async fn up(args: UpArgs) -> Result<(), String> {
         println!("  DC {}: {endpoint}", dc.name);
     }
     let dir = args.dir.display();
+    let pki = State::pki_dir(&deployment.state.spec);
+    println!(
+        "NATS (TLS, credentials required): CA {}, admin credential {}",
+        pki.join(haetae_store::pki::CA_CERT_FILE).display(),
+        pki.join(haetae_cluster::deployment::ADMIN_CREDENTIAL_FILE).display()
+    );
     println!("status: haetae cluster status --dir {dir}   fire: haetae cluster fire --dc NAME --dir {dir}");
     println!("stop: Ctrl-C here, or haetae cluster down --dir {dir}");
     let config = SupervisorConfig { stuck_after: Duration::from_secs(args.stuck_after_s.max(1)) };

@@ -201,11 +201,13 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
     }
     history.timelines = workload::read_timelines(&dcs, &population, &live).await;
     engine.notes.push(format!(
-        "{} DCs ({}), R3 with one replica per DC, sync_interval: {}, {} log partitions",
+        "{} DCs ({}), R3 with one replica per DC, sync_interval: {}, {} log partitions, NATS {}{}",
         dcs.len(),
         if args.deployment.netns { "network namespaces" } else { "loopback" },
         args.deployment.sync_interval,
-        partitions
+        partitions,
+        if args.deployment.no_tls { "without TLS (credentials required)" } else { "with TLS and credentials" },
+        if args.deployment.encrypt_at_rest { ", encrypted at rest" } else { "" }
     ));
     engine.notes.push(format!(
         "workload: {} users, {} rooms of {}, {} msg/s, client request timeout {} s, sync long-poll 500 ms",
