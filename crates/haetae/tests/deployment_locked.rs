@@ -134,13 +134,18 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
     let (node, mut errors) = connect_as(&url, &ca, &user, &password).await;
     let js = async_nats::jetstream::new(node.clone());
     let marker = format!("body-marker-{}", std::process::id());
-    // Into a bucket the node only reads by exact key: a foreign entry in the event log would be
-    // replayed by every node.
     js.publish("$KV.haetae_txns.ktest", marker.clone().into())
         .await
         .expect("a node writes into its buckets")
         .await
         .expect("the bucket acknowledges");
+    // A foreign entry in the event log (not haetae's encoding): every node replays it on its
+    // next start, and must get past it (the rotation below restarts DC a's node).
+    js.publish("haetae.log.0.ktest", marker.clone().into())
+        .await
+        .expect("a node publishes into its log")
+        .await
+        .expect("the log acknowledges");
 
     let deleted = js.delete_stream("HAETAE_LOG_0").await;
     assert!(deleted.is_err(), "a node deleted an event-log stream");

@@ -224,6 +224,8 @@ impl EventLog {
 
     /// Every entry of `partition` after `after_seq`, in order, then new entries as they are
     /// appended. Survives leader changes and reconnects (an ordered consumer recreates itself).
+    /// Every position comes out once, in order: one whose subject is not haetae's has an empty
+    /// entity and payload (its reader skips it).
     pub async fn tail(
         &self,
         partition: u32,
@@ -250,7 +252,12 @@ impl EventLog {
             match item {
                 Ok(message) => {
                     let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-                    entry_of(partition, &message.subject, seq, message.payload.clone()).map(Ok)
+                    // Every position is passed on, so a reader's applied position can reach the
+                    // end: an entry under a subject haetae did not encode (written by hand, or by
+                    // anyone with a node's credential) comes with no entity and no payload.
+                    let entry = entry_of(partition, &message.subject, seq, message.payload.clone())
+                        .unwrap_or(LogEntry { partition, seq, entity: String::new(), payload: Bytes::new() });
+                    Some(Ok(entry))
                 }
                 Err(error) => Some(Err(TailError::Read { partition, message: error.to_string() })),
             }
