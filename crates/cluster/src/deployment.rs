@@ -1,6 +1,12 @@
 //! A local multi-DC deployment: per DC one nats-server (tagged `dc:<name>`, one cluster stretched
 //! over every DC, replicas spread by `unique_tag: "dc:"`) and one haetae node talking to it.
 //!
+//! Every nats-server is locked: a client must present a credential (each DC's node its own user,
+//! limited to haetae's subjects; the operator's tools an admin user), client connections use TLS,
+//! routes use mutual TLS with the deployment's CA plus a route credential. The CA, certificates,
+//! credentials and (with encryption at rest) the store key live in `<dir>/pki`, outside every
+//! DC's disks: a fire burns a DC's data, not the keys a rebuild needs.
+//!
 //! Owns process lifetimes (every process it starts is stopped by PID, and killed if the
 //! deployment is dropped), the state file other commands read, and the faults a drill injects.
 //! Never interprets what the nodes store.
@@ -10,7 +16,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use haetae_store::admin::{Admin, AssetInfo};
-use haetae_store::launcher::{ClusterSpec, NatsProcess, ServerSpec, Signal, signal};
+use haetae_store::launcher::{ClusterSpec, NatsProcess, NatsUser, ServerSecurity, ServerSpec, Signal, StoreKey, signal};
+use haetae_store::pki::{Authority, TlsFiles};
+use haetae_store::{Access, Credential};
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
@@ -58,6 +66,18 @@ pub struct DeploymentSpec {
     pub server_name: String,
     /// Log filter for the nodes.
     pub node_log: String,
+    /// TLS on client connections and mutual TLS on routes. Off only to measure what TLS costs:
+    /// credentials are required either way.
+    #[serde(default = "enabled")]
+    pub tls: bool,
+    /// Encrypt JetStream's files on every server (`cipher: chachapoly`) with the key in
+    /// `<dir>/pki/store.key`.
+    #[serde(default)]
+    pub encrypt_at_rest: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl DeploymentSpec {
@@ -71,6 +91,8 @@ impl DeploymentSpec {
             haetae_binary: haetae_binary.into(),
             server_name: "haetae.test".into(),
             node_log: "warn".into(),
+            tls: true,
+            encrypt_at_rest: false,
         }
     }
 }
@@ -172,6 +194,19 @@ impl State {
         self.dcs.iter().map(DcPlan::nats_url).collect::<Vec<_>>().join(",")
     }
 
+    /// Where the deployment keeps its CA, certificates, credentials and store key.
+    pub fn pki_dir(spec: &DeploymentSpec) -> PathBuf {
+        spec.dir.join("pki")
+    }
+
+    /// The operator's access (admin credential, CA) for `status` and the drill's observers.
+    pub fn admin_access(&self) -> Result<Access, String> {
+        let pki = State::pki_dir(&self.spec);
+        let credential = Credential::read(&pki.join(ADMIN_CREDENTIAL_FILE)).map_err(|e| e.to_string())?;
+        let tls_ca = self.spec.tls.then(|| pki.join(haetae_store::pki::CA_CERT_FILE));
+        Ok(Access { credential: Some(credential), tls_ca })
+    }
+
     /// Writes the state file atomically (a temporary file renamed over it), so that `status` and
     /// `fire`, which read it while the supervisor writes, never see half a file.
     pub fn store(&self) -> Result<(), ClusterError> {
@@ -236,14 +271,117 @@ impl DcReplicas {
     }
 }
 
+/// The admin user's credential file, in the PKI folder.
+pub const ADMIN_CREDENTIAL_FILE: &str = "admin.json";
+/// The route credential file (every server presents it to its peers), in the PKI folder.
+const ROUTE_CREDENTIAL_FILE: &str = "route.json";
+/// The common name of a deployment's CA (an existing CA is reloaded under the same name).
+const CA_NAME: &str = "haetae deployment CA";
+/// The store key file (encryption at rest), in the PKI folder.
+pub const STORE_KEY_FILE: &str = "store.key";
+
+/// Everything that locks a deployment, made once by `up` and reused by every restart and rebuild.
+struct Locks {
+    admin: Credential,
+    route: Credential,
+    /// Per DC: its node's credential file and credential.
+    nodes: Vec<(PathBuf, Credential)>,
+    /// Per DC: its server's certificate, key and the CA (None without TLS).
+    tls: Vec<Option<TlsFiles>>,
+    store_key: Option<StoreKey>,
+}
+
+impl Locks {
+    /// Creates (or, when the folder has them, reuses) the CA, the admin, route and per-node
+    /// credentials and the store key, and issues each DC's server a certificate for its address.
+    fn prepare(spec: &DeploymentSpec, dcs: &[DcPlan]) -> Result<Locks, ClusterError> {
+        let pki = State::pki_dir(spec);
+        std::fs::create_dir_all(&pki).map_err(|source| ClusterError::Io { path: pki.clone(), source })?;
+        std::fs::set_permissions(&pki, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(|source| ClusterError::Io { path: pki.clone(), source })?;
+        let secret = |e: String| ClusterError::Invalid(format!("cannot prepare the deployment's credentials: {e}"));
+        let credential = |file: &str, user: &str| Credential::load_or_create_for(&pki.join(file), user).map_err(|e| secret(e.to_string()));
+        let admin = credential(ADMIN_CREDENTIAL_FILE, "admin")?;
+        let route = credential(ROUTE_CREDENTIAL_FILE, "route")?;
+        let mut nodes = Vec::new();
+        for dc in dcs {
+            let file = format!("node-{}.json", dc.name);
+            nodes.push((pki.join(&file), credential(&file, &format!("node-{}", dc.name))?));
+        }
+        let mut tls = Vec::new();
+        if spec.tls {
+            let authority = Authority::load_or_create(&pki, CA_NAME).map_err(|e| secret(e.to_string()))?;
+            for dc in dcs {
+                // Issued afresh on every `up` (the addresses may have changed); the CA stays.
+                let files = authority
+                    .issue_server(&pki, &format!("dc-{}", dc.name), std::slice::from_ref(&dc.host))
+                    .map_err(|e| secret(e.to_string()))?;
+                tls.push(Some(files));
+            }
+        } else {
+            tls.resize(dcs.len(), None);
+        }
+        let store_key = if spec.encrypt_at_rest {
+            let path = pki.join(STORE_KEY_FILE);
+            if !path.exists() {
+                let key = StoreKey::generate();
+                std::fs::write(&path, format!("{}\n", key.expose())).map_err(|source| ClusterError::Io { path: path.clone(), source })?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .map_err(|source| ClusterError::Io { path: path.clone(), source })?;
+            }
+            Some(StoreKey::read(&path).map_err(secret)?)
+        } else {
+            None
+        };
+        Ok(Locks { admin, route, nodes, tls, store_key })
+    }
+
+    /// Gives DC `i` a new server certificate (new key, same CA) and its node a new password, in
+    /// their files. The old ones stay valid wherever they are loaded until those processes
+    /// restart: see [`Deployment::rotate_dc`].
+    fn rotate(&mut self, spec: &DeploymentSpec, i: usize, dc: &DcPlan) -> Result<(), ClusterError> {
+        let pki = State::pki_dir(spec);
+        let secret = |e: String| ClusterError::Invalid(format!("cannot rotate DC {}'s credentials: {e}", dc.name));
+        if self.tls[i].is_some() {
+            let authority = Authority::load_or_create(&pki, CA_NAME).map_err(|e| secret(e.to_string()))?;
+            let files = authority
+                .issue_server(&pki, &format!("dc-{}", dc.name), std::slice::from_ref(&dc.host))
+                .map_err(|e| secret(e.to_string()))?;
+            self.tls[i] = Some(files);
+        }
+        let (path, old) = &self.nodes[i];
+        let fresh = Credential::generate_for(old.user());
+        haetae_store::credential::write_file(path, &fresh).map_err(|e| secret(e.to_string()))?;
+        self.nodes[i].1 = fresh;
+        Ok(())
+    }
+
+    /// The users every server knows: the admin, and each DC's node limited to haetae's subjects
+    /// (a node may reconnect to any DC's server).
+    fn users(&self, partitions: u32) -> Vec<NatsUser> {
+        let mut users = vec![NatsUser { credential: self.admin.clone(), permissions: None }];
+        for (_, credential) in &self.nodes {
+            let permissions = haetae_store::permissions::node_permissions(credential.user(), partitions);
+            users.push(NatsUser { credential: credential.clone(), permissions: Some(permissions) });
+        }
+        users
+    }
+}
+
 /// A running deployment. Dropping it kills every process it started and removes its namespaces.
 pub struct Deployment {
     pub state: State,
+    locks: Locks,
     nats: Vec<Option<NatsProcess>>,
     nodes: Vec<Option<Child>>,
     /// DCs cut off from the network (netns mode).
     cut: Vec<bool>,
     http: reqwest::Client,
+}
+
+/// A path as a TOML string (JSON's escaping is valid TOML).
+fn toml_string(path: &Path) -> String {
+    serde_json::to_string(&path.display().to_string()).unwrap_or_default()
 }
 
 /// A port that is free now, chosen below Linux's ephemeral range (32768 and up) so that outgoing
@@ -363,7 +501,9 @@ impl Deployment {
             dcs.push(plan);
         }
         let count = dcs.len();
+        let locks = Locks::prepare(&spec, &dcs)?;
         let mut deployment = Deployment {
+            locks,
             state: State { spec, dcs, network, supervisor_pid: std::process::id(), activity: String::new() },
             nats: (0..count).map(|_| None).collect(),
             nodes: (0..count).map(|_| None).collect(),
@@ -371,10 +511,12 @@ impl Deployment {
             http: reqwest::Client::builder().timeout(Duration::from_secs(2)).build().unwrap_or_default(),
         };
         progress(&format!(
-            "starting {} nats-servers ({}; sync_interval: {})",
+            "starting {} nats-servers ({}; sync_interval: {}; {}{})",
             count,
             if deployment.state.network.is_some() { "one network namespace per DC" } else { "loopback ports" },
-            if deployment.state.spec.sync_always { "always" } else { "server default" }
+            if deployment.state.spec.sync_always { "always" } else { "server default" },
+            if deployment.state.spec.tls { "TLS, credentials required" } else { "NO TLS (measurement only), credentials required" },
+            if deployment.state.spec.encrypt_at_rest { ", encrypted at rest" } else { "" }
         ));
         let starts = (0..count).map(|i| NatsProcess::start(deployment.nats_spec(i), START_TIMEOUT));
         for (i, started) in futures::future::join_all(starts).await.into_iter().enumerate() {
@@ -449,19 +591,43 @@ impl Deployment {
             }),
             tags: vec![format!("dc:{}", plan.name)],
             monitor_port: plan.monitor_port,
+            monitor_host: None,
             netns: plan.namespace.clone(),
+            security: ServerSecurity {
+                users: self.locks.users(self.state.spec.partitions),
+                tls: self.locks.tls[i].clone(),
+                route_credential: Some(self.locks.route.clone()),
+            },
+            store_key: self.locks.store_key.clone(),
         }
+    }
+
+    /// The operator's access to the deployment: the admin credential and the CA.
+    pub fn admin_access(&self) -> Access {
+        let tls_ca = self.locks.tls.iter().flatten().next().map(|files| files.ca.clone());
+        Access { credential: Some(self.locks.admin.clone()), tls_ca }
+    }
+
+    /// What DC `i`'s node presents to NATS: its credential file and the CA (if TLS).
+    pub fn node_access(&self, i: usize) -> (PathBuf, Option<PathBuf>) {
+        (self.locks.nodes[i].0.clone(), self.locks.tls[i].as_ref().map(|files| files.ca.clone()))
     }
 
     fn node_config(&self, i: usize) -> String {
         let plan = &self.state.dcs[i];
         let spec = &self.state.spec;
+        let (credentials_file, tls_ca) = self.node_access(i);
+        let tls_ca = match tls_ca {
+            Some(path) => format!("tls_ca_file = {}\n", toml_string(&path)),
+            None => String::new(),
+        };
         format!(
-            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\nreplicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 500\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
+            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\ncredentials_file = {credentials_file}\n{tls_ca}replicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 500\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
             host = plan.host,
             http = plan.http_port,
             log = spec.node_log,
             nats = plan.nats_url(),
+            credentials_file = toml_string(&credentials_file),
             partitions = spec.partitions,
             server_name = spec.server_name,
             name = plan.name,
@@ -573,7 +739,7 @@ impl Deployment {
         if urls.is_empty() {
             return Err(ClusterError::Invalid("no DC is up".into()));
         }
-        Ok(Admin::connect(&urls.join(","), Duration::from_secs(2)).await?)
+        Ok(Admin::connect(&urls.join(","), &self.admin_access(), Duration::from_secs(2)).await?)
     }
 
     /// Asks JetStream to move leaders so that log partition p is led from DC p mod n and the
@@ -665,6 +831,19 @@ impl Deployment {
             }
         }
         self.save()
+    }
+
+    /// Rotates DC `i`'s secrets by a graceful restart: stops the DC (its node first, then its
+    /// server after handing its leaderships over), issues its server a new certificate and its
+    /// node a new password, and starts both again with them. Run it for every DC in turn (a
+    /// rolling restart): until every server has restarted, the others still hold the node's old
+    /// password, which the node no longer uses (it connects to its own DC's server). The CA,
+    /// the admin and the route credential stay (see ARCHITECTURE.md for rotating those).
+    pub async fn rotate_dc(&mut self, i: usize) -> Result<Duration, ClusterError> {
+        self.stop_dc(i).await?;
+        let (spec, dc) = (self.state.spec.clone(), self.state.dcs[i].clone());
+        self.locks.rotate(&spec, i, &dc)?;
+        self.start_dc(i).await
     }
 
     /// Stops DC `i` gracefully: the node first (clients move on), then the nats-server in

@@ -51,12 +51,14 @@ pub fn placement_problems(asset: &AssetInfo) -> Vec<String> {
 pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "deployment {} ({} DCs, {}, sync_interval: {}, {} log partitions)\n\n",
+        "deployment {} ({} DCs, {}, sync_interval: {}, {} log partitions, {}{})\n\n",
         state.spec.dir.display(),
         state.dcs.len(),
         if state.network.is_some() { "network namespaces" } else { "loopback" },
         if state.spec.sync_always { "always" } else { "server default" },
-        state.spec.partitions
+        state.spec.partitions,
+        if state.spec.tls { "TLS" } else { "no TLS" },
+        if state.spec.encrypt_at_rest { ", encrypted at rest" } else { "" }
     ));
     out.push_str(&format!(
         "supervisor: PID {} {}{}\n\n",
@@ -119,9 +121,12 @@ pub fn render(state: &State, assets: Result<&[AssetInfo], String>) -> String {
 
 /// Reads the placement through any DC of the state file and renders the status.
 pub async fn report(state: &State) -> String {
-    let assets = match Admin::connect(&state.nats_urls(), Duration::from_secs(2)).await {
-        Ok(admin) => admin.assets().await.map_err(|e| e.to_string()),
-        Err(error) => Err(error.to_string()),
+    let assets = match state.admin_access() {
+        Ok(access) => match Admin::connect(&state.nats_urls(), &access, Duration::from_secs(2)).await {
+            Ok(admin) => admin.assets().await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        },
+        Err(error) => Err(format!("no admin credential: {error}")),
     };
     render(state, assets.as_deref().map_err(Clone::clone))
 }

@@ -59,6 +59,15 @@ pub struct DeploymentArgs {
     /// `warn,haetae_server::rooms=trace` for each send's append and apply times).
     #[arg(long, default_value = "warn")]
     pub node_log: String,
+    /// Plaintext client connections and routes, only to measure what TLS costs (credentials
+    /// are still required). By default clients use TLS and routes mutual TLS with the
+    /// deployment's own CA (in <dir>/pki).
+    #[arg(long)]
+    pub no_tls: bool,
+    /// Encrypt what JetStream writes to disk (chacha20-poly1305) with a key generated into
+    /// <dir>/pki/store.key. Protects disks and their copies; costs CPU on every write and read.
+    #[arg(long)]
+    pub encrypt_at_rest: bool,
 }
 
 impl DeploymentArgs {
@@ -71,6 +80,8 @@ impl DeploymentArgs {
         spec.partitions = self.partitions;
         spec.server_name = self.server_name.clone();
         spec.node_log = self.node_log.clone();
+        spec.tls = !self.no_tls;
+        spec.encrypt_at_rest = self.encrypt_at_rest;
         Ok(spec)
     }
 }
@@ -162,6 +173,12 @@ async fn up(args: UpArgs) -> Result<(), String> {
         println!("  DC {}: {endpoint}", dc.name);
     }
     let dir = args.dir.display();
+    let pki = State::pki_dir(&deployment.state.spec);
+    println!(
+        "NATS (TLS, credentials required): CA {}, admin credential {}",
+        pki.join(haetae_store::pki::CA_CERT_FILE).display(),
+        pki.join(haetae_cluster::deployment::ADMIN_CREDENTIAL_FILE).display()
+    );
     println!("status: haetae cluster status --dir {dir}   fire: haetae cluster fire --dc NAME --dir {dir}");
     println!("stop: Ctrl-C here, or haetae cluster down --dir {dir}");
     let config = SupervisorConfig { stuck_after: Duration::from_secs(args.stuck_after_s.max(1)) };

@@ -40,6 +40,14 @@ pub struct NatsConfig {
     /// (keeps the password out of the command line and the config). Embedded mode generates its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub credentials_file: Option<PathBuf>,
+    /// With `url`: the deployment's CA certificate (PEM). The connection then requires TLS and
+    /// trusts this CA only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Embedded mode: encrypt JetStream's files with the key in this file (or in the
+    /// HAETAE_NATS_STORE_KEY environment variable). Keep it off the data disk.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_key_file: Option<PathBuf>,
     /// Replicas of every stream, bucket and object store: 1 on one server, 3 across three DCs.
     pub replicas: usize,
     /// Event-log partitions; fixed once a deployment has started.
@@ -60,6 +68,8 @@ impl Default for NatsConfig {
         NatsConfig {
             url: String::new(),
             credentials_file: None,
+            tls_ca_file: None,
+            store_key_file: None,
             replicas: 1,
             partitions: 4,
             sync_always: true,
@@ -87,6 +97,7 @@ impl Config {
             max_media_bytes: self.homeserver.limits.max_upload_bytes,
             // Set by `serve`: the private server's generated one, or `credentials_file`.
             credential: None,
+            tls_ca: if self.nats.url.is_empty() { None } else { self.nats.tls_ca_file.clone() },
         }
     }
 }
@@ -109,6 +120,12 @@ log = "info"
 url = ""
 # With url: a file holding the credential, {"user": "...", "password": "..."} (mode 600).
 # credentials_file = "/etc/haetae/nats-credential.json"
+# With url: the deployment's CA certificate; the connection then requires TLS and trusts it only.
+# tls_ca_file = "/etc/haetae/ca.pem"
+# Embedded mode: encrypt JetStream's files at rest (chacha20-poly1305) with the key in this file
+# (at least 32 letters and digits, starting with a letter), or in HAETAE_NATS_STORE_KEY. Keep the
+# key off the data disk: it protects a stolen or discarded disk, not a running, compromised host.
+# store_key_file = "/etc/haetae/store.key"
 # Replicas of every stream, KV bucket and object store (3 across three DCs).
 replicas = 1
 # Event-log partitions. Fixed once a deployment has started.

@@ -26,6 +26,8 @@ pub enum Scenario {
     TwoDcsLost,
     /// Restart every DC gracefully, one after another.
     RollingRestart,
+    /// Rotate every DC's server certificate and node password by a rolling restart.
+    Rotate,
     /// No fault: the control run, to compare the others with.
     Baseline,
 }
@@ -38,6 +40,7 @@ impl Scenario {
             Scenario::Partition => "partition",
             Scenario::TwoDcsLost => "two-dcs-lost",
             Scenario::RollingRestart => "rolling-restart",
+            Scenario::Rotate => "rotate",
             Scenario::Baseline => "baseline",
         }
     }
@@ -198,11 +201,13 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
     }
     history.timelines = workload::read_timelines(&dcs, &population, &live).await;
     engine.notes.push(format!(
-        "{} DCs ({}), R3 with one replica per DC, sync_interval: {}, {} log partitions",
+        "{} DCs ({}), R3 with one replica per DC, sync_interval: {}, {} log partitions, NATS {}{}",
         dcs.len(),
         if args.deployment.netns { "network namespaces" } else { "loopback" },
         args.deployment.sync_interval,
-        partitions
+        partitions,
+        if args.deployment.no_tls { "without TLS (credentials required)" } else { "with TLS and credentials" },
+        if args.deployment.encrypt_at_rest { ", encrypted at rest" } else { "" }
     ));
     engine.notes.push(format!(
         "workload: {} users, {} rooms of {}, {} msg/s, client request timeout {} s, sync long-poll 500 ms",
@@ -305,13 +310,20 @@ async fn inject(
             wait_s(args.fault_s).await;
             return Ok(None);
         }
-        Scenario::RollingRestart => {
+        Scenario::RollingRestart | Scenario::Rotate => {
+            let rotate = args.scenario == Scenario::Rotate;
             for i in 0..deployment.dc_count() {
                 let dc = deployment.state.dcs[i].name.clone();
-                progress(&format!("rolling restart: stopping DC {dc} gracefully"));
-                running.mark(format!("fault: restart of DC {dc}"));
-                deployment.stop_dc(i).await.map_err(err)?;
-                deployment.start_dc(i).await.map_err(err)?;
+                if rotate {
+                    progress(&format!("rotation: restarting DC {dc} gracefully with a new certificate and node password"));
+                    running.mark(format!("fault: rotation of DC {dc}"));
+                    deployment.rotate_dc(i).await.map_err(err)?;
+                } else {
+                    progress(&format!("rolling restart: stopping DC {dc} gracefully"));
+                    running.mark(format!("fault: restart of DC {dc}"));
+                    deployment.stop_dc(i).await.map_err(err)?;
+                    deployment.start_dc(i).await.map_err(err)?;
+                }
                 deployment.balance_leaders(Duration::from_secs(10)).await.map_err(err)?;
                 running.mark(format!("DC {dc} back"));
                 wait_s(args.fault_s / 3.0).await;
@@ -338,7 +350,7 @@ impl ElectionWatch {
             .collect();
         let urls: Vec<String> =
             deployment.state.dcs.iter().enumerate().filter(|(i, _)| *i != target).map(|(_, dc)| dc.nats_url()).collect();
-        let Ok(admin) = Admin::connect(&urls.join(","), Duration::from_millis(300)).await else {
+        let Ok(admin) = Admin::connect(&urls.join(","), &deployment.admin_access(), Duration::from_millis(300)).await else {
             return ElectionWatch { task: None };
         };
         let task = tokio::spawn(async move {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod cluster;
+mod deploy;
 mod drill;
 mod config;
 
@@ -9,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use haetae_store::launcher::NatsProcess;
+use haetae_store::launcher::{NatsProcess, STORE_KEY_ENV, StoreKey};
 
 use crate::config::Config;
 
@@ -35,6 +36,9 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Write the files of a three-DC deployment on real hosts: per DC the nats-server config,
+    /// certificates, credentials, haetae config and systemd units.
+    Deploy(deploy::DeployArgs),
     /// Fire drill: run the workload on three DCs, inject a fault, check nothing acknowledged was
     /// lost, and write a report (Markdown, JSON, timeline chart).
     Drill(drill::DrillArgs),
@@ -63,6 +67,10 @@ struct ServeArgs {
     /// File with the credential for --nats-url: {"user": "...", "password": "..."}.
     #[arg(long, env = "HAETAE_NATS_CREDENTIALS_FILE")]
     nats_credentials_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the deployment for --nats-url: NATS connections then require TLS
+    /// and trust this CA only.
+    #[arg(long, env = "HAETAE_NATS_TLS_CA")]
+    nats_tls_ca: Option<PathBuf>,
     /// Matrix server name (the part after ':' in user ids).
     #[arg(long, env = "HAETAE_SERVER_NAME")]
     server_name: Option<String>,
@@ -96,6 +104,9 @@ fn resolve(args: &ServeArgs) -> Result<Config, String> {
     if let Some(path) = &args.nats_credentials_file {
         config.nats.credentials_file = Some(path.clone());
     }
+    if let Some(path) = &args.nats_tls_ca {
+        config.nats.tls_ca_file = Some(path.clone());
+    }
     if let Some(name) = &args.server_name {
         config.homeserver.server_name = name.clone();
     }
@@ -118,6 +129,7 @@ fn main() {
         Command::Bench { workload } => bench::run(workload),
         Command::Cluster { command } => cluster::run(command),
         Command::Drill(args) => drill::run(args),
+        Command::Deploy(args) => deploy::run(args),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())
@@ -148,10 +160,29 @@ fn serve(config: Config) -> Result<(), String> {
                     path.display()
                 ));
             }
-            let (process, credential) =
-                NatsProcess::start_private(config.data_dir.join("nats"), config.nats.sync_always, Duration::from_secs(30))
-                    .await
-                    .map_err(|e| e.to_string())?;
+            if let Some(path) = &config.nats.tls_ca_file {
+                return Err(format!(
+                    "nats.tls_ca_file ({}) is for --nats-url; the private nats-server listens on loopback without TLS",
+                    path.display()
+                ));
+            }
+            let store_key = match (&config.nats.store_key_file, std::env::var(STORE_KEY_ENV)) {
+                (Some(path), _) => Some(StoreKey::read(path)?),
+                (None, Ok(text)) => Some(StoreKey::new(&text).map_err(|e| format!("{STORE_KEY_ENV}: {e}"))?),
+                (None, Err(_)) => None,
+            };
+            let encrypted = store_key.is_some();
+            let (process, credential) = NatsProcess::start_private(
+                config.data_dir.join("nats"),
+                config.nats.sync_always,
+                store_key,
+                Duration::from_secs(30),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if encrypted {
+                tracing::info!("JetStream's files are encrypted at rest");
+            }
             tracing::info!(url = process.url(), pid = process.pid(), "started the private nats-server (loopback only, credential required)");
             let url = process.url().to_string();
             store_config.credential = Some(credential);
@@ -160,6 +191,12 @@ fn serve(config: Config) -> Result<(), String> {
         } else {
             if let Some(path) = &config.nats.credentials_file {
                 store_config.credential = Some(haetae_store::Credential::read(path).map_err(|e| e.to_string())?);
+            }
+            if let Some(path) = &config.nats.store_key_file {
+                return Err(format!(
+                    "nats.store_key_file ({}) is for the private nats-server; a deployment's servers hold their own key",
+                    path.display()
+                ));
             }
             tracing::info!(url = %haetae_store::redact_url(&config.nats.url), "connecting to NATS");
             config.nats.url.clone()

@@ -11,18 +11,23 @@ use haetae_workload::drill::history::History;
 
 fn drill(scenario: &str, extra: &[&str]) -> History {
     let out = tempfile::tempdir().expect("temp dir");
+    drill_in(scenario, extra, out.path())
+}
+
+/// Runs a drill with its report and deployment in `out`.
+fn drill_in(scenario: &str, extra: &[&str], out: &Path) -> History {
     let output = Command::new(env!("CARGO_BIN_EXE_haetae"))
         .args(["drill", "--scenario", scenario, "--users", "9", "--rooms", "6", "--room-size", "3", "--rate", "30"])
         .args(["--before-s", "2", "--fault-s", "9", "--after-s", "3", "--partitions", "3"])
         .args(extra)
         .arg("--out")
-        .arg(out.path())
+        .arg(out)
         .output()
         .expect("run haetae drill");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "drill {scenario} failed\nstdout:\n{stdout}\nstderr (tail):\n{}", tail(&stderr, 40));
-    read_report(out.path())
+    read_report(out)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -85,6 +90,21 @@ fn rolling_restart_fails_no_request() {
     let failed: Vec<_> = history.sends.iter().filter(|s| s.error.is_some()).collect();
     assert!(failed.is_empty(), "a rolling restart failed requests: {failed:#?}");
     assert!(acknowledged_after_last_mark(&history) > 0);
+}
+
+#[test]
+fn rotating_certificates_and_passwords_by_rolling_restart_fails_no_request() {
+    let out = tempfile::tempdir().expect("temp dir");
+    let history = drill_in("rotate", &[], out.path());
+    assert_correct(&history);
+    let failed: Vec<_> = history.sends.iter().filter(|s| s.error.is_some()).collect();
+    assert!(failed.is_empty(), "a rotation failed requests: {failed:#?}");
+    assert!(acknowledged_after_last_mark(&history) > 0);
+    // Each DC was rotated in turn (what a rotation changes is checked in deployment_locked.rs).
+    for dc in ["a", "b", "c"] {
+        let label = format!("fault: rotation of DC {dc}");
+        assert!(history.marks.iter().any(|m| m.label == label), "no {label:?} in {:?}", history.marks);
+    }
 }
 
 #[test]

@@ -76,15 +76,18 @@ fn label_of(stream: &str) -> Option<String> {
 
 impl Admin {
     /// Connects to the given NATS URL(s) (comma-separated); any server of the cluster will do.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Admin, AdminError> {
+    /// `access` is the deployment's admin credential and CA (a credential in the URL also works).
+    pub async fn connect(url: &str, access: &crate::Access, timeout: Duration) -> Result<Admin, AdminError> {
         let shown_url = crate::redact_url(url);
         let (servers, credential) =
             crate::server_addrs(url).map_err(|message| AdminError::Connect { url: shown_url.clone(), message })?;
+        let access =
+            crate::merge_access(credential, access).map_err(|message| AdminError::Connect { url: shown_url.clone(), message })?;
         let options = async_nats::ConnectOptions::new()
             .name("haetae-admin")
             .connection_timeout(timeout)
             .request_timeout(Some(timeout));
-        let client = crate::with_credential(options, credential.as_ref())
+        let client = crate::with_access(options, &access)
             .connect(servers)
             .await
             .map_err(|e| AdminError::Connect { url: shown_url, message: e.to_string() })?;

@@ -48,10 +48,15 @@ impl Credential {
     /// A fresh credential: user [`GENERATED_USER`], a password of 256 random bits in base64url
     /// (so it can be written into a nats-server config file without quoting rules).
     pub fn generate() -> Credential {
+        Credential::generate_for(GENERATED_USER)
+    }
+
+    /// A fresh credential for `user` (which must be config-safe: letters, digits, `-`, `_`).
+    pub fn generate_for(user: &str) -> Credential {
         use base64::Engine;
         let bytes: [u8; GENERATED_PASSWORD_BYTES] = rand::random();
         let password = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        Credential { user: GENERATED_USER.into(), password }
+        Credential { user: user.into(), password }
     }
 
     pub fn user(&self) -> &str {
@@ -82,6 +87,12 @@ impl Credential {
     /// keeps working), generated and written there with mode 0600 otherwise. A file whose mode
     /// lets others read it is tightened to 0600.
     pub fn load_or_create(path: &Path) -> Result<Credential, CredentialError> {
+        Credential::load_or_create_for(path, GENERATED_USER)
+    }
+
+    /// [`Credential::load_or_create`] for a named user (a deployment's node, admin or route
+    /// user). A file that exists is used as it is, whatever user it names.
+    pub fn load_or_create_for(path: &Path, user: &str) -> Result<Credential, CredentialError> {
         match read_file(path) {
             Ok((credential, mode)) => {
                 if mode & 0o077 != 0 {
@@ -92,10 +103,10 @@ impl Credential {
                 Ok(credential)
             }
             Err(CredentialError::Read { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
-                let credential = Credential::generate();
+                let credential = Credential::generate_for(user);
                 let text = serde_json::to_vec_pretty(&credential).expect("a credential serializes");
                 write_private(path, &text).map_err(|source| CredentialError::Write { path: path.to_path_buf(), source })?;
-                tracing::info!(path = %path.display(), "generated a credential for the private nats-server");
+                tracing::info!(path = %path.display(), user, "generated a NATS credential");
                 Ok(credential)
             }
             Err(error) => Err(error),
@@ -122,6 +133,12 @@ fn read_file(path: &Path) -> Result<(Credential, u32), CredentialError> {
         return Err(CredentialError::Invalid { path: path.to_path_buf(), line: 1, column: 1 });
     }
     Ok((credential, mode))
+}
+
+/// Writes `credential` to `path` (JSON, mode 0600), replacing what was there.
+pub fn write_file(path: &Path, credential: &Credential) -> Result<(), CredentialError> {
+    let text = serde_json::to_vec_pretty(credential).expect("a credential serializes");
+    write_private(path, &text).map_err(|source| CredentialError::Write { path: path.to_path_buf(), source })
 }
 
 /// Writes `bytes` to `path` so that no reader other than this user ever sees them: a new file

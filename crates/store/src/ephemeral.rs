@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
-const SUBJECT: &str = "haetae.ephemeral";
+pub(crate) const SUBJECT: &str = "haetae.ephemeral";
 
 #[derive(Clone)]
 pub struct Ephemeral {

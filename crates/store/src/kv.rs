@@ -60,7 +60,7 @@ impl Bucket {
         Bucket::Reports,
     ];
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Bucket::Accounts => "haetae_accounts",
             Bucket::Devices => "haetae_devices",
@@ -187,7 +187,25 @@ impl Buckets {
                 ..Default::default()
             };
             let store = with_retry(config, || async {
-                js.create_or_update_key_value(kv_config.clone()).await.map_err(|e| e.to_string())
+                // Updated only when something differs (a deployment's node may not update
+                // streams; see permissions.rs).
+                match js.get_stream(format!("KV_{}", bucket.name())).await {
+                    Ok(stream) => {
+                        let existing = &stream.cached_info().config;
+                        let same = existing.num_replicas == kv_config.num_replicas
+                            && existing.max_age == kv_config.max_age
+                            && existing.max_message_size == kv_config.max_value_size
+                            && existing.max_messages_per_subject == kv_config.history;
+                        if same {
+                            js.get_key_value(bucket.name()).await.map_err(|e| e.to_string())
+                        } else {
+                            js.create_or_update_key_value(kv_config.clone()).await.map_err(|e| e.to_string())
+                        }
+                    }
+                    // Missing (or not answering: the retry asks again): create, which an
+                    // existing bucket with the same settings also accepts.
+                    Err(_) => js.create_key_value(kv_config.clone()).await.map_err(|e| e.to_string()),
+                }
             })
             .await
             .map_err(|message| ConnectError::Prepare { name: bucket.name().to_string(), message })?;

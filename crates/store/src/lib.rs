@@ -12,6 +12,8 @@
 //! - [`launcher`]: starts a private nats-server as a child process.
 //! - [`credential`]: the user and password a node presents to NATS (generated for the private
 //!   server, read from a file or the URL otherwise), never logged.
+//! - [`pki`]: a deployment's certificate authority and its servers' certificates.
+//! - [`permissions`]: what a node's NATS user may publish and subscribe to (least privilege).
 //!
 //! It never interprets what it stores: payloads are bytes, keys are strings.
 //! Names of streams, buckets and subjects never leave this crate.
@@ -23,6 +25,8 @@ pub mod kv;
 pub mod launcher;
 pub mod log;
 pub mod media;
+pub mod permissions;
+pub mod pki;
 pub mod probe;
 pub mod snapshots;
 
@@ -53,6 +57,9 @@ pub struct StoreConfig {
     pub max_media_bytes: u64,
     /// The credential to present to NATS; `None` to use the one in the URL, if any.
     pub credential: Option<Credential>,
+    /// The CA certificate (PEM file) of a deployment whose servers require TLS: the connection
+    /// uses TLS and trusts only this CA. `None`: plaintext (the private server, on loopback).
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl Default for StoreConfig {
@@ -65,8 +72,17 @@ impl Default for StoreConfig {
             dedup_window: Duration::from_secs(120),
             max_media_bytes: 50 * 1024 * 1024,
             credential: None,
+            tls_ca: None,
         }
     }
+}
+
+/// How a client reaches a locked deployment: the credential it presents and the CA it trusts.
+/// Used by the operator's tools (admin, probe); a node's [`StoreConfig`] carries the same two.
+#[derive(Clone, Debug, Default)]
+pub struct Access {
+    pub credential: Option<Credential>,
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 /// Errors while connecting to NATS and preparing the streams and buckets.
@@ -136,6 +152,13 @@ impl Store {
             .request_timeout(Some(config.request_timeout))
             .event_callback(move |event| {
                 let refused = matches!(&event, async_nats::Event::ClientError(async_nats::ClientError::Other(e)) if *e == refusal);
+                // A request the server refuses goes unanswered (the caller sees a timeout): the
+                // server's reason is only here, so it goes to the log.
+                if let async_nats::Event::ServerError(async_nats::ServerError::Other(message)) = &event {
+                    if message.contains("Permissions Violation") {
+                        tracing::warn!(%message, "NATS refused an operation: this node's NATS user lacks the permission");
+                    }
+                }
                 let sender = refused_sender.clone();
                 async move {
                     if refused {
@@ -143,7 +166,8 @@ impl Store {
                     }
                 }
             });
-        let client = with_credential(options, credential.as_ref()).connect(addrs).await.map_err(|source| match source.kind() {
+        let access = Access { credential: credential.clone(), tls_ca: config.tls_ca.clone() };
+        let client = with_access(options, &access).connect(addrs).await.map_err(|source| match source.kind() {
             async_nats::ConnectErrorKind::AuthorizationViolation => unauthorized(),
             _ => ConnectError::Connect { url: shown_url.clone(), source },
         })?;
@@ -231,11 +255,28 @@ pub(crate) fn server_addrs(urls: &str) -> Result<(Vec<async_nats::ServerAddr>, O
     Ok((addrs, found))
 }
 
-/// `options` presenting `credential`, if any.
-pub(crate) fn with_credential(options: async_nats::ConnectOptions, credential: Option<&Credential>) -> async_nats::ConnectOptions {
-    match credential {
-        Some(credential) => options.user_and_password(credential.user().to_string(), credential.password().to_string()),
+/// `options` presenting `access`'s credential, if any (replies then arrive under the user's own
+/// inbox prefix, see [`permissions::inbox_prefix`]), and requiring TLS with its CA, if any.
+pub(crate) fn with_access(options: async_nats::ConnectOptions, access: &Access) -> async_nats::ConnectOptions {
+    let options = match &access.credential {
+        Some(credential) => options
+            .user_and_password(credential.user().to_string(), credential.password().to_string())
+            .custom_inbox_prefix(permissions::inbox_prefix(credential.user())),
         None => options,
+    };
+    match &access.tls_ca {
+        Some(ca) => options.add_root_certificates(ca.clone()).require_tls(true),
+        None => options,
+    }
+}
+
+/// The credential and CA a caller gives, with the credential a URL carries: a URL credential is
+/// used when `access` has none; both at once is an error.
+pub(crate) fn merge_access(url_credential: Option<Credential>, access: &Access) -> Result<Access, String> {
+    match (&access.credential, url_credential) {
+        (Some(_), Some(_)) => Err("the URL carries a user and password and a credential is given too; give one".into()),
+        (Some(_), None) => Ok(access.clone()),
+        (None, from_url) => Ok(Access { credential: from_url, tls_ca: access.tls_ca.clone() }),
     }
 }
 

@@ -12,7 +12,7 @@ use futures::{Stream, StreamExt};
 
 use crate::{ConnectError, StoreConfig, decode_name, encode_name, retry};
 
-const SUBJECT_ROOT: &str = "haetae.log";
+pub(crate) const SUBJECT_ROOT: &str = "haetae.log";
 
 /// How long one pull of a tail waits on the server; the idle heartbeat is half of it.
 const TAIL_PULL_EXPIRY: Duration = Duration::from_millis(500);
@@ -78,7 +78,7 @@ pub struct EventLog {
     retry_horizon: Duration,
 }
 
-fn stream_name(partition: u32) -> String {
+pub(crate) fn stream_name(partition: u32) -> String {
     format!("HAETAE_LOG_{partition}")
 }
 
@@ -94,6 +94,15 @@ fn fnv1a(bytes: &[u8]) -> u64 {
         hash = hash.wrapping_mul(0x100000001b3);
     }
     hash
+}
+
+/// True when an existing partition stream already has every setting `open` would give it.
+fn matches_log_config(existing: &stream::Config, wanted: &stream::Config) -> bool {
+    existing.subjects == wanted.subjects
+        && existing.num_replicas == wanted.num_replicas
+        && existing.duplicate_window == wanted.duplicate_window
+        && existing.allow_direct == wanted.allow_direct
+        && existing.max_message_size == wanted.max_message_size
 }
 
 pub fn partition_of(entity: &str, partitions: u32) -> u32 {
@@ -121,6 +130,9 @@ impl EventLog {
             };
             let prepared = crate::kv::with_retry(config, || async {
                 match js.get_stream(&name).await {
+                    // Updated only when something differs: a deployment's node may not update
+                    // streams (only the admin user may), and needs to only when settings change.
+                    Ok(existing) if matches_log_config(&existing.cached_info().config, &stream_config) => Ok(existing),
                     Ok(existing) => {
                         let mut wanted = stream_config.clone();
                         // Keep placement the server chose; only replicas/dedup are ours to change.
@@ -212,6 +224,8 @@ impl EventLog {
 
     /// Every entry of `partition` after `after_seq`, in order, then new entries as they are
     /// appended. Survives leader changes and reconnects (an ordered consumer recreates itself).
+    /// Every position comes out once, in order: one whose subject is not haetae's has an empty
+    /// entity and payload (its reader skips it).
     pub async fn tail(
         &self,
         partition: u32,
@@ -238,7 +252,12 @@ impl EventLog {
             match item {
                 Ok(message) => {
                     let seq = message.info().map(|info| info.stream_sequence).unwrap_or(0);
-                    entry_of(partition, &message.subject, seq, message.payload.clone()).map(Ok)
+                    // Every position is passed on, so a reader's applied position can reach the
+                    // end: an entry under a subject haetae did not encode (written by hand, or by
+                    // anyone with a node's credential) comes with no entity and no payload.
+                    let entry = entry_of(partition, &message.subject, seq, message.payload.clone())
+                        .unwrap_or(LogEntry { partition, seq, entity: String::new(), payload: Bytes::new() });
+                    Some(Ok(entry))
                 }
                 Err(error) => Some(Err(TailError::Read { partition, message: error.to_string() })),
             }

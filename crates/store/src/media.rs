@@ -11,7 +11,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::{ConnectError, StoreConfig, encode_name};
 
-const BUCKET: &str = "haetae_media";
+pub(crate) const BUCKET: &str = "haetae_media";
 
 /// What is kept beside a file's bytes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -38,9 +38,11 @@ pub struct ProbeResult {
 
 /// Publishes flat out for `config.duration` with `config.concurrency` publishers, each waiting
 /// for its acknowledgement before the next publish.
-pub async fn publish_ceiling(url: &str, config: &ProbeConfig) -> Result<ProbeResult, String> {
+/// `access` must allow creating and deleting the probe streams (a deployment's admin user).
+pub async fn publish_ceiling(url: &str, access: &crate::Access, config: &ProbeConfig) -> Result<ProbeResult, String> {
     let (servers, credential) = crate::server_addrs(url)?;
-    let client = crate::with_credential(async_nats::ConnectOptions::new().name("haetae-probe"), credential.as_ref())
+    let access = crate::merge_access(credential, access)?;
+    let client = crate::with_access(async_nats::ConnectOptions::new().name("haetae-probe"), &access)
         .connect(servers)
         .await
         .map_err(|e| format!("cannot connect to NATS at {}: {e}", crate::redact_url(url)))?;

@@ -10,7 +10,7 @@ use tokio::io::AsyncReadExt;
 
 use crate::{ConnectError, StoreConfig};
 
-const BUCKET: &str = "haetae_snapshots";
+pub(crate) const BUCKET: &str = "haetae_snapshots";
 const OBJECT: &str = "read-model";
 
 #[derive(Debug, thiserror::Error)]

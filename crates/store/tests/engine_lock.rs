@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::Duration;
 
-use haetae_store::launcher::{CREDENTIAL_FILE, NatsProcess};
+use haetae_store::launcher::{CREDENTIAL_FILE, NatsProcess, StoreKey};
 use haetae_store::{ConnectError, Credential, Store, StoreConfig};
 
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -14,7 +14,7 @@ const REFUSAL_TIMEOUT: Duration = Duration::from_secs(10);
 
 async fn start(dir: &Path) -> (NatsProcess, Credential) {
     // No fsync per write: these tests check access, not durability.
-    NatsProcess::start_private(dir, false, START_TIMEOUT).await.expect("the private nats-server starts")
+    NatsProcess::start_private(dir, false, None, START_TIMEOUT).await.expect("the private nats-server starts")
 }
 
 fn mode(path: &Path) -> u32 {
@@ -127,4 +127,55 @@ async fn an_external_deployment_takes_the_credential_in_the_url_or_a_file() {
     let both = connect(&in_url, Some(from_file)).await.err().expect("a URL credential and a file are one too many");
     let message = both.to_string();
     assert!(matches!(both, ConnectError::Url { .. }) && !message.contains(&password), "{message}");
+}
+
+/// Files under `dir` (recursively) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return found };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            found.extend(files_containing(&path, needle));
+        } else if std::fs::read(&path).is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle)) {
+            found.push(path);
+        }
+    }
+    found
+}
+
+/// Appends a recognisable body through the store, stops the server (it flushes), and returns
+/// the JetStream files that hold the body in clear.
+async fn files_with_a_body(dir: &Path, store_key: Option<StoreKey>) -> Vec<std::path::PathBuf> {
+    let (nats, credential) = NatsProcess::start_private(dir, false, store_key, START_TIMEOUT).await.expect("the private nats-server starts");
+    let store = connect(nats.url(), Some(credential)).await.expect("the store opens");
+    let body = format!("a-message-body-{}", std::process::id());
+    store.log().append("!room:example.org", body.clone().into(), "m1", None).await.expect("appended");
+    drop(store);
+    nats.stop(Duration::from_secs(10)).await;
+    files_containing(&dir.join("jetstream"), body.as_bytes())
+}
+
+#[tokio::test]
+async fn with_a_store_key_no_body_is_on_disk_in_clear() {
+    // Without a key the body is on disk as it was sent (so the scan below can find one).
+    let plain = tempfile::tempdir().unwrap();
+    assert!(!files_with_a_body(plain.path(), None).await.is_empty(), "the scan finds an unencrypted body");
+
+    let encrypted = tempfile::tempdir().unwrap();
+    let key = StoreKey::generate();
+    assert!(files_with_a_body(encrypted.path(), Some(key.clone())).await.is_empty(), "a body is on disk in clear");
+    let config = std::fs::read_to_string(encrypted.path().join("nats.conf")).unwrap();
+    assert!(config.contains("cipher: chachapoly") && !config.contains(key.expose()), "the key stays out of the config");
+
+    // The same key opens the data again.
+    let (nats, credential) =
+        NatsProcess::start_private(encrypted.path(), false, Some(key), START_TIMEOUT).await.expect("restart with the key");
+    let store = connect(nats.url(), Some(credential)).await.expect("the store opens again");
+    let partition = store.log().partition_of("!room:example.org");
+    let entry = store.log().get(partition, 1).await.expect("the log reads").expect("the entry is there");
+    assert!(entry.payload.starts_with(b"a-message-body-"), "the entry reads back with the key");
+
+    assert!(StoreKey::new("short").is_err());
+    assert!(StoreKey::new("1abcdefghijklmnopqrstuvwxyz0123456789").is_err(), "a key must start with a letter");
 }

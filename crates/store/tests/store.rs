@@ -148,3 +148,23 @@ async fn a_deployment_refuses_a_different_partition_count() {
         Ok(_) => panic!("connected with a different partition count"),
     }
 }
+
+#[tokio::test]
+async fn a_tail_passes_every_position_even_a_foreign_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let nats = NatsProcess::start(ServerSpec::single(dir.path().join("nats")), Duration::from_secs(30)).await.unwrap();
+    let config = StoreConfig { partitions: 1, retry_horizon: Duration::from_secs(5), ..StoreConfig::default() };
+    let store = Store::connect(nats.url(), config).await.unwrap();
+    // Someone with a node's rights publishes under the log's subjects what haetae never encodes
+    // (`ktest` is not base64url of UTF-8 text).
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(raw);
+    js.publish("haetae.log.0.ktest", "not haetae's".into()).await.unwrap().await.unwrap();
+    let appended = store.log().append("!room:x", Bytes::from_static(b"after"), "m1", None).await.unwrap();
+    assert_eq!(appended.seq, 2);
+    let mut tail = Box::pin(store.log().tail(0, 0).await.unwrap());
+    let foreign = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((foreign.seq, foreign.entity.as_str(), foreign.payload.len()), (1, "", 0));
+    let ours = tokio::time::timeout(Duration::from_secs(10), tail.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!((ours.seq, ours.entity.as_str()), (2, "!room:x"));
+}

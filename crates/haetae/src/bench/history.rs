@@ -135,7 +135,7 @@ impl OwnedNode {
         let _ = std::fs::remove_dir_all(&dir);
         // Locked like `haetae serve`'s own engine: loopback only, a credential the node reads from
         // the file the launcher keeps (mode 0600).
-        let (nats, _credential) = NatsProcess::start_private(dir.join("nats"), true, NATS_START_LIMIT).await.map_err(|e| e.to_string())?;
+        let (nats, _credential) = NatsProcess::start_private(dir.join("nats"), true, None, NATS_START_LIMIT).await.map_err(|e| e.to_string())?;
         let mut owned = OwnedNode { exe, dir, port: free_port()?, nats, node: None };
         owned.spawn()?;
         let http = haetae_workload::client::http_client();

@@ -73,6 +73,12 @@ pub struct CompareArgs {
     /// Skip the Synapse row (it is installed from PyPI into .tools/synapse-venv on first use).
     #[arg(long)]
     no_synapse: bool,
+    /// Run the three DCs without TLS (credentials still required), to measure what TLS costs.
+    #[arg(long)]
+    no_tls: bool,
+    /// Run the three DCs with JetStream's files encrypted at rest, to measure what that costs.
+    #[arg(long)]
+    encrypt_at_rest: bool,
 }
 
 #[derive(clap::Args)]
@@ -216,7 +222,7 @@ async fn chat_row(setup: &str, endpoints: Vec<String>, args: &CompareArgs, rate_
 }
 
 /// Raw JetStream R3 publishes on the deployment's cluster, spread over `streams` streams.
-async fn raw_row(nats_urls: &str, args: &CompareArgs, streams: usize) -> Result<Row, String> {
+async fn raw_row(nats_urls: &str, access: &haetae_store::Access, args: &CompareArgs, streams: usize) -> Result<Row, String> {
     let shape = &args.shape;
     eprintln!("bench: raw JetStream R3 publishes, {} in flight over {streams} stream(s)", shape.concurrency);
     let probe = haetae_store::probe::ProbeConfig {
@@ -226,7 +232,7 @@ async fn raw_row(nats_urls: &str, args: &CompareArgs, streams: usize) -> Result<
         duration: Duration::from_secs(shape.duration_s),
         streams,
     };
-    let mut raw = haetae_store::probe::publish_ceiling(nats_urls, &probe).await?;
+    let mut raw = haetae_store::probe::publish_ceiling(nats_urls, access, &probe).await?;
     let plural = if streams == 1 { "" } else { "s" };
     Ok(Row {
         setup: format!("raw JetStream, R3, {streams} stream{plural}"),
@@ -242,18 +248,27 @@ async fn compare(args: CompareArgs) -> Result<(), String> {
     let binary = std::env::current_exe().map_err(|e| e.to_string())?;
     let shape = &args.shape;
 
-    eprintln!("bench: starting three local DCs (R3, sync_interval: always)");
-    let spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    let mut spec = haetae_cluster::DeploymentSpec::new(dir.join("three-dcs"), binary);
+    spec.tls = !args.no_tls;
+    spec.encrypt_at_rest = args.encrypt_at_rest;
+    eprintln!(
+        "bench: starting three local DCs (R3, sync_interval: always, {}{})",
+        if spec.tls { "TLS" } else { "no TLS" },
+        if spec.encrypt_at_rest { ", encrypted at rest" } else { "" }
+    );
     let partitions = spec.partitions as usize;
     let progress = |line: &str| eprintln!("bench: {line}");
+    let (spec_tls, spec_encrypted) = (spec.tls, spec.encrypt_at_rest);
     let deployment = haetae_cluster::Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
-    let three = chat_row("haetae, 3 DCs, R3", deployment.endpoints(), &args, None).await?;
+    let locks = format!("{}{}", if spec_tls { "TLS" } else { "no TLS" }, if spec_encrypted { ", encrypted at rest" } else { "" });
+    let three = chat_row(&format!("haetae, 3 DCs, R3, {locks}"), deployment.endpoints(), &args, None).await?;
     // The delivery-latency target is set at half the maximum throughput.
     let half_rate = (three.per_s / 2.0).max(1.0);
-    let half = chat_row(&format!("haetae, 3 DCs, R3, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
+    let half = chat_row(&format!("haetae, 3 DCs, R3, {locks}, at half that rate ({half_rate:.0}/s)"), deployment.endpoints(), &args, Some(half_rate)).await?;
     let nats_urls = deployment.state.nats_urls();
-    let raw_one = raw_row(&nats_urls, &args, 1).await?;
-    let raw_partitioned = raw_row(&nats_urls, &args, partitions).await?;
+    let access = deployment.admin_access();
+    let raw_one = raw_row(&nats_urls, &access, &args, 1).await?;
+    let raw_partitioned = raw_row(&nats_urls, &access, &args, partitions).await?;
     deployment.down().await;
 
     eprintln!("bench: starting one local node (R1, embedded nats-server, sync_interval: always)");
