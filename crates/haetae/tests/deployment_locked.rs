@@ -244,6 +244,14 @@ async fn a_deployment_admits_only_its_users_and_its_servers() {
     let (_rotated, _) = connect_as(&url, &ca, &user, &new_password).await;
     assert!(deployment.processes(0).1, "DC a's node runs again");
 
+    // Every node's /metrics reports each asset's replicas, asked with the node's own (least)
+    // privileges.
+    for dc in &deployment.state.dcs {
+        let metrics = reqwest::get(format!("http://{}:{}/metrics", dc.host, dc.http_port)).await.expect("scrape").text().await.unwrap();
+        assert!(metrics.contains("haetae_asset_replicas_configured{asset=\"log/0\"} 3"), "DC {}:\n{metrics}", dc.name);
+        assert!(metrics.contains("haetae_engine_scrape_errors_total 0"), "DC {}:\n{metrics}", dc.name);
+    }
+
     // No node was refused anything it does (least privilege is enough to run; a refused request
     // is logged by the node's store).
     for dc in &deployment.state.dcs {

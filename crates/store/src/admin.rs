@@ -101,6 +101,18 @@ impl Admin {
         Admin { client, js }
     }
 
+    /// The named assets with their placement (`STREAM.INFO` only: a node may not list streams),
+    /// sorted by label; names that are not haetae's are left out.
+    pub async fn assets_named(&self, streams: &[String]) -> Result<Vec<AssetInfo>, AdminError> {
+        let mut assets = Vec::new();
+        for name in streams {
+            let Some(label) = label_of(name) else { continue };
+            assets.push(self.asset(name, label).await?);
+        }
+        assets.sort_by(|a, b| natural_key(&a.label).cmp(&natural_key(&b.label)));
+        Ok(assets)
+    }
+
     /// Every haetae asset with its placement, sorted by label.
     pub async fn assets(&self) -> Result<Vec<AssetInfo>, AdminError> {
         let names: Vec<String> =

@@ -215,9 +215,11 @@ impl Store {
         ephemeral::Ephemeral::new(self.client.clone())
     }
 
-    /// The operator's view of the engine (assets, leaders, replicas) over this connection.
-    pub fn admin(&self, timeout: std::time::Duration) -> admin::Admin {
-        admin::Admin::from_client(self.client.clone(), timeout)
+    /// Every asset of this deployment with its leader and replicas, asked over this node's own
+    /// connection (with a node's permissions: `STREAM.INFO` of each known stream).
+    pub async fn assets(&self, timeout: std::time::Duration) -> Result<Vec<admin::AssetInfo>, admin::AdminError> {
+        let names: Vec<String> = permissions::streams(self.log.partitions()).into_iter().map(|(name, _, _)| name).collect();
+        admin::Admin::from_client(self.client.clone(), timeout).assets_named(&names).await
     }
 
     /// True while the connection to NATS is up.

@@ -23,7 +23,7 @@ pub fn inbox_prefix(user: &str) -> String {
 }
 
 /// Every JetStream stream haetae keeps, with the subjects a node publishes into it.
-fn streams(partitions: u32) -> Vec<(String, Vec<String>, bool)> {
+pub(crate) fn streams(partitions: u32) -> Vec<(String, Vec<String>, bool)> {
     let mut streams = Vec::new();
     for partition in 0..partitions {
         streams.push((

@@ -172,7 +172,7 @@ pub async fn render(app: &App) -> String {
             let last = app.store.log().last_seq(partition as u32).await.map_err(|e| e.to_string())?;
             metrics.log_lag.with_label_values(&[&partition.to_string()]).set(last.saturating_sub(*applied) as i64);
         }
-        let assets = app.store.admin(ENGINE_SCRAPE_TIMEOUT).assets().await.map_err(|e| e.to_string())?;
+        let assets = app.store.assets(ENGINE_SCRAPE_TIMEOUT).await.map_err(|e| e.to_string())?;
         for asset in assets {
             let current = asset.replicas.iter().filter(|r| r.current).count();
             metrics.replicas_current.with_label_values(&[&asset.label]).set(current as i64);
