@@ -146,6 +146,9 @@ server_name = "localhost"
 # public_base_url = "https://matrix.example.org"
 # Node name in logs and sync tokens (default: random).
 # node_name = "dc-a-1"
+# Administrators (user ids or localparts), whatever their accounts say; they can make others
+# admin through the admin API (/_synapse/admin/...).
+admins = []
 
 [homeserver.registration]
 # Whether anyone may register.
@@ -210,6 +213,12 @@ token_requests_per_ip_burst = 60.0
 id_token_lifetime_s = 600
 signing_key_rotation_s = 2592000
 signing_key_publish_ahead_s = 172800
+
+[homeserver.metrics]
+# GET /metrics (Prometheus text format) on every node.
+disabled = false
+# When set, a scrape must send it as a bearer token.
+# token = "secret"
 "#;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The `haetae` binary: a thin command-line wrapper around the server and store crates.
 
+mod admin;
 mod bench;
 mod cluster;
 mod deploy;
@@ -42,6 +43,8 @@ enum Command {
     /// Fire drill: run the workload on three DCs, inject a fault, check nothing acknowledged was
     /// lost, and write a report (Markdown, JSON, timeline chart).
     Drill(drill::DrillArgs),
+    /// The admin API from a terminal: users, devices, rooms (talks HTTP to any node).
+    Admin(admin::AdminArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -130,6 +133,7 @@ fn main() {
         Command::Cluster { command } => cluster::run(command),
         Command::Drill(args) => drill::run(args),
         Command::Deploy(args) => deploy::run(args),
+        Command::Admin(args) => admin::run(args),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())

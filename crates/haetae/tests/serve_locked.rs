@@ -2,91 +2,13 @@
 //! a client without the generated credential, the node itself gets in, the credential never
 //! appears in the output, and a restart on the same data directory keeps working.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
 
-/// Starting nats-server and the node (replaying an empty or tiny log).
-const START_TIMEOUT: Duration = Duration::from_secs(60);
-const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
+mod common;
 
-struct Serve {
-    child: Child,
-    address: String,
-}
-
-impl Serve {
-    /// Starts `haetae serve` on a free port with `data_dir`; returns once it prints its address.
-    fn start(data_dir: &Path, output: std::path::PathBuf) -> Serve {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&output).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_haetae"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env_remove("HAETAE_NATS_URL")
-            .env_remove("HAETAE_CONFIG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("haetae serve starts");
-        let stdout = child.stdout.take().unwrap();
-        let (lines, printed) = mpsc::channel();
-        let copy = output.clone();
-        std::thread::spawn(move || {
-            let mut log = std::fs::OpenOptions::new().append(true).open(copy).unwrap();
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = writeln!(log, "{line}");
-                let _ = lines.send(line);
-            }
-        });
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match printed.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.strip_prefix("haetae is serving the Matrix API at http://") {
-                        return Serve { child, address: rest.trim().to_string() };
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    panic!("haetae serve did not start within {START_TIMEOUT:?}:\n{}", std::fs::read_to_string(&output).unwrap());
-                }
-            }
-        }
-    }
-
-    /// SIGTERM, then waits for the exit.
-    fn stop(mut self) {
-        // SAFETY: kill(2) on the child this test started.
-        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while self.child.try_wait().unwrap().is_none() {
-            assert!(Instant::now() < deadline, "haetae serve did not stop within {STOP_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn versions_status(&self) -> String {
-        let mut stream = TcpStream::connect(&self.address).unwrap();
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        write!(stream, "GET /_matrix/client/versions HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", self.address).unwrap();
-        let mut response = String::new();
-        let _ = stream.read_to_string(&mut response);
-        response.lines().next().unwrap_or_default().to_string()
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+use common::{IO_TIMEOUT, Serve};
 
 /// The private nats-server's client address, from the ports file it writes.
 fn nats_address(nats_dir: &Path) -> String {
