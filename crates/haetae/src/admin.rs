@@ -69,6 +69,8 @@ pub enum AdminCommand {
     },
     /// Show one room, with its members.
     Room { room_id: String },
+    /// Send a user a server notice (a message from the operators, in a room of its own).
+    Notice { user_id: String, text: String },
 }
 
 /// Percent-encodes one path segment (user and room ids hold `@`, `!`, `:`).
@@ -150,6 +152,10 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
                     query.push(("search_term", term));
                 }
                 api.call(Method::GET, "/_synapse/admin/v1/rooms", &query, None).await?
+            }
+            AdminCommand::Notice { user_id, text } => {
+                let body = json!({ "user_id": user_id, "content": { "msgtype": "m.server_notice", "body": text } });
+                api.call(Method::POST, "/_synapse/admin/v1/send_server_notice", &[], Some(body)).await?
             }
             AdminCommand::Room { room_id } => {
                 let mut room = api.call(Method::GET, &format!("/_synapse/admin/v1/rooms/{}", segment(&room_id)), &[], None).await?;

@@ -77,3 +77,43 @@ async fn a_user_deactivates_their_own_account_with_their_password() {
     c.post("/account/deactivate", &dave.token, right).await.ok();
     c.get("/account/whoami", &dave.token).await.expect_err(401, "M_UNKNOWN_TOKEN");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_notice_reaches_the_user_in_a_tagged_room() {
+    let mut config = test_config();
+    config.admins = vec!["boss".into()];
+    let server = TestServer::with_config(config).await;
+    let c = server.client();
+    let boss = c.register_named("boss", "a long password").await;
+    let erin = c.register_named("erin", "erin's password").await;
+    let first = c.sync(&erin, None, 0).await;
+    let since = first["next_batch"].as_str().unwrap().to_string();
+    let notice = json!({ "user_id": erin.user_id, "content": { "body": "DC b is down; your messages are safe." } });
+    let sent = c.post("/_synapse/admin/v1/send_server_notice", &boss.token, notice.clone()).await.ok();
+    assert!(sent["event_id"].is_string());
+    c.post("/_synapse/admin/v1/send_server_notice", &erin.token, notice).await.expect_err(403, "M_FORBIDDEN");
+    let unknown = json!({ "user_id": "@nobody:test.local", "content": { "body": "x" } });
+    c.post("/_synapse/admin/v1/send_server_notice", &boss.token, unknown).await.expect_err(404, "M_NOT_FOUND");
+    // Nobody can register the notices user.
+    let body = json!({ "username": "server", "password": "a long password", "auth": { "type": "m.login.dummy" } });
+    c.request(reqwest::Method::POST, "/register", None, Some(&body)).await.expect_err(400, "M_USER_IN_USE");
+    // Erin is invited to the notices room, tagged m.server_notice; joining shows the notice.
+    let (_, seen) = c.sync_until(&erin, Some(&since), std::time::Duration::from_secs(10), |s| {
+        s["rooms"]["invite"].as_object().is_some_and(|rooms| !rooms.is_empty())
+    }).await;
+    let invite = seen.last().unwrap();
+    let room_id = invite["rooms"]["invite"].as_object().unwrap().keys().next().unwrap().clone();
+    let tags = c.get(&format!("/user/{}/rooms/{}/tags", enc(&erin.user_id), enc(&room_id)), &erin.token).await.ok();
+    assert!(tags["tags"]["m.server_notice"].is_object(), "{tags:#}");
+    c.join(&erin, &room_id).await.ok();
+    let page = c.get(&format!("/rooms/{}/messages?dir=b&limit=5", enc(&room_id)), &erin.token).await.ok();
+    let notice = page["chunk"].as_array().unwrap().iter().find(|e| e["type"] == "m.room.message").expect("the notice").clone();
+    assert_eq!(notice["content"]["msgtype"], "m.server_notice");
+    assert_eq!(notice["sender"], format!("@server:{}", server.node.server_name));
+    // Only the server speaks in it; the next notice lands in the same room.
+    c.send_with_txn(&erin, &room_id, "hello?", "t1").await.expect_err(403, "M_FORBIDDEN");
+    let again = json!({ "user_id": erin.user_id, "content": { "body": "DC b is back." } });
+    c.post("/_synapse/admin/v1/send_server_notice", &boss.token, again).await.ok();
+    let page = c.get(&format!("/rooms/{}/messages?dir=b&limit=5", enc(&room_id)), &erin.token).await.ok();
+    assert!(page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "DC b is back."));
+}

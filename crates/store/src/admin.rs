@@ -109,7 +109,7 @@ impl Admin {
             let Some(label) = label_of(name) else { continue };
             assets.push(self.asset(name, label).await?);
         }
-        assets.sort_by(|a, b| natural_key(&a.label).cmp(&natural_key(&b.label)));
+        assets.sort_by_key(|a| natural_key(&a.label));
         Ok(assets)
     }
 
@@ -122,7 +122,7 @@ impl Admin {
             let Some(label) = label_of(&name) else { continue };
             assets.push(self.asset(&name, label).await?);
         }
-        assets.sort_by(|a, b| natural_key(&a.label).cmp(&natural_key(&b.label)));
+        assets.sort_by_key(|a| natural_key(&a.label));
         Ok(assets)
     }
 

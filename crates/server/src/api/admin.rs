@@ -10,6 +10,7 @@
 //! # POST /_synapse/admin/v1/reset_password/{userId}
 //! # GET  /_synapse/admin/v1/rooms                       ?from, limit, search_term
 //! # GET  /_synapse/admin/v1/rooms/{roomId}, /members, /state
+//! # POST /_synapse/admin/v1/send_server_notice           {user_id, content}
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -36,6 +37,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
         .route("/_synapse/admin/v1/rooms/{room_id}", get(get_room))
         .route("/_synapse/admin/v1/rooms/{room_id}/members", get(room_members))
         .route("/_synapse/admin/v1/rooms/{room_id}/state", get(room_state))
+        .route("/_synapse/admin/v1/send_server_notice", post(send_server_notice))
 }
 
 async fn server_version(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -131,4 +133,17 @@ async fn room_members(State(app): State<AppState>, caller: Caller, Path(room_id)
 async fn room_state(State(app): State<AppState>, caller: Caller, Path(room_id): Path<String>) -> ApiResult<Json<Value>> {
     require_admin(&app, &caller).await?;
     service::room_state(&app, &room_id).await.map(Json)
+}
+
+#[derive(Deserialize)]
+struct ServerNotice {
+    user_id: String,
+    content: Value,
+}
+
+async fn send_server_notice(State(app): State<AppState>, caller: Caller, JsonBody(body): JsonBody<ServerNotice>) -> ApiResult<Json<Value>> {
+    require_admin(&app, &caller).await?;
+    let event_id = crate::services::notices::send(&app, &body.user_id, body.content).await?;
+    tracing::info!(admin = %caller.user_id, user_id = %body.user_id, "admin sent a server notice");
+    Ok(Json(json!({ "event_id": event_id })))
 }

@@ -148,6 +148,10 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
 /// account's display name is its localpart: clients show display names, and users of other
 /// servers expect one.
 pub async fn create_account(app: &App, localpart: &str, password_hash: String) -> ApiResult<bool> {
+    // The server notices user is the deployment's own: nobody may register it.
+    if localpart == super::notices::NOTICES_LOCALPART {
+        return Ok(false);
+    }
     let account = json!({ "password_hash": password_hash, "created_ts": now_ms() });
     match app.store.kv().create(Bucket::Accounts, localpart, serde_json::to_vec(&account).unwrap_or_default().into()).await {
         Ok(_) => {}

@@ -15,7 +15,8 @@
 //! - [`user_data`]: profiles, account data, filters, push rules, pushers, receipts, typing,
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
-//! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only.
+//! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
+//!   [`notices`]: server notices to users.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
@@ -40,6 +41,7 @@ pub mod keys;
 pub mod limits;
 pub mod media;
 pub mod metrics;
+pub mod notices;
 pub mod membership;
 pub mod oauth_records;
 pub mod oauth_uia;
