@@ -117,3 +117,25 @@ async fn a_server_notice_reaches_the_user_in_a_tagged_room() {
     let page = c.get(&format!("/rooms/{}/messages?dir=b&limit=5", enc(&room_id)), &erin.token).await.ok();
     assert!(page["chunk"].as_array().unwrap().iter().any(|e| e["content"]["body"] == "DC b is back."));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openid_token_tells_a_widget_who_the_user_is() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let fay = c.register_named("fay", "fay's password").await;
+    let other = c.register_named("gus", "gus's password").await;
+    let path = format!("/user/{}/openid/request_token", enc(&fay.user_id));
+    c.post(&path, &other.token, json!({})).await.expect_err(403, "M_FORBIDDEN");
+    let token = c.post(&path, &fay.token, json!({})).await.ok();
+    assert_eq!(token["token_type"], "Bearer");
+    assert_eq!(token["matrix_server_name"], server.node.server_name.as_str());
+    assert!(token["expires_in"].as_u64().unwrap() > 0);
+    let access = token["access_token"].as_str().unwrap();
+    let info = c.request(reqwest::Method::GET, &format!("/_matrix/federation/v1/openid/userinfo?access_token={}", enc(access)), None, None).await.ok();
+    assert_eq!(info["sub"], fay.user_id.as_str());
+    c.request(reqwest::Method::GET, "/_matrix/federation/v1/openid/userinfo?access_token=guessed", None, None)
+        .await
+        .expect_err(401, "M_UNKNOWN_TOKEN");
+    // The OpenID token is not an access token for the client API.
+    c.get("/account/whoami", access).await.expect_err(401, "M_UNKNOWN_TOKEN");
+}

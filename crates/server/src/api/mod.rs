@@ -22,6 +22,7 @@ pub mod keys;
 pub mod media;
 pub mod membership;
 pub mod metrics;
+pub mod openid;
 pub mod presence;
 pub mod relations;
 pub mod reports;
@@ -54,6 +55,7 @@ pub fn router(app: AppState) -> Router {
     router = key_backup::routes(router);
     router = metrics::routes(router);
     router = admin::routes(router);
+    router = openid::routes(router);
     router = tags::routes(router);
     router = reports::routes(router);
     router = thirdparty::routes(router);

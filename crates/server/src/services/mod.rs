@@ -16,7 +16,7 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
-//!   [`notices`]: server notices to users.
+//!   [`notices`]: server notices to users; [`openid`]: OpenID tokens for widgets and calls.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
@@ -42,6 +42,7 @@ pub mod limits;
 pub mod media;
 pub mod metrics;
 pub mod notices;
+pub mod openid;
 pub mod membership;
 pub mod oauth_records;
 pub mod oauth_uia;
