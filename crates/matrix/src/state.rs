@@ -7,6 +7,7 @@
 //! [`crate::auth`]) and never loads or persists anything.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 
@@ -39,7 +40,8 @@ pub struct RoomState {
 /// One state event as stored: its JSON text and what is read of it without parsing.
 #[derive(Clone, Debug, PartialEq)]
 struct StateEntry {
-    json: Box<str>,
+    /// Shared, so that copying the state for a snapshot copies no text.
+    json: Arc<str>,
     event_id: Option<Box<str>>,
     /// `content.membership` of a member event.
     membership: Option<Box<str>>,
@@ -98,6 +100,23 @@ impl RoomState {
         state
     }
 
+    /// Builds a state from events as JSON text (as [`RoomState::texts`] gives them), keeping
+    /// each text as it is. Texts that are not state events are skipped.
+    pub fn from_texts(texts: impl IntoIterator<Item = Arc<str>>) -> Self {
+        let mut state = Self::new();
+        for text in texts {
+            if let Ok(event) = serde_json::from_str::<Value>(&text) {
+                state.insert_with_text(event, Some(text));
+            }
+        }
+        state
+    }
+
+    /// Every state event's JSON text, ordered by `(type, state_key)`; shared, not copied.
+    pub fn texts(&self) -> impl Iterator<Item = Arc<str>> + '_ {
+        self.events.values().map(|entry| entry.json.clone())
+    }
+
     /// The full event at `(event_type, state_key)`, parsed.
     pub fn get(&self, event_type: &str, state_key: &str) -> Option<Value> {
         self.get_ref(event_type, state_key).map(|event| event.parse())
@@ -140,6 +159,11 @@ impl RoomState {
     /// Like [`RoomState::insert`], returning whether the event was a state
     /// event and went in.
     pub fn try_insert(&mut self, event: Value) -> bool {
+        self.insert_with_text(event, None)
+    }
+
+    /// Inserts `event`, kept as `text` when given (its JSON text), else serialized.
+    fn insert_with_text(&mut self, event: Value, text: Option<Arc<str>>) -> bool {
         let key = match (str_field(&event, "type"), str_field(&event, "state_key")) {
             (Some(event_type), Some(state_key)) => (event_type.to_owned(), state_key.to_owned()),
             _ => return false,
@@ -160,7 +184,7 @@ impl RoomState {
             .then(|| event.get("content").map(PowerLevels::from_content_lenient))
             .flatten();
         let entry = StateEntry {
-            json: serde_json::to_string(&event).unwrap_or_default().into_boxed_str(),
+            json: text.unwrap_or_else(|| serde_json::to_string(&event).unwrap_or_default().into()),
             event_id: str_field(&event, "event_id").map(Box::from),
             membership,
         };

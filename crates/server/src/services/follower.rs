@@ -221,7 +221,10 @@ async fn load_snapshot(app: &App) {
             return;
         }
     };
-    match app.model.load_snapshot(&info, &bytes) {
+    let loaded = app.model.load_snapshot(&info, &bytes);
+    drop(bytes);
+    crate::memory::release_freed();
+    match loaded {
         Ok(()) => tracing::info!(
             positions = ?info.positions,
             bytes = info.bytes,
@@ -247,7 +250,11 @@ async fn cache_evictor(app: AppState) {
         }
         let model = app.model.clone();
         // Sorting rooms by last use is CPU work: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || model.enforce_budget()).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            model.enforce_budget();
+            crate::memory::release_freed();
+        })
+        .await;
     }
 }
 
@@ -284,7 +291,10 @@ pub async fn write_snapshot_if_behind(app: &AppState) {
     match tokio::task::spawn_blocking(move || model.snapshot()).await {
         Ok((info, bytes)) => {
             let size = bytes.len();
-            match app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await {
+            let written = app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await;
+            // The copy and its JSON are gone: give their pages back.
+            let _ = tokio::task::spawn_blocking(crate::memory::release_freed).await;
+            match written {
                 Ok(()) => tracing::info!(
                     positions = ?info.positions,
                     bytes = size,
