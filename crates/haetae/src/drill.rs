@@ -84,6 +84,14 @@ pub struct DrillArgs {
     /// How long a client waits on one DC before trying the next, seconds.
     #[arg(long, default_value_t = 3.0)]
     request_timeout_s: f64,
+    /// Messages of history to grow before the drill (rooms of --history-events-per-room, owned by
+    /// users homed in every DC), so that the fault and the rebuild happen with that much history
+    /// underneath. 0: none.
+    #[arg(long, default_value_t = 0)]
+    history_events: u64,
+    /// Messages per room of the grown history.
+    #[arg(long, default_value_t = 100)]
+    history_events_per_room: u64,
     #[command(flatten)]
     deployment: DeploymentArgs,
 }
@@ -169,6 +177,22 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         request_timeout: Duration::from_secs_f64(args.request_timeout_s),
         ..DrillConfig::default()
     };
+    let grown = if args.history_events > 0 {
+        let endpoints: Vec<String> = dcs.iter().map(|(_, url)| url.clone()).collect();
+        let grown = haetae_workload::history::grow(&endpoints, args.history_events, args.history_events_per_room, 64, &|line| progress(line))
+            .await
+            .map_err(|e| format!("growing the history before the drill: {e}"))?;
+        progress(&format!(
+            "history grown: {} events in {} rooms in {:.0} s ({:.0}/s)",
+            grown.events_acknowledged,
+            grown.rooms,
+            grown.seconds,
+            grown.events_acknowledged as f64 / grown.seconds.max(1e-9)
+        ));
+        Some(grown)
+    } else {
+        None
+    };
     let population = workload::prepare(&config, &|line| progress(line)).await.map_err(|e| e.to_string())?;
     let target = match (args.scenario, &args.dc) {
         (Scenario::LeaderDcFire, _) => most_leaders(&deployment).await?,
@@ -213,6 +237,15 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         "workload: {} users, {} rooms of {}, {} msg/s, client request timeout {} s, sync long-poll 500 ms",
         args.users, args.rooms, args.room_size, args.rate, args.request_timeout_s
     ));
+    if let Some(grown) = &grown {
+        engine.notes.push(format!(
+            "history underneath: {} messages in {} rooms grown before the drill ({:.0} s, {:.0}/s)",
+            grown.events_acknowledged,
+            grown.rooms,
+            grown.seconds,
+            grown.events_acknowledged as f64 / grown.seconds.max(1e-9)
+        ));
+    }
     history.engine = engine;
     deployment.down().await;
 

@@ -852,3 +852,84 @@ mod tests {
         assert!(table.lines().all(|line| columns(line) == header), "{table}");
     }
 }
+
+/// What [`grow`] did.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Grown {
+    pub events_acknowledged: u64,
+    pub events_failed: u64,
+    pub rooms: usize,
+    pub seconds: f64,
+}
+
+/// Grows `events` messages of history (many-rooms shape: rooms of `events_per_room` messages,
+/// filled one after another, owned by grower pairs homed round-robin in `endpoints`) and
+/// measures nothing: history for another workload to run on top of, such as a drill.
+pub async fn grow(
+    endpoints: &[String],
+    events: u64,
+    events_per_room: u64,
+    concurrency: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Grown, WorkloadError> {
+    if endpoints.is_empty() || events_per_room == 0 || concurrency == 0 {
+        return Err(WorkloadError::Invalid("growing history needs an endpoint, rooms of at least one message and a sender".into()));
+    }
+    let started = Instant::now();
+    let config = HistoryConfig {
+        endpoint: endpoints[0].clone(),
+        shape: Shape::ManyRooms,
+        max_events: events,
+        rooms: events.div_ceil(events_per_room).max(1) as usize,
+        events_per_room,
+        concurrency,
+        ..HistoryConfig::default()
+    };
+    let run = setup::run_id();
+    let http = http_client();
+    let pairs = 1 + GROWER_PAIRS.min(config.rooms);
+    let users = setup::register_many(&http, endpoints, &format!("grow_{run}"), pairs * 2, config.setup_concurrency, progress).await?;
+    let growth = Arc::new(Growth {
+        pairs: users.chunks(2).map(|pair| (pair[0].clone(), pair[1].clone())).collect(),
+        rooms: (0..config.rooms).map(|_| tokio::sync::OnceCell::new()).collect(),
+        run,
+        body: "x".repeat(config.body_bytes.saturating_sub(30).max(1)),
+        mark_at: Vec::new(),
+        marks: Mutex::new(BTreeMap::new()),
+        budget: AtomicI64::new(events as i64),
+        next_index: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
+        acknowledged: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        first_failure: Mutex::new(None),
+        state_events: AtomicU64::new(0),
+    });
+    let config = Arc::new(config);
+    let senders: Vec<_> = (0..concurrency).map(|_| tokio::spawn(growth.clone().send_loop(config.clone()))).collect();
+    let mut all_done = std::pin::pin!(futures::future::join_all(senders));
+    loop {
+        tokio::select! {
+            _ = &mut all_done => break,
+            _ = tokio::time::sleep(PROGRESS_INTERVAL) => {}
+        }
+        let acknowledged = growth.acknowledged.load(Ordering::Relaxed);
+        let rate = acknowledged as f64 / started.elapsed().as_secs_f64().max(1e-9);
+        let eta = if rate > 0.0 { format!("{:.0} s", events.saturating_sub(acknowledged) as f64 / rate) } else { "?".into() };
+        progress(&format!(
+            "growing history: {acknowledged}/{events} events acknowledged, {rate:.0}/s, {} failed; ETA {eta}",
+            growth.failed.load(Ordering::Relaxed)
+        ));
+        let failed = growth.failed.load(Ordering::Relaxed);
+        if failed > events / 10 + 100 {
+            growth.budget.store(0, Ordering::Release);
+            let first = growth.first_failure.lock().expect("failure lock").clone().unwrap_or_default();
+            return Err(WorkloadError::Invalid(format!("{failed} sends failed while growing history; the first: {first}")));
+        }
+    }
+    Ok(Grown {
+        events_acknowledged: growth.acknowledged.load(Ordering::Relaxed),
+        events_failed: growth.failed.load(Ordering::Relaxed),
+        rooms: growth.rooms.iter().filter(|cell| cell.initialized()).count(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
