@@ -20,7 +20,6 @@ pub mod config;
 pub mod entry;
 pub mod error;
 pub mod http_server;
-pub mod memory;
 pub mod oauth;
 pub mod read_model;
 pub mod services;

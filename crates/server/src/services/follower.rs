@@ -221,10 +221,7 @@ async fn load_snapshot(app: &App) {
             return;
         }
     };
-    let loaded = app.model.load_snapshot(&info, &bytes);
-    drop(bytes);
-    crate::memory::release_freed();
-    match loaded {
+    match app.model.load_snapshot(&info, &bytes) {
         Ok(()) => tracing::info!(
             positions = ?info.positions,
             bytes = info.bytes,
@@ -250,11 +247,7 @@ async fn cache_evictor(app: AppState) {
         }
         let model = app.model.clone();
         // Sorting rooms by last use is CPU work: off the async threads.
-        let _ = tokio::task::spawn_blocking(move || {
-            model.enforce_budget();
-            crate::memory::release_freed();
-        })
-        .await;
+        let _ = tokio::task::spawn_blocking(move || model.enforce_budget()).await;
     }
 }
 
@@ -291,10 +284,7 @@ pub async fn write_snapshot_if_behind(app: &AppState) {
     match tokio::task::spawn_blocking(move || model.snapshot()).await {
         Ok((info, bytes)) => {
             let size = bytes.len();
-            let written = app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await;
-            // The copy and its JSON are gone: give their pages back.
-            let _ = tokio::task::spawn_blocking(crate::memory::release_freed).await;
-            match written {
+            match app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await {
                 Ok(()) => tracing::info!(
                     positions = ?info.positions,
                     bytes = size,
