@@ -30,6 +30,9 @@ pub struct History {
     pub timelines: Vec<DcTimeline>,
     /// Figures measured outside the workload.
     pub engine: EngineFigures,
+    /// The login workload beside the chat, when it ran.
+    #[serde(default)]
+    pub login: Option<crate::drill::login::LoginHistory>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
