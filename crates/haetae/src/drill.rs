@@ -298,13 +298,15 @@ async fn inject(
     let err = |e: ClusterError| e.to_string();
     match args.scenario {
         Scenario::Fire | Scenario::LeaderDcFire => {
-            let watcher = ElectionWatch::start(deployment, target, leaders).await;
+            let watcher = ElectionWatch::start(deployment, target, leaders, is_log_partition).await;
+            let login_watcher = ElectionWatch::start(deployment, target, leaders, is_login_bucket).await;
             progress(&format!("FIRE in DC {name}: SIGKILL its nats-server and node, delete its disks"));
             running.mark(format!("fault: fire in DC {name}"));
             let fault_at = Instant::now();
             deployment.kill_dc(target, true).await.map_err(err)?;
             wait_s(args.fault_s).await;
             engine.election_ms = watcher.finish(fault_at).await;
+            engine.login_election_ms = login_watcher.finish(fault_at).await;
             progress(&format!("rebuilding DC {name} from empty disks"));
             running.mark(format!("rebuild of DC {name} started"));
             let started = Instant::now();
@@ -313,13 +315,15 @@ async fn inject(
             running.mark(format!("DC {name} rebuilt and serving"));
         }
         Scenario::Partition => {
-            let watcher = ElectionWatch::start(deployment, target, leaders).await;
+            let watcher = ElectionWatch::start(deployment, target, leaders, is_log_partition).await;
+            let login_watcher = ElectionWatch::start(deployment, target, leaders, is_login_bucket).await;
             progress(&format!("PARTITION: cutting DC {name}'s network"));
             running.mark(format!("fault: DC {name} cut off"));
             let fault_at = Instant::now();
             deployment.cut(target).map_err(err)?;
             wait_s(args.fault_s).await;
             engine.election_ms = watcher.finish(fault_at).await;
+            engine.login_election_ms = login_watcher.finish(fault_at).await;
             progress(&format!("healing DC {name}'s network"));
             running.mark(format!("DC {name} healed"));
             deployment.heal(target).map_err(err)?;
@@ -375,18 +379,33 @@ async fn inject(
     Ok(Some(name))
 }
 
-/// Polls, from a surviving DC, the leaders of the event-log partitions the hit DC led, and notes
-/// when each had a new leader elsewhere: the engine's own election time.
+fn is_log_partition(asset: &haetae_store::admin::AssetInfo) -> bool {
+    asset.log_partition().is_some()
+}
+
+/// The key-value buckets a login writes (sign-in, code, session, access token, device).
+fn is_login_bucket(asset: &haetae_store::admin::AssetInfo) -> bool {
+    ["kv/oauth_grants", "kv/oauth_sessions", "kv/tokens", "kv/devices"].contains(&asset.label.as_str())
+}
+
+/// Polls, from a surviving DC, the leaders of the streams (`which`: the event-log partitions, or
+/// the login's buckets) the hit DC led, and notes when each had a new leader elsewhere: the
+/// engine's own election time.
 struct ElectionWatch {
     task: Option<tokio::task::JoinHandle<Option<Instant>>>,
 }
 
 impl ElectionWatch {
-    async fn start(deployment: &Deployment, target: usize, leaders: &[haetae_store::admin::AssetInfo]) -> ElectionWatch {
+    async fn start(
+        deployment: &Deployment,
+        target: usize,
+        leaders: &[haetae_store::admin::AssetInfo],
+        which: fn(&haetae_store::admin::AssetInfo) -> bool,
+    ) -> ElectionWatch {
         let dead = deployment.state.dcs[target].name.clone();
         let streams: Vec<String> = leaders
             .iter()
-            .filter(|a| a.log_partition().is_some() && a.leader.as_deref() == Some(dead.as_str()))
+            .filter(|a| which(a) && a.leader.as_deref() == Some(dead.as_str()))
             .map(|a| a.stream.clone())
             .collect();
         let urls: Vec<String> =

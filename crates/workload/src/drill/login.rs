@@ -1070,12 +1070,16 @@ pub struct LoginFigures {
     pub longest_login_wait_ms: Option<f64>,
     /// The same for refreshes.
     pub longest_refresh_wait_ms: Option<f64>,
-    /// `longest_login_wait_ms` minus the engine's election time.
+    /// The engine's election of the key-value buckets a login writes (see
+    /// [`EngineFigures::login_election_ms`](crate::drill::history::EngineFigures::login_election_ms)).
+    pub login_election_ms: Option<f64>,
+    /// `longest_login_wait_ms` minus `login_election_ms`.
     pub login_wait_beyond_election_ms: Option<f64>,
     pub problems: Vec<String>,
 }
 
-/// Measures the login workload: phases are split by the fault mark and the last mark after it.
+/// Measures the login workload: phases are split by the fault mark and the last mark after it;
+/// `election_ms` is the engine's election of the buckets a login writes.
 pub fn figures(login: &LoginHistory, marks: &[Mark], election_ms: Option<f64>) -> LoginFigures {
     let fault = marks.iter().find(|m| m.label.starts_with("fault")).map(|m| m.at_ms);
     let repaired = fault.and_then(|f| marks.iter().map(|m| m.at_ms).filter(|&at| at > f).reduce(f64::max));
@@ -1120,6 +1124,7 @@ pub fn figures(login: &LoginHistory, marks: &[Mark], election_ms: Option<f64>) -
             .and_then(|f| logins.iter().filter(|a| a.ok && a.start_ms >= f).map(|a| a.end_ms - f).reduce(f64::min)),
         longest_login_wait_ms,
         longest_refresh_wait_ms: fault.and_then(|f| longest_wait(&of_kind(AttemptKind::Refresh), f)),
+        login_election_ms: election_ms,
         login_wait_beyond_election_ms: longest_login_wait_ms.zip(election_ms).map(|(w, e)| w - e),
         problems: login.problems.clone(),
     }
@@ -1171,17 +1176,19 @@ pub fn markdown(figures: &LoginFigures) -> String {
          | id_tokens checked / rejected | {} / {} |\n\
          | first login after the fault, ms | {} |\n\
          | longest wait for a login after the fault, ms | {} |\n\
-         | … beyond the engine's election, ms | {} |\n\
+         | engine: election of the login's buckets led from the fault DC, ms | {} |\n\
+         | … beyond the election of the login's buckets, ms | {} |\n\
          | longest wait for a refresh after the fault, ms | {} |",
         figures.sessions_checked,
         figures.sessions_lost,
-        figures.spent_tokens_presented,
         figures.reuse_sessions,
+        figures.spent_tokens_presented,
         figures.refresh_tokens_usable_twice,
         figures.id_tokens_checked,
         figures.id_tokens_rejected,
         ms(figures.first_login_after_fault_ms),
         ms(figures.longest_login_wait_ms),
+        ms(figures.login_election_ms),
         ms(figures.login_wait_beyond_election_ms),
         ms(figures.longest_refresh_wait_ms),
     );
@@ -1286,6 +1293,8 @@ mod tests {
         ];
         let history = LoginHistory {
             prepared_sessions: 3,
+            reuse_sessions: 2,
+            spent_tokens_presented: 7,
             sessions_checked: 5,
             attempts: vec![
                 attempt(AttemptKind::Login, 100.0, 200.0, true, &["a"]),
@@ -1311,6 +1320,8 @@ mod tests {
         let text = markdown(&figures);
         assert!(text.contains("| logins (attempted / succeeded / failed) | 2 / 1 / 1, 1 failed over | 1 / 1 / 0, 1 failed over | 1 / 1 / 0 |"), "{text}");
         assert!(text.contains("| sessions lost | 0 |"), "{text}");
+        assert!(text.contains("| spent refresh tokens presented again (of 2 sessions set aside) | 7 |"), "{text}");
+        assert!(text.contains("| … beyond the election of the login's buckets, ms | 1200 |"), "{text}");
         assert!(history.failures().is_empty());
         let lost = LoginHistory { sessions_lost: 1, refresh_tokens_usable_twice: 2, ..history };
         assert_eq!(lost.failures(), ["1 login sessions lost", "2 refresh tokens usable twice"]);

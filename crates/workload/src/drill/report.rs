@@ -178,7 +178,7 @@ pub fn figures(history: &History) -> Figures {
             .map(|(wait, election)| wait - election),
         engine: history.engine.clone(),
         cohorts,
-        login: history.login.as_ref().map(|l| login::figures(l, &history.marks, history.engine.election_ms)),
+        login: history.login.as_ref().map(|l| login::figures(l, &history.marks, history.engine.login_election_ms)),
     }
 }
 
