@@ -1063,7 +1063,7 @@ pub struct LoginFigures {
     pub chains_not_revoked_by_reuse: usize,
     pub id_tokens_checked: usize,
     pub id_tokens_rejected: usize,
-    /// From the fault until a login started after it first succeeded.
+    /// From the fault until a login started after it first succeeded: the login recovery.
     pub first_login_after_fault_ms: Option<f64>,
     /// Over logins still under way at the fault or started after it, the longest time from the
     /// fault (or the login's start, if later) until a login succeeded: the login outage.
@@ -1073,8 +1073,8 @@ pub struct LoginFigures {
     /// The engine's election of the key-value buckets a login writes (see
     /// [`EngineFigures::login_election_ms`](crate::drill::history::EngineFigures::login_election_ms)).
     pub login_election_ms: Option<f64>,
-    /// `longest_login_wait_ms` minus `login_election_ms`.
-    pub login_wait_beyond_election_ms: Option<f64>,
+    /// `first_login_after_fault_ms` minus `login_election_ms`: haetae's share of the login outage.
+    pub login_recovery_beyond_election_ms: Option<f64>,
     pub problems: Vec<String>,
 }
 
@@ -1108,6 +1108,8 @@ pub fn figures(login: &LoginHistory, marks: &[Mark], election_ms: Option<f64>) -
     let of_kind = |kind: AttemptKind| login.attempts.iter().filter(move |a| a.kind == kind).collect::<Vec<_>>();
     let logins = of_kind(AttemptKind::Login);
     let longest_login_wait_ms = fault.and_then(|f| longest_wait(&logins, f));
+    let first_login_after_fault_ms =
+        fault.and_then(|f| logins.iter().filter(|a| a.ok && a.start_ms >= f).map(|a| a.end_ms - f).reduce(f64::min));
     LoginFigures {
         logins: counts(AttemptKind::Login),
         refreshes: counts(AttemptKind::Refresh),
@@ -1120,12 +1122,11 @@ pub fn figures(login: &LoginHistory, marks: &[Mark], election_ms: Option<f64>) -
         chains_not_revoked_by_reuse: login.chains_not_revoked_by_reuse,
         id_tokens_checked: login.id_tokens_checked,
         id_tokens_rejected: login.id_tokens_rejected,
-        first_login_after_fault_ms: fault
-            .and_then(|f| logins.iter().filter(|a| a.ok && a.start_ms >= f).map(|a| a.end_ms - f).reduce(f64::min)),
+        first_login_after_fault_ms,
         longest_login_wait_ms,
         longest_refresh_wait_ms: fault.and_then(|f| longest_wait(&of_kind(AttemptKind::Refresh), f)),
         login_election_ms: election_ms,
-        login_wait_beyond_election_ms: longest_login_wait_ms.zip(election_ms).map(|(w, e)| w - e),
+        login_recovery_beyond_election_ms: first_login_after_fault_ms.zip(election_ms).map(|(w, e)| w - e),
         problems: login.problems.clone(),
     }
 }
@@ -1174,10 +1175,10 @@ pub fn markdown(figures: &LoginFigures) -> String {
          | spent refresh tokens presented again (of {} sessions set aside) | {} |\n\
          | refresh tokens usable twice | {} |\n\
          | id_tokens checked / rejected | {} / {} |\n\
-         | first login after the fault, ms | {} |\n\
-         | longest wait for a login after the fault, ms | {} |\n\
+         | logins back: from the fault to the first login started after it that succeeded, ms | {} |\n\
          | engine: election of the login's buckets led from the fault DC, ms | {} |\n\
-         | … beyond the election of the login's buckets, ms | {} |\n\
+         | haetae's share (logins back − that election), ms | {} |\n\
+         | longest wait for a login after the fault, ms | {} |\n\
          | longest wait for a refresh after the fault, ms | {} |",
         figures.sessions_checked,
         figures.sessions_lost,
@@ -1187,9 +1188,9 @@ pub fn markdown(figures: &LoginFigures) -> String {
         figures.id_tokens_checked,
         figures.id_tokens_rejected,
         ms(figures.first_login_after_fault_ms),
-        ms(figures.longest_login_wait_ms),
         ms(figures.login_election_ms),
-        ms(figures.login_wait_beyond_election_ms),
+        ms(figures.login_recovery_beyond_election_ms),
+        ms(figures.longest_login_wait_ms),
         ms(figures.longest_refresh_wait_ms),
     );
     if figures.chains_not_revoked_by_reuse > 0 {
@@ -1315,13 +1316,13 @@ mod tests {
         assert_eq!(counts(&figures.refreshes[1]), (1, 1, 0, 0));
         assert_eq!(figures.first_login_after_fault_ms, Some(1600.0));
         assert_eq!(figures.longest_login_wait_ms, Some(1600.0));
-        assert_eq!(figures.login_wait_beyond_election_ms, Some(1200.0));
+        assert_eq!(figures.login_recovery_beyond_election_ms, Some(1200.0));
         assert_eq!(figures.longest_refresh_wait_ms, Some(300.0));
         let text = markdown(&figures);
         assert!(text.contains("| logins (attempted / succeeded / failed) | 2 / 1 / 1, 1 failed over | 1 / 1 / 0, 1 failed over | 1 / 1 / 0 |"), "{text}");
         assert!(text.contains("| sessions lost | 0 |"), "{text}");
         assert!(text.contains("| spent refresh tokens presented again (of 2 sessions set aside) | 7 |"), "{text}");
-        assert!(text.contains("| … beyond the election of the login's buckets, ms | 1200 |"), "{text}");
+        assert!(text.contains("| haetae's share (logins back − that election), ms | 1200 |"), "{text}");
         assert!(history.failures().is_empty());
         let lost = LoginHistory { sessions_lost: 1, refresh_tokens_usable_twice: 2, ..history };
         assert_eq!(lost.failures(), ["1 login sessions lost", "2 refresh tokens usable twice"]);

@@ -482,7 +482,7 @@ pub fn markdown(history: &History, check: &CheckReport, figures: &Figures) -> St
 pub fn summary_header() -> String {
     "| scenario | verdict | acknowledged | lost | duplicates | reordered | failed sends \
      | longest write wait ms | engine election ms | haetae share ms \
-     | sync stall, homed elsewhere ms | rebuild catch-up ms | sessions lost | login wait ms |\n\
+     | sync stall, homed elsewhere ms | rebuild catch-up ms | sessions lost | logins back ms |\n\
      |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         .to_string()
 }
@@ -510,7 +510,7 @@ pub fn summary_row(history: &History, check: &CheckReport, figures: &Figures) ->
         ms(stall_elsewhere),
         ms(figures.engine.rebuild_catch_up_ms),
         login.map_or("–".to_string(), |l| l.sessions_lost.to_string()),
-        ms(login.and_then(|l| l.longest_login_wait_ms)),
+        ms(login.and_then(|l| l.first_login_after_fault_ms)),
     )
 }
 
