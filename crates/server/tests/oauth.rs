@@ -314,6 +314,96 @@ async fn authorization_code_flow_refresh_reuse_and_revocation() {
     whoami(&server, &again.token).await.ok();
 }
 
+/// A token request with an `Authorization: Basic` header.
+async fn token_request_basic(base: &str, id: &str, secret: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn confidential_clients_authenticate_at_the_token_endpoint() {
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let user = server.client().register("confidential").await;
+    let metadata = reqwest::get(format!("{base}/.well-known/openid-configuration")).await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(metadata["token_endpoint_auth_methods_supported"], json!(["none", "client_secret_basic", "client_secret_post"]));
+
+    // client_secret_basic: the secret is given once, at registration.
+    let registered = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_basic"})).await;
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    assert_eq!(registered["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(registered["client_secret_expires_at"], 0);
+    assert!(secret.len() >= 43);
+    // The same registration again is another client with another secret.
+    let twin = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_basic"})).await;
+    assert_ne!(twin["client_id"], registered["client_id"]);
+    assert_ne!(twin["client_secret"], registered["client_secret"]);
+
+    let mut browser = Browser::new();
+    let (code, verifier) = authorize(&mut browser, &base, &client_id, "CONFDEV01", &user).await;
+    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("code_verifier", verifier.as_str())];
+    // Without the secret, with a wrong one, or with the secret in the form (not the registered
+    // method): invalid_client, and the code is not spent.
+    let (status, body) = exchange(&base, &client_id, &code, &verifier).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, body) = token_request_basic(&base, &client_id, "not-the-secret", &grant).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let mut posted = grant.to_vec();
+    posted.extend([("client_id", client_id.as_str()), ("client_secret", secret.as_str())]);
+    let (status, body) = token_request(&base, &posted).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, body) = token_request_basic(&base, twin["client_id"].as_str().unwrap(), twin["client_secret"].as_str().unwrap(), &grant).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "another client's code: {body}");
+    let (status, tokens) = token_request_basic(&base, &client_id, &secret, &grant).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(whoami(&server, tokens["access_token"].as_str().unwrap()).await.ok()["device_id"], "CONFDEV01");
+    // Refreshes authenticate too.
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = refresh(&base, &client_id, refresh_token).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, refreshed) = token_request_basic(&base, &client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
+    assert_eq!(status, 200, "{refreshed}");
+
+    // client_secret_post: the secret goes in the form, not in a Basic header.
+    let registered = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_post"})).await;
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    let (code, verifier) = authorize(&mut browser, &base, &client_id, "CONFDEV02", &user).await;
+    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("code_verifier", verifier.as_str())];
+    let (status, body) = token_request_basic(&base, &client_id, &secret, &grant).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let mut posted = grant.to_vec();
+    posted.extend([("client_id", client_id.as_str()), ("client_secret", "wrong")]);
+    let (status, body) = token_request(&base, &posted).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    posted.pop();
+    posted.push(("client_secret", secret.as_str()));
+    let (status, tokens) = token_request(&base, &posted).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(whoami(&server, tokens["access_token"].as_str().unwrap()).await.ok()["device_id"], "CONFDEV02");
+
+    // Public clients are as they were: no secret, and an unknown method is refused.
+    let public = register_client(&base, json!({})).await;
+    assert_eq!(public["token_endpoint_auth_method"], "none");
+    assert!(public.get("client_secret").is_none());
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/oauth2/register"))
+        .json(&json!({"client_uri": "https://app.example.org/", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_client_metadata");
+}
+
 #[tokio::test]
 async fn login_pages_refuse_forgery_and_foreign_redirects() {
     let server = TestServer::start().await;

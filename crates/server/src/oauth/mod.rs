@@ -125,7 +125,7 @@ async fn auth_metadata(State(app): State<AppState>, headers: HeaderMap) -> Respo
         "response_modes_supported": ["query", "fragment"],
         "grant_types_supported": [grants::GRANT_CODE, grants::GRANT_REFRESH, grants::GRANT_DEVICE],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": grants::AuthMethod::ALL,
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": [
             grants::SCOPE_API,
