@@ -194,6 +194,10 @@ pub struct Client {
     pub application_type: ApplicationType,
     pub grant_types: Vec<String>,
     pub response_types: Vec<String>,
+    /// Where the client may send people back after they sign out (OpenID Connect RP-Initiated
+    /// Logout 1.0), matched exactly. Absent when none, like the two fields below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
     /// Absent from public clients' records (so their registrations, and ids, stay as they were).
     #[serde(default, skip_serializing_if = "AuthMethod::is_none")]
     pub token_endpoint_auth_method: AuthMethod,
@@ -225,6 +229,9 @@ impl Client {
             if let Some(value) = value {
                 body[field] = json!(value);
             }
+        }
+        if !self.post_logout_redirect_uris.is_empty() {
+            body["post_logout_redirect_uris"] = json!(self.post_logout_redirect_uris);
         }
         body
     }
@@ -404,6 +411,13 @@ pub fn register_client(request: &Value) -> Result<Client, Refusal> {
     for uri in &redirect_uris {
         check_redirect_uri(uri, &client_host, application_type).map_err(bad_redirect)?;
     }
+    let post_logout_redirect_uris = list("post_logout_redirect_uris")?.unwrap_or_default();
+    if post_logout_redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(bad_metadata(format!("at most {MAX_REDIRECT_URIS} post-logout redirect URIs")));
+    }
+    for uri in &post_logout_redirect_uris {
+        check_redirect_uri(uri, &client_host, application_type).map_err(|e| bad_metadata(format!("post_logout_redirect_uris: {e}")))?;
+    }
     if grant_types.iter().any(|g| g == GRANT_CODE) {
         if redirect_uris.is_empty() {
             return Err(bad_redirect("the authorization code grant needs at least one redirect URI"));
@@ -426,6 +440,7 @@ pub fn register_client(request: &Value) -> Result<Client, Refusal> {
         application_type,
         grant_types,
         response_types,
+        post_logout_redirect_uris,
         token_endpoint_auth_method,
         secret_hash: None,
     };
