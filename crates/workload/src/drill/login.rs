@@ -285,7 +285,11 @@ fn random_token(chars: usize) -> String {
 
 fn ms_since(origin: Instant) -> f64 {
     let now = Instant::now();
-    if now >= origin { now.duration_since(origin).as_secs_f64() * 1000.0 } else { -(origin.duration_since(now).as_secs_f64() * 1000.0) }
+    if now >= origin {
+        now.duration_since(origin).as_secs_f64() * 1000.0
+    } else {
+        -(origin.duration_since(now).as_secs_f64() * 1000.0)
+    }
 }
 
 /// Why one request to one DC did not succeed.
@@ -429,7 +433,12 @@ struct Tokens {
     id_token: Option<String>,
 }
 
-async fn token_request(http: &reqwest::Client, base: &str, fields: &[(&str, &str)], timeout: Duration) -> Result<Tokens, Failure> {
+async fn token_request(
+    http: &reqwest::Client,
+    base: &str,
+    fields: &[(&str, &str)],
+    timeout: Duration,
+) -> Result<Tokens, Failure> {
     let body = serde_urlencoded::to_string(fields).map_err(|e| Failure::Refused(format!("form: {e}")))?;
     let response = http
         .post(format!("{base}/oauth2/token"))
@@ -538,7 +547,8 @@ fn check_id_token(provider: &Provider, dc: usize, token: Option<&str>, user_id: 
     let (Some(head), Some(body), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
         return Err("the id_token is not a compact JWS".into());
     };
-    let decode = |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| "bad base64url".to_string());
+    let decode =
+        |part: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part).map_err(|_| "bad base64url".to_string());
     let header: Value = serde_json::from_slice(&decode(head)?).map_err(|_| "the header is not JSON")?;
     if header["alg"] != "ES256" {
         return Err(format!("alg {} is not ES256", header["alg"]));
@@ -809,7 +819,9 @@ impl LoginRunning {
         let mut problems: Vec<String> = lost
             .iter()
             .take(MAX_PROBLEMS_KEPT)
-            .map(|(i, s)| format!("session {i} (home {}) lost: {}", self.config.dcs[s.home].0, s.lost.as_deref().unwrap_or_default()))
+            .map(|(i, s)| {
+                format!("session {i} (home {}) lost: {}", self.config.dcs[s.home].0, s.lost.as_deref().unwrap_or_default())
+            })
             .collect();
         problems.extend(shared.problems.iter().take(MAX_PROBLEMS_KEPT * 2).cloned());
         let reuse = |kind: AttemptKind| shared.attempts.iter().filter(move |a| a.kind == kind);
@@ -882,7 +894,9 @@ impl Agent {
             let (name, base) = &self.config.dcs[dc];
             tried.push(name.clone());
             let account = &self.accounts[user];
-            outcome = login_at(&self.http, &self.provider, dc, base, account, &scope, self.config.request_timeout).await.map(|r| (r, dc));
+            outcome = login_at(&self.http, &self.provider, dc, base, account, &scope, self.config.request_timeout)
+                .await
+                .map(|r| (r, dc));
             if !matches!(outcome, Err(Failure::Unavailable(_))) {
                 break;
             }
@@ -999,7 +1013,16 @@ impl Agent {
             if let Err(Failure::Unavailable(text)) = &outcome {
                 self.lock().problem(format!("session {index}: a spent token could not be presented: {text}"));
             }
-            let attempt = LoginAttempt { kind: AttemptKind::Reuse, session: Some(index), home_dc: home_dc.clone(), start_ms, end_ms, ok, error, dcs_tried: tried };
+            let attempt = LoginAttempt {
+                kind: AttemptKind::Reuse,
+                session: Some(index),
+                home_dc: home_dc.clone(),
+                start_ms,
+                end_ms,
+                ok,
+                error,
+                dcs_tried: tried,
+            };
             self.lock().attempts.push(attempt);
         }
         // The spec revokes the chain on reuse: the current token should be refused now.
@@ -1194,7 +1217,8 @@ pub fn markdown(figures: &LoginFigures) -> String {
         ms(figures.longest_refresh_wait_ms),
     );
     if figures.chains_not_revoked_by_reuse > 0 {
-        let _ = writeln!(out, "\n{} sessions kept working after a spent token was presented.", figures.chains_not_revoked_by_reuse);
+        let _ =
+            writeln!(out, "\n{} sessions kept working after a spent token was presented.", figures.chains_not_revoked_by_reuse);
     }
     if !figures.problems.is_empty() {
         out.push_str("\nFirst login problems:\n\n");
@@ -1232,7 +1256,11 @@ mod tests {
         let fields = form_fields(page, "/oauth2/login").expect("form");
         assert_eq!(
             fields,
-            [("csrf".into(), "a.b".into()), ("next".into(), "/oauth2/authorize?a=1&b=\"2\"".into()), ("username".into(), String::new())]
+            [
+                ("csrf".into(), "a.b".into()),
+                ("next".into(), "/oauth2/authorize?a=1&b=\"2\"".into()),
+                ("username".into(), String::new())
+            ]
         );
         assert!(form_fields(page, "/oauth2/authorize").is_none());
     }
@@ -1255,9 +1283,11 @@ mod tests {
     #[test]
     fn id_tokens_are_checked_like_a_relying_party() {
         let rng = ring::rand::SystemRandom::new();
-        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
-        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-            .expect("pair");
+        let pkcs8 =
+            ring::signature::EcdsaKeyPair::generate_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, &rng).expect("key");
+        let pair =
+            ring::signature::EcdsaKeyPair::from_pkcs8(&ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                .expect("pair");
         use ring::signature::KeyPair;
         let provider = Provider {
             client_id: "c1".into(),
@@ -1272,10 +1302,13 @@ mod tests {
         };
         let good = json!({ "iss": "http://a/", "aud": "c1", "exp": unix_s() + 60, "sub": "@u:t", "nonce": "n" });
         assert_eq!(check_id_token(&provider, 0, Some(&sign(good.clone(), "k1")), "@u:t", Some("n")), Ok(()));
-        let refused = |claims: Value, kid: &str, nonce: Option<&str>| check_id_token(&provider, 0, Some(&sign(claims, kid)), "@u:t", nonce);
+        let refused =
+            |claims: Value, kid: &str, nonce: Option<&str>| check_id_token(&provider, 0, Some(&sign(claims, kid)), "@u:t", nonce);
         assert!(refused(good.clone(), "k1", None).is_err(), "nonce");
         assert!(refused(good.clone(), "k2", Some("n")).is_err(), "unknown kid");
-        for (field, value) in [("iss", json!("http://b/")), ("aud", json!("c2")), ("exp", json!(unix_s() - 60)), ("sub", json!("@v:t"))] {
+        for (field, value) in
+            [("iss", json!("http://b/")), ("aud", json!("c2")), ("exp", json!(unix_s() - 60)), ("sub", json!("@v:t"))]
+        {
             let mut claims = good.clone();
             claims[field] = value;
             assert!(refused(claims, "k1", Some("n")).is_err(), "{field}");
@@ -1319,7 +1352,12 @@ mod tests {
         assert_eq!(figures.login_recovery_beyond_election_ms, Some(1200.0));
         assert_eq!(figures.longest_refresh_wait_ms, Some(300.0));
         let text = markdown(&figures);
-        assert!(text.contains("| logins (attempted / succeeded / failed) | 2 / 1 / 1, 1 failed over | 1 / 1 / 0, 1 failed over | 1 / 1 / 0 |"), "{text}");
+        assert!(
+            text.contains(
+                "| logins (attempted / succeeded / failed) | 2 / 1 / 1, 1 failed over | 1 / 1 / 0, 1 failed over | 1 / 1 / 0 |"
+            ),
+            "{text}"
+        );
         assert!(text.contains("| sessions lost | 0 |"), "{text}");
         assert!(text.contains("| spent refresh tokens presented again (of 2 sessions set aside) | 7 |"), "{text}");
         assert!(text.contains("| haetae's share (logins back − that election), ms | 1200 |"), "{text}");
