@@ -9,8 +9,9 @@ access token, refresh, refresh-token reuse detection, revocation, and the device
 grant. Then OpenID Connect as another service uses it: discovery at
 /.well-known/openid-configuration, a web client signing a person in with `openid profile`, the
 id_token verified against the JWKS (signature with joserfc, claims with Authlib's CodeIDToken:
-iss, aud, sub, nonce, exp, iat, auth_time, at_hash), userinfo; and refusals with their OAuth error
-codes (unknown client, unregistered redirect URI, wrong PKCE verifier, reused code). Exits
+iss, aud, sub, nonce, exp, iat, auth_time, at_hash), userinfo; refusals with their OAuth error
+codes (unknown client, unregistered redirect URI, wrong PKCE verifier, reused code); and confidential
+clients authenticating with client_secret_basic and client_secret_post. Exits
 non-zero on the first failure; every request has a timeout.
 """
 
@@ -213,7 +214,64 @@ def main(base):
     print("revocation: ok")
 
     openid_connect(base, browser)
+    confidential_clients(base, browser, metadata)
     print("authlib: all checks passed")
+
+
+def confidential_clients(base, browser, metadata):
+    """Confidential web clients: the secret from registration, sent as Authlib sends it."""
+    check(
+        {"client_secret_basic", "client_secret_post"} <= set(metadata["token_endpoint_auth_methods_supported"]),
+        "confidential client methods not advertised",
+    )
+    redirect_uri = "https://confidential.example.org/callback"
+    for method in ("client_secret_basic", "client_secret_post"):
+        registration = requests.post(
+            metadata["registration_endpoint"],
+            json={
+                "client_name": f"Confidential ({method})",
+                "client_uri": "https://confidential.example.org/",
+                "redirect_uris": [redirect_uri],
+                "application_type": "web",
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": method,
+            },
+            timeout=TIMEOUT_S,
+        )
+        check(registration.status_code == 201, f"{method} registration: {registration.status_code} {registration.text}")
+        body = registration.json()
+        check(body.get("client_secret") and body.get("token_endpoint_auth_method") == method, f"{method} registration: {body}")
+
+        def session(secret):
+            return OAuth2Session(
+                body["client_id"],
+                secret,
+                scope="openid",
+                redirect_uri=redirect_uri,
+                code_challenge_method="S256",
+                token_endpoint_auth_method=method,
+                timeout=TIMEOUT_S,
+            )
+
+        oauth = session(body["client_secret"])
+        verifier = generate_token(64)
+        url, state = oauth.create_authorization_url(
+            metadata["authorization_endpoint"], code_verifier=verifier, nonce=generate_token(20)
+        )
+        _, callback = consent_answer(browser, base, url)
+        token = oauth.fetch_token(
+            metadata["token_endpoint"], authorization_response=callback, state=state, code_verifier=verifier
+        )
+        check("id_token" in token and token.get("refresh_token"), f"{method}: token response")
+        # A wrong secret is refused without spending the refresh token; the right one works.
+        error = token_error(
+            lambda: session("not-the-secret").refresh_token(metadata["token_endpoint"], refresh_token=token["refresh_token"])
+        )
+        check(error == "invalid_client", f"{method} with a wrong secret: {error}")
+        refreshed = oauth.refresh_token(metadata["token_endpoint"], refresh_token=token["refresh_token"])
+        check(refreshed.get("access_token") and refreshed.get("refresh_token") != token["refresh_token"], f"{method}: refresh")
+    print("confidential clients (client_secret_basic, client_secret_post): ok")
 
 
 def consent_answer(browser, base, url, decision="allow"):

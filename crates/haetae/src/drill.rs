@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use haetae_cluster::{Deployment, deployment::ClusterError};
 use haetae_store::admin::Admin;
 use haetae_workload::drill::history::EngineFigures;
+use haetae_workload::drill::login::{self, LoginConfig, LoginCounters, LoginRunning};
 use haetae_workload::drill::workload::{self, DrillConfig, Running};
 use haetae_workload::drill::{checker, report};
 
@@ -92,6 +93,16 @@ pub struct DrillArgs {
     /// Messages per room of the grown history.
     #[arg(long, default_value_t = 100)]
     history_events_per_room: u64,
+    /// Login sessions signed in (through the login pages) before the fault, refreshed through it
+    /// and checked after it; 0 runs no login workload.
+    #[arg(long, default_value_t = 30)]
+    login_sessions: usize,
+    /// New logins (the whole authorization code flow) per second over all DCs.
+    #[arg(long, default_value_t = 1.5)]
+    logins_per_s: f64,
+    /// Refreshes of the login sessions per second over all of them.
+    #[arg(long, default_value_t = 6.0)]
+    refreshes_per_s: f64,
     #[command(flatten)]
     deployment: DeploymentArgs,
 }
@@ -105,6 +116,9 @@ pub fn run(args: DrillArgs) -> Result<(), String> {
     }
     if args.users == 0 || args.rooms == 0 || args.room_size == 0 || args.room_size > args.users || args.rate <= 0.0 {
         return Err("--users, --rooms, --room-size and --rate must be positive, and a room cannot be larger than --users".into());
+    }
+    if !(args.logins_per_s >= 0.0 && args.refreshes_per_s >= 0.0) {
+        return Err("--logins-per-s and --refreshes-per-s cannot be negative".into());
     }
     let out = match &args.out {
         Some(out) => out.clone(),
@@ -194,13 +208,26 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         None
     };
     let population = workload::prepare(&config, &|line| progress(line)).await.map_err(|e| e.to_string())?;
+    let login_config = LoginConfig {
+        dcs: dcs.clone(),
+        sessions: args.login_sessions,
+        logins_per_s: args.logins_per_s,
+        refreshes_per_s: args.refreshes_per_s,
+        request_timeout: config.request_timeout,
+        ..LoginConfig::default()
+    };
+    let logins = match args.login_sessions {
+        0 => None,
+        _ => Some(login::prepare(login_config.clone(), &|line| progress(line)).await.map_err(|e| e.to_string())?),
+    };
     let target = match (args.scenario, &args.dc) {
         (Scenario::LeaderDcFire, _) => most_leaders(&deployment).await?,
         (_, Some(name)) => deployment.dc_index(name).ok_or_else(|| format!("no DC named {name}"))?,
         (_, None) => 0,
     };
     let mut running = Running::start(config.clone(), population).await;
-    let ticker = Ticker::start(running.counters.clone(), args.scenario.name());
+    let logins = logins.map(|population| LoginRunning::start(population, running.started_at()));
+    let ticker = Ticker::start(running.counters.clone(), logins.as_ref().map(|l| l.counters.clone()), args.scenario.name());
     wait_s(args.before_s).await;
 
     // Who leads what, just before the fault.
@@ -211,6 +238,13 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
     let mut engine = EngineFigures::default();
     let fault_dc = inject(args, &mut deployment, &mut running, target, &leaders, &mut engine).await?;
     wait_s(args.after_s).await;
+    let login_history = match logins {
+        Some(logins) => {
+            progress("stopping the logins; refreshing every login session at a DC other than its home");
+            Some(logins.finish(Duration::from_secs(10)).await)
+        }
+        None => None,
+    };
     progress("stopping the workload; letting every client sync to the end");
     let (mut history, population) = running.finish(args.scenario.name(), fault_dc, Duration::from_secs(20)).await;
     ticker.stop();
@@ -246,7 +280,14 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
             grown.events_acknowledged as f64 / grown.seconds.max(1e-9)
         ));
     }
+    if login_history.is_some() {
+        engine.notes.push(format!(
+            "logins: {} sessions prepared (+{} set aside for the reuse check), {} logins/s, {} refreshes/s",
+            login_config.sessions, login_config.reuse_sessions, args.logins_per_s, args.refreshes_per_s
+        ));
+    }
     history.engine = engine;
+    history.login = login_history;
     deployment.down().await;
 
     let check = checker::check(&history);
@@ -290,13 +331,15 @@ async fn inject(
     let err = |e: ClusterError| e.to_string();
     match args.scenario {
         Scenario::Fire | Scenario::LeaderDcFire => {
-            let watcher = ElectionWatch::start(deployment, target, leaders).await;
+            let watcher = ElectionWatch::start(deployment, target, leaders, is_log_partition).await;
+            let login_watcher = ElectionWatch::start(deployment, target, leaders, is_login_bucket).await;
             progress(&format!("FIRE in DC {name}: SIGKILL its nats-server and node, delete its disks"));
             running.mark(format!("fault: fire in DC {name}"));
             let fault_at = Instant::now();
             deployment.kill_dc(target, true).await.map_err(err)?;
             wait_s(args.fault_s).await;
             engine.election_ms = watcher.finish(fault_at).await;
+            engine.login_election_ms = login_watcher.finish(fault_at).await;
             progress(&format!("rebuilding DC {name} from empty disks"));
             running.mark(format!("rebuild of DC {name} started"));
             let started = Instant::now();
@@ -305,13 +348,15 @@ async fn inject(
             running.mark(format!("DC {name} rebuilt and serving"));
         }
         Scenario::Partition => {
-            let watcher = ElectionWatch::start(deployment, target, leaders).await;
+            let watcher = ElectionWatch::start(deployment, target, leaders, is_log_partition).await;
+            let login_watcher = ElectionWatch::start(deployment, target, leaders, is_login_bucket).await;
             progress(&format!("PARTITION: cutting DC {name}'s network"));
             running.mark(format!("fault: DC {name} cut off"));
             let fault_at = Instant::now();
             deployment.cut(target).map_err(err)?;
             wait_s(args.fault_s).await;
             engine.election_ms = watcher.finish(fault_at).await;
+            engine.login_election_ms = login_watcher.finish(fault_at).await;
             progress(&format!("healing DC {name}'s network"));
             running.mark(format!("DC {name} healed"));
             deployment.heal(target).map_err(err)?;
@@ -367,18 +412,33 @@ async fn inject(
     Ok(Some(name))
 }
 
-/// Polls, from a surviving DC, the leaders of the event-log partitions the hit DC led, and notes
-/// when each had a new leader elsewhere: the engine's own election time.
+fn is_log_partition(asset: &haetae_store::admin::AssetInfo) -> bool {
+    asset.log_partition().is_some()
+}
+
+/// The key-value buckets a login writes (sign-in, code, session, access token, device).
+fn is_login_bucket(asset: &haetae_store::admin::AssetInfo) -> bool {
+    ["kv/oauth_grants", "kv/oauth_sessions", "kv/tokens", "kv/devices"].contains(&asset.label.as_str())
+}
+
+/// Polls, from a surviving DC, the leaders of the streams (`which`: the event-log partitions, or
+/// the login's buckets) the hit DC led, and notes when each had a new leader elsewhere: the
+/// engine's own election time.
 struct ElectionWatch {
     task: Option<tokio::task::JoinHandle<Option<Instant>>>,
 }
 
 impl ElectionWatch {
-    async fn start(deployment: &Deployment, target: usize, leaders: &[haetae_store::admin::AssetInfo]) -> ElectionWatch {
+    async fn start(
+        deployment: &Deployment,
+        target: usize,
+        leaders: &[haetae_store::admin::AssetInfo],
+        which: fn(&haetae_store::admin::AssetInfo) -> bool,
+    ) -> ElectionWatch {
         let dead = deployment.state.dcs[target].name.clone();
         let streams: Vec<String> = leaders
             .iter()
-            .filter(|a| a.log_partition().is_some() && a.leader.as_deref() == Some(dead.as_str()))
+            .filter(|a| which(a) && a.leader.as_deref() == Some(dead.as_str()))
             .map(|a| a.stream.clone())
             .collect();
         let urls: Vec<String> =
@@ -421,15 +481,24 @@ struct Ticker {
 }
 
 impl Ticker {
-    fn start(counters: Arc<workload::Counters>, scenario: &'static str) -> Ticker {
+    fn start(counters: Arc<workload::Counters>, logins: Option<Arc<LoginCounters>>, scenario: &'static str) -> Ticker {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
         tokio::spawn(async move {
             let started = Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 tokio::time::sleep(Duration::from_secs(1)).await;
+                let login = logins.as_ref().map_or(String::new(), |l| {
+                    format!(
+                        " logins {}/{} failed refreshes {}/{} failed",
+                        l.logins_ok.load(Ordering::Relaxed),
+                        l.logins_failed.load(Ordering::Relaxed),
+                        l.refreshes_ok.load(Ordering::Relaxed),
+                        l.refreshes_failed.load(Ordering::Relaxed)
+                    )
+                });
                 eprintln!(
-                    "drill {scenario}: t={:>5.1}s acknowledged {} failed {} retried-elsewhere {} received {}",
+                    "drill {scenario}: t={:>5.1}s acknowledged {} failed {} retried-elsewhere {} received {}{login}",
                     started.elapsed().as_secs_f64(),
                     counters.acknowledged.load(Ordering::Relaxed),
                     counters.failed.load(Ordering::Relaxed),

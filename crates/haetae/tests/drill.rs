@@ -1,13 +1,15 @@
 //! A short drill of each scenario through the real binary: three nats-servers and three haetae
-//! nodes, the Matrix workload, the fault, the repair. Asserts correctness only (nothing
-//! acknowledged lost, no duplicates, same order everywhere, recovery happened, the repaired DC
-//! caught up); timings are the drill report's business, not a test's.
+//! nodes, the Matrix workload and the login workload, the fault, the repair. Asserts correctness
+//! only (nothing acknowledged lost, no duplicates, same order everywhere, recovery happened, the
+//! repaired DC caught up, no login session lost, no refresh token usable twice); timings are the
+//! drill report's business, not a test's.
 
 use std::path::Path;
 use std::process::Command;
 
 use haetae_workload::drill::checker;
 use haetae_workload::drill::history::History;
+use haetae_workload::drill::login::AttemptKind;
 
 fn drill(scenario: &str, extra: &[&str]) -> History {
     let out = tempfile::tempdir().expect("temp dir");
@@ -73,6 +75,22 @@ fn fire_loses_nothing_and_the_rebuilt_dc_catches_up() {
         history.clients[s.client].home_dc == "a" && s.event_id.is_some() && s.dcs_tried.iter().any(|dc| dc != "a")
     });
     assert!(moved, "no client homed in the burned DC was served by another DC");
+
+    // Login survived the fire: every session (signed in before the fire or during it) refreshed
+    // at a DC other than its home afterwards, no spent refresh token worked again, every id_token
+    // verified, and people could sign in again after the fault.
+    let login = history.login.as_ref().expect("the login workload ran");
+    assert_eq!(login.sessions_lost, 0, "login sessions lost: {:#?}", login.problems);
+    assert_eq!(login.refresh_tokens_usable_twice, 0, "refresh tokens usable twice: {:#?}", login.problems);
+    assert_eq!(login.id_tokens_rejected, 0, "id_tokens rejected: {:#?}", login.problems);
+    assert!(login.sessions_checked > login.prepared_sessions, "no session from a login during the drill was checked");
+    assert!(login.spent_tokens_presented >= login.reuse_sessions && login.reuse_sessions > 0, "spent tokens were not tried");
+    let fault = history.marks.iter().find(|m| m.label.starts_with("fault")).expect("fault mark").at_ms;
+    let after_fault = |kind: AttemptKind| login.attempts.iter().filter(|a| a.kind == kind && a.ok && a.start_ms > fault).count();
+    assert!(after_fault(AttemptKind::Login) > 0, "no login succeeded after the fault");
+    assert!(after_fault(AttemptKind::Refresh) > 0, "no refresh succeeded after the fault");
+    let homed_in_a = login.attempts.iter().filter(|a| a.kind == AttemptKind::FinalRefresh && a.home_dc == "a").collect::<Vec<_>>();
+    assert!(!homed_in_a.is_empty() && homed_in_a.iter().all(|a| a.ok && !a.dcs_tried.iter().any(|dc| dc == "a")));
 }
 
 #[test]

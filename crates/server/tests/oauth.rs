@@ -314,6 +314,96 @@ async fn authorization_code_flow_refresh_reuse_and_revocation() {
     whoami(&server, &again.token).await.ok();
 }
 
+/// A token request with an `Authorization: Basic` header.
+async fn token_request_basic(base: &str, id: &str, secret: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base}/oauth2/token"))
+        .basic_auth(id, Some(secret))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string(form).unwrap())
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn confidential_clients_authenticate_at_the_token_endpoint() {
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let user = server.client().register("confidential").await;
+    let metadata = reqwest::get(format!("{base}/.well-known/openid-configuration")).await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(metadata["token_endpoint_auth_methods_supported"], json!(["none", "client_secret_basic", "client_secret_post"]));
+
+    // client_secret_basic: the secret is given once, at registration.
+    let registered = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_basic"})).await;
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    assert_eq!(registered["token_endpoint_auth_method"], "client_secret_basic");
+    assert_eq!(registered["client_secret_expires_at"], 0);
+    assert!(secret.len() >= 43);
+    // The same registration again is another client with another secret.
+    let twin = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_basic"})).await;
+    assert_ne!(twin["client_id"], registered["client_id"]);
+    assert_ne!(twin["client_secret"], registered["client_secret"]);
+
+    let mut browser = Browser::new();
+    let (code, verifier) = authorize(&mut browser, &base, &client_id, "CONFDEV01", &user).await;
+    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("code_verifier", verifier.as_str())];
+    // Without the secret, with a wrong one, or with the secret in the form (not the registered
+    // method): invalid_client, and the code is not spent.
+    let (status, body) = exchange(&base, &client_id, &code, &verifier).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, body) = token_request_basic(&base, &client_id, "not-the-secret", &grant).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let mut posted = grant.to_vec();
+    posted.extend([("client_id", client_id.as_str()), ("client_secret", secret.as_str())]);
+    let (status, body) = token_request(&base, &posted).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, body) = token_request_basic(&base, twin["client_id"].as_str().unwrap(), twin["client_secret"].as_str().unwrap(), &grant).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")), "another client's code: {body}");
+    let (status, tokens) = token_request_basic(&base, &client_id, &secret, &grant).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(whoami(&server, tokens["access_token"].as_str().unwrap()).await.ok()["device_id"], "CONFDEV01");
+    // Refreshes authenticate too.
+    let refresh_token = tokens["refresh_token"].as_str().unwrap();
+    let (status, body) = refresh(&base, &client_id, refresh_token).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let (status, refreshed) = token_request_basic(&base, &client_id, &secret, &[("grant_type", "refresh_token"), ("refresh_token", refresh_token)]).await;
+    assert_eq!(status, 200, "{refreshed}");
+
+    // client_secret_post: the secret goes in the form, not in a Basic header.
+    let registered = register_client(&base, json!({"token_endpoint_auth_method": "client_secret_post"})).await;
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+    let secret = registered["client_secret"].as_str().unwrap().to_string();
+    let (code, verifier) = authorize(&mut browser, &base, &client_id, "CONFDEV02", &user).await;
+    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", REDIRECT), ("code_verifier", verifier.as_str())];
+    let (status, body) = token_request_basic(&base, &client_id, &secret, &grant).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    let mut posted = grant.to_vec();
+    posted.extend([("client_id", client_id.as_str()), ("client_secret", "wrong")]);
+    let (status, body) = token_request(&base, &posted).await;
+    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_client")), "{body}");
+    posted.pop();
+    posted.push(("client_secret", secret.as_str()));
+    let (status, tokens) = token_request(&base, &posted).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(whoami(&server, tokens["access_token"].as_str().unwrap()).await.ok()["device_id"], "CONFDEV02");
+
+    // Public clients are as they were: no secret, and an unknown method is refused.
+    let public = register_client(&base, json!({})).await;
+    assert_eq!(public["token_endpoint_auth_method"], "none");
+    assert!(public.get("client_secret").is_none());
+    let refused = reqwest::Client::new()
+        .post(format!("{base}/oauth2/register"))
+        .json(&json!({"client_uri": "https://app.example.org/", "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "private_key_jwt"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status().as_u16(), 400);
+    assert_eq!(refused.json::<Value>().await.unwrap()["error"], "invalid_client_metadata");
+}
+
 #[tokio::test]
 async fn login_pages_refuse_forgery_and_foreign_redirects() {
     let server = TestServer::start().await;
@@ -981,4 +1071,86 @@ async fn the_account_page_lists_and_ends_sign_ins_to_services() {
     assert_eq!((status, body["error"].as_str()), (400, Some("invalid_grant")));
     let account = browser.get(&format!("{base}/account")).await;
     assert!(!account.body.contains("Taxi"), "{}", account.body);
+}
+
+#[tokio::test]
+async fn applications_sign_people_out_through_the_end_session_endpoint() {
+    const BYE: &str = "https://rp.example.org/signed-out";
+    let server = TestServer::start().await;
+    let base = server.node.base.clone();
+    let user = server.client().register("rplogout").await;
+    let config = reqwest::get(format!("{base}/.well-known/openid-configuration")).await.unwrap().json::<Value>().await.unwrap();
+    assert_eq!(config["end_session_endpoint"], format!("{base}/oauth2/end_session"));
+
+    let registration = |post_logout: Value| {
+        let base = base.clone();
+        async move {
+            let body = json!({
+                "client_name": "Taxi",
+                "client_uri": "https://rp.example.org/",
+                "redirect_uris": [RP_REDIRECT],
+                "post_logout_redirect_uris": post_logout,
+                "grant_types": ["authorization_code", "refresh_token"],
+            });
+            let response = reqwest::Client::new().post(format!("{base}/oauth2/register")).json(&body).send().await.unwrap();
+            (response.status().as_u16(), response.json::<Value>().await.unwrap())
+        }
+    };
+    // Post-logout URIs follow the redirect URI rules.
+    let (status, refused) = registration(json!(["https://evil.test/bye"])).await;
+    assert_eq!((status, refused["error"].as_str()), (400, Some("invalid_client_metadata")), "{refused}");
+    let (status, registered) = registration(json!([BYE])).await;
+    assert_eq!(status, 201, "{registered}");
+    assert_eq!(registered["post_logout_redirect_uris"], json!([BYE]));
+    let client_id = registered["client_id"].as_str().unwrap().to_string();
+
+    let mut browser = Browser::new();
+    let (code, verifier, _) = authorize_rp(&mut browser, &base, &client_id, "openid", Some("n"), &user).await;
+    let form = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", RP_REDIRECT), ("client_id", client_id.as_str()), ("code_verifier", verifier.as_str())];
+    let (status, tokens) = token_request(&base, &form).await;
+    assert_eq!(status, 200, "{tokens}");
+    let id_token = tokens["id_token"].as_str().unwrap().to_string();
+    let end = |query: &[(&str, &str)]| format!("{base}/oauth2/end_session?{}", serde_urlencoded::to_string(query).unwrap());
+
+    // Refused with a page, and nothing sent anywhere: an unregistered (or merely similar) address,
+    // an address with no application named, a hint this server did not sign, two applications.
+    let (head, _) = id_token.split_once('.').unwrap();
+    let forged = format!("{head}.{}.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"aud":"x"}"#), "AAAA");
+    for query in [
+        vec![("id_token_hint", id_token.as_str()), ("post_logout_redirect_uri", "https://rp.example.org/signed-out/")],
+        vec![("client_id", client_id.as_str()), ("post_logout_redirect_uri", "https://rp.example.org/other")],
+        vec![("post_logout_redirect_uri", BYE)],
+        vec![("id_token_hint", forged.as_str()), ("post_logout_redirect_uri", BYE)],
+        vec![("id_token_hint", id_token.as_str()), ("client_id", "cAnotherOne"), ("post_logout_redirect_uri", BYE)],
+    ] {
+        let page = browser.get(&end(&query)).await;
+        assert_eq!((page.status, page.location.as_deref()), (400, None), "{query:?}: {}", page.body);
+    }
+    assert!(browser.cookies.contains_key("haetae_login"), "a refused request signed nobody out");
+
+    // The application's request: the person is asked, says yes, and goes back with the state.
+    let page = browser.get(&end(&[("id_token_hint", &id_token), ("post_logout_redirect_uri", BYE), ("state", "st 1")])).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("Sign out of this server as well?") && page.body.contains("Taxi"), "{}", page.body);
+    let fields = form_fields(&page.body, "/oauth2/end_session");
+    let stay = browser.post(&format!("{base}/oauth2/end_session"), &pairs(&with(&fields, &[("decision", "stay")]))).await;
+    assert_eq!((stay.status, stay.location.as_deref()), (200, None));
+    assert!(browser.cookies.contains_key("haetae_login"));
+    // The form is CSRF-protected like every other.
+    let forged_post = browser.post(&format!("{base}/oauth2/end_session"), &[("decision", "sign_out"), ("csrf", "x.y")]).await;
+    assert_eq!(forged_post.status, 403);
+    let answer = browser.post(&format!("{base}/oauth2/end_session"), &pairs(&with(&fields, &[("decision", "sign_out")]))).await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(answer.location.as_deref(), Some(format!("{BYE}?state=st+1").as_str()));
+    assert!(!browser.cookies.contains_key("haetae_login"), "the sign-in cookie is cleared");
+
+    // Signed out for real: the next authorization asks for the password again.
+    let (_, challenge) = pkce();
+    let again = browser.get(&authorize_query(&base, &client_id, RP_REDIRECT, "openid", &challenge, "s", None)).await;
+    assert!(again.status == 200 && again.body.contains("Sign in"), "{}", again.body);
+    // Someone not signed in goes straight back (client_id instead of a hint works too).
+    let page = browser.get(&end(&[("client_id", &client_id), ("post_logout_redirect_uri", BYE)])).await;
+    assert_eq!((page.status, page.location.as_deref()), (303, Some(BYE)));
+    let page = browser.get(&end(&[])).await;
+    assert_eq!((page.status, page.location.as_deref()), (200, None));
 }

@@ -153,6 +153,34 @@ pub const GRANT_CODE: &str = "authorization_code";
 pub const GRANT_REFRESH: &str = "refresh_token";
 pub const GRANT_DEVICE: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
+/// How a client authenticates at the token endpoint (RFC 7591 section 2): a public client does
+/// not; a confidential one with the secret it was given at registration, in an HTTP Basic header
+/// or in the form (RFC 6749 section 2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMethod {
+    #[default]
+    None,
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl AuthMethod {
+    pub const ALL: [&'static str; 3] = ["none", "client_secret_basic", "client_secret_post"];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMethod::None => "none",
+            AuthMethod::ClientSecretBasic => "client_secret_basic",
+            AuthMethod::ClientSecretPost => "client_secret_post",
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        *self == AuthMethod::None
+    }
+}
+
 /// A client's registration as stored: what it registered that we understood.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Client {
@@ -166,6 +194,17 @@ pub struct Client {
     pub application_type: ApplicationType,
     pub grant_types: Vec<String>,
     pub response_types: Vec<String>,
+    /// Where the client may send people back after they sign out (OpenID Connect RP-Initiated
+    /// Logout 1.0), matched exactly. Absent when none, like the two fields below.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Absent from public clients' records (so their registrations, and ids, stay as they were).
+    #[serde(default, skip_serializing_if = "AuthMethod::is_none")]
+    pub token_endpoint_auth_method: AuthMethod,
+    /// A confidential client's secret, hashed ([`secret_hash`]); the secret itself is shown once,
+    /// in the registration response, and never stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_hash: Option<String>,
 }
 
 impl Client {
@@ -179,7 +218,7 @@ impl Client {
             "application_type": self.application_type,
             "grant_types": self.grant_types,
             "response_types": self.response_types,
-            "token_endpoint_auth_method": "none",
+            "token_endpoint_auth_method": self.token_endpoint_auth_method.name(),
         });
         for (field, value) in [
             ("client_name", &self.client_name),
@@ -190,6 +229,9 @@ impl Client {
             if let Some(value) = value {
                 body[field] = json!(value);
             }
+        }
+        if !self.post_logout_redirect_uris.is_empty() {
+            body["post_logout_redirect_uris"] = json!(self.post_logout_redirect_uris);
         }
         body
     }
@@ -328,10 +370,14 @@ pub fn register_client(request: &Value) -> Result<Client, Refusal> {
         Some("native") => ApplicationType::Native,
         Some(_) => return Err(bad_metadata("application_type must be web or native")),
     };
-    match text("token_endpoint_auth_method")?.as_deref() {
-        None | Some("none") => {}
-        Some(_) => return Err(bad_metadata("only public clients are supported: token_endpoint_auth_method must be none")),
-    }
+    let token_endpoint_auth_method = match text("token_endpoint_auth_method")?.as_deref() {
+        None | Some("none") => AuthMethod::None,
+        Some("client_secret_basic") => AuthMethod::ClientSecretBasic,
+        Some("client_secret_post") => AuthMethod::ClientSecretPost,
+        Some(_) => {
+            return Err(bad_metadata("token_endpoint_auth_method must be none, client_secret_basic or client_secret_post"));
+        }
+    };
     let client_name = text("client_name")?;
     if client_name.as_ref().is_some_and(|n| n.chars().count() > MAX_CLIENT_NAME_CHARS) {
         return Err(bad_metadata("client_name is too long"));
@@ -365,6 +411,13 @@ pub fn register_client(request: &Value) -> Result<Client, Refusal> {
     for uri in &redirect_uris {
         check_redirect_uri(uri, &client_host, application_type).map_err(bad_redirect)?;
     }
+    let post_logout_redirect_uris = list("post_logout_redirect_uris")?.unwrap_or_default();
+    if post_logout_redirect_uris.len() > MAX_REDIRECT_URIS {
+        return Err(bad_metadata(format!("at most {MAX_REDIRECT_URIS} post-logout redirect URIs")));
+    }
+    for uri in &post_logout_redirect_uris {
+        check_redirect_uri(uri, &client_host, application_type).map_err(|e| bad_metadata(format!("post_logout_redirect_uris: {e}")))?;
+    }
     if grant_types.iter().any(|g| g == GRANT_CODE) {
         if redirect_uris.is_empty() {
             return Err(bad_redirect("the authorization code grant needs at least one redirect URI"));
@@ -387,11 +440,46 @@ pub fn register_client(request: &Value) -> Result<Client, Refusal> {
         application_type,
         grant_types,
         response_types,
+        post_logout_redirect_uris,
+        token_endpoint_auth_method,
+        secret_hash: None,
     };
-    let canonical = serde_json::to_vec(&client).unwrap_or_default();
-    let digest = Sha256::digest(&canonical);
-    client.client_id = format!("c{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]));
+    client.client_id = client_id_for(&client);
     Ok(client)
+}
+
+/// A client's id: derived from its registration (with its secret's hash, for a confidential
+/// client, so two registrations never share an id and a secret).
+pub fn client_id_for(client: &Client) -> String {
+    let canonical = serde_json::to_vec(&Client { client_id: String::new(), ..client.clone() }).unwrap_or_default();
+    let digest = Sha256::digest(&canonical);
+    format!("c{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&digest[..16]))
+}
+
+/// How a client secret is stored: SHA-256, base64url (secrets are 256 random bits).
+pub fn secret_hash(secret: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// Checks a token-endpoint caller against the client's registration: `basic` is the secret of an
+/// `Authorization: Basic` header naming this client, `posted` the form's `client_secret`. A
+/// confidential client must use the method it registered, with its secret; a public client has
+/// none to check (what it sends is ignored, as before confidential clients existed).
+pub fn authenticate_client(client: &Client, basic: Option<&str>, posted: Option<&str>) -> Result<(), Refusal> {
+    let presented = match client.token_endpoint_auth_method {
+        AuthMethod::None => return Ok(()),
+        AuthMethod::ClientSecretBasic if posted.is_none() => basic,
+        AuthMethod::ClientSecretPost if basic.is_none() => posted,
+        method => return Err(Refusal::new("invalid_client", format!("this client authenticates with {}", method.name()))),
+    };
+    let Some(presented) = presented else {
+        return Err(Refusal::new("invalid_client", "client authentication is required"));
+    };
+    let stored = client.secret_hash.as_deref().unwrap_or_default();
+    if stored.is_empty() || !constant_time_eq(secret_hash(presented).as_bytes(), stored.as_bytes()) {
+        return Err(Refusal::new("invalid_client", "client authentication failed"));
+    }
+    Ok(())
 }
 
 /// Whether `requested` is one of the client's registered redirect URIs: exact string equality,
@@ -737,7 +825,7 @@ mod tests {
         http["client_uri"] = json!("http://example.com/");
         assert_eq!(register_client(&http).unwrap_err().error, "invalid_client_metadata");
         let mut secret = registration("web", &["https://example.com/cb"]);
-        secret["token_endpoint_auth_method"] = json!("client_secret_basic");
+        secret["token_endpoint_auth_method"] = json!("client_secret_jwt");
         assert!(register_client(&secret).is_err());
         let mut logo = registration("web", &["https://example.com/cb"]);
         logo["logo_uri"] = json!("https://evil.test/logo.png");
@@ -749,6 +837,39 @@ mod tests {
         // A device-only client needs no redirect URI.
         let device_only = json!({"client_uri": "https://example.com/", "grant_types": [GRANT_DEVICE, GRANT_REFRESH]});
         assert!(register_client(&device_only).is_ok());
+    }
+
+    #[test]
+    fn confidential_clients_authenticate_with_the_method_they_registered() {
+        let public = register_client(&registration("web", &["https://example.com/cb"])).unwrap();
+        assert_eq!(public.token_endpoint_auth_method, AuthMethod::None);
+        // A public client's record and id are what they were before confidential clients.
+        assert!(!serde_json::to_string(&public).unwrap().contains("token_endpoint_auth_method"));
+        assert_eq!(authenticate_client(&public, None, None), Ok(()));
+        assert_eq!(authenticate_client(&public, Some("anything"), None), Ok(()));
+
+        for (method, name) in [(AuthMethod::ClientSecretBasic, "client_secret_basic"), (AuthMethod::ClientSecretPost, "client_secret_post")] {
+            let mut request = registration("web", &["https://example.com/cb"]);
+            request["token_endpoint_auth_method"] = json!(name);
+            let mut client = register_client(&request).unwrap();
+            assert_eq!(client.token_endpoint_auth_method, method);
+            assert_eq!(client.to_json(0)["token_endpoint_auth_method"], name);
+            client.secret_hash = Some(secret_hash("s3cret"));
+            let (right, wrong) = match method {
+                AuthMethod::ClientSecretBasic => ((Some("s3cret"), None), (None, Some("s3cret"))),
+                _ => ((None, Some("s3cret")), (Some("s3cret"), None)),
+            };
+            assert_eq!(authenticate_client(&client, right.0, right.1), Ok(()), "{name}");
+            let refused = |basic, posted| authenticate_client(&client, basic, posted).unwrap_err().error;
+            assert_eq!(refused(wrong.0, wrong.1), "invalid_client", "{name}: the other method");
+            assert_eq!(refused(None, None), "invalid_client", "{name}: no secret");
+            let bad = right.0.map(|_| "nope");
+            assert_eq!(refused(bad, right.1.map(|_| "nope")), "invalid_client", "{name}: wrong secret");
+            // The id covers the secret: the same registration with another secret is another client.
+            let first = client_id_for(&client);
+            client.secret_hash = Some(secret_hash("other"));
+            assert_ne!(client_id_for(&client), first);
+        }
     }
 
     #[test]

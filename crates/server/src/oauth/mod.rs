@@ -9,6 +9,7 @@
 //! # POST /oauth2/device_authorization  device authorization grant (RFC 8628)
 //! # GET|POST /device                   where a person enters a device's user code
 //! # GET|POST /oauth2/login, /oauth2/signup, /oauth2/logout   the login pages
+//! # GET|POST /oauth2/end_session       RP-initiated logout (OpenID Connect), with confirmation
 //! # GET  /account, POST /account/*     account management (devices, password, approving a
 //!                                      cross-signing reset for `m.oauth` UIA, [`uia`])
 //! # GET  /.well-known/openid-configuration, /oauth2/keys.json, GET|POST /oauth2/userinfo
@@ -71,6 +72,7 @@ pub fn router(app: AppState) -> Router {
         .route("/oauth2/login", get(pages::login_page).post(pages::login))
         .route("/oauth2/signup", get(pages::signup_page).post(pages::signup))
         .route("/oauth2/logout", post(pages::logout))
+        .route("/oauth2/end_session", get(pages::end_session_page).post(pages::end_session))
         .route("/oauth2/style.css", get(pages::stylesheet))
         .route("/device", get(pages::device_page).post(pages::device_answer))
         .route("/account", get(pages::account))
@@ -120,12 +122,13 @@ async fn auth_metadata(State(app): State<AppState>, headers: HeaderMap) -> Respo
         "token_endpoint": format!("{base}/oauth2/token"),
         "registration_endpoint": format!("{base}/oauth2/register"),
         "revocation_endpoint": format!("{base}/oauth2/revoke"),
+        "end_session_endpoint": format!("{base}/oauth2/end_session"),
         "device_authorization_endpoint": format!("{base}/oauth2/device_authorization"),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "fragment"],
         "grant_types_supported": [grants::GRANT_CODE, grants::GRANT_REFRESH, grants::GRANT_DEVICE],
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none"],
+        "token_endpoint_auth_methods_supported": grants::AuthMethod::ALL,
         "revocation_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": [
             grants::SCOPE_API,

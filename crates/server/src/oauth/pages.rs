@@ -338,6 +338,112 @@ pub async fn logout(State(app): State<AppState>, request: Request) -> Response {
     response
 }
 
+/// The fields of an RP-initiated logout request carried through the confirmation form.
+const END_SESSION_FIELDS: [&str; 4] = ["id_token_hint", "client_id", "post_logout_redirect_uri", "state"];
+
+/// An RP-initiated logout request (OpenID Connect RP-Initiated Logout 1.0), checked.
+struct EndSession {
+    /// Where to send the person afterwards (a registered post-logout URI, with `state`).
+    redirect: Option<String>,
+    client_name: Option<String>,
+    fields: Vec<(String, String)>,
+}
+
+/// Checks a logout request: an `id_token_hint` must be one this deployment signed for this
+/// issuer (expired ones are fine: people sign out long after signing in), a `client_id` must
+/// agree with its audience, and a `post_logout_redirect_uri` must be one the client registered,
+/// exactly. Err is the page to show instead (nothing is sent to an unchecked address).
+async fn check_end_session(app: &App, visit: &Visit, issuer: &str, params: &HashMap<String, String>) -> Result<EndSession, Response> {
+    let get = |key: &str| params.get(key).map(String::as_str).filter(|v| !v.is_empty());
+    let refuse = |text: &str| html(Some(visit), StatusCode::BAD_REQUEST, app, "Cannot sign out", &templates::message(text, None));
+    let mut client_id = get("client_id").map(str::to_string);
+    if let Some(hint) = get("id_token_hint") {
+        let set = super::keys::current(app).await.map_err(|e| unavailable(app, e))?;
+        let claims = super::keys::verify_jwt(&set, hint).ok_or_else(|| refuse("The sign-out request carries an ID token this server did not issue."))?;
+        if claims["iss"] != issuer {
+            return Err(refuse("The sign-out request carries an ID token this server did not issue."));
+        }
+        let audience = claims["aud"].as_str().map(str::to_string);
+        if client_id.is_some() && client_id != audience {
+            return Err(refuse("The sign-out request names two different applications."));
+        }
+        client_id = audience;
+    }
+    let client = match &client_id {
+        Some(id) => Some(records::client(app, id).await.map_err(|e| unavailable(app, e))?.ok_or_else(|| refuse("This application is not registered with this server."))?),
+        None => None,
+    };
+    let redirect = match get("post_logout_redirect_uri") {
+        None => None,
+        Some(uri) => {
+            let client = client.as_ref().ok_or_else(|| refuse("The sign-out request does not say which application it comes from."))?;
+            if !client.post_logout_redirect_uris.iter().any(|registered| registered == uri) {
+                return Err(refuse("The application asked to return to an address it did not register."));
+            }
+            let state = get("state").filter(|s| s.len() <= MAX_STATE_CHARS);
+            Some(match state {
+                Some(state) => grants::redirect_with(uri, ResponseMode::Query, &[("state", state)]),
+                None => uri.to_string(),
+            })
+        }
+    };
+    let fields = END_SESSION_FIELDS.iter().filter_map(|k| get(k).map(|v| (k.to_string(), v.to_string()))).collect();
+    Ok(EndSession { redirect, client_name: client.map(|c| c.display_name()), fields })
+}
+
+/// Where a logout ends: back at the application, or a page saying so.
+fn after_end_session(app: &App, visit: &Visit, request: &EndSession, text: &str) -> Response {
+    match &request.redirect {
+        Some(location) => see_other(location),
+        None => html(Some(visit), StatusCode::OK, app, "Signed out", &templates::message(text, Some(("/account", "Your account")))),
+    }
+}
+
+/// # GET /oauth2/end_session (OpenID Connect RP-Initiated Logout 1.0)
+/// Asks the person whether to sign out of this server too; someone not signed in goes straight back.
+pub async fn end_session_page(State(app): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let (visit, _) = match visit(&app, &parts.headers, client_ip(&parts)).await {
+        Ok(v) => v,
+        Err(e) => return unavailable(&app, e),
+    };
+    let params: HashMap<String, String> = serde_urlencoded::from_str(parts.uri.query().unwrap_or_default()).unwrap_or_default();
+    let request = match check_end_session(&app, &visit, &super::issuer(&app, &parts.headers), &params).await {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    let Some(session) = &visit.session else {
+        return after_end_session(&app, &visit, &request, "You are signed out.");
+    };
+    let body = templates::end_session_form(&visit.csrf_field, &request.fields, &session.user_id, request.client_name.as_deref());
+    html(Some(&visit), StatusCode::OK, &app, "Sign out?", &body)
+}
+
+/// # POST /oauth2/end_session (the confirmation form)
+pub async fn end_session(State(app): State<AppState>, request: Request) -> Response {
+    let issuer = super::issuer(&app, request.headers());
+    let (visit, form) = match posted(&app, request).await {
+        Ok(v) => v,
+        Err(response) => return response,
+    };
+    let request = match check_end_session(&app, &visit, &issuer, &form.0).await {
+        Ok(request) => request,
+        Err(page) => return page,
+    };
+    if form.get("decision") != Some("sign_out") {
+        let text = "You are still signed in.";
+        return html(Some(&visit), StatusCode::OK, &app, "Signed in", &templates::message(text, Some(("/account", "Your account"))));
+    }
+    if let Some(value) = &visit.login_cookie
+        && let Err(error) = records::delete(&app, Bucket::OauthGrants, &records::browser_key(value)).await
+    {
+        return unavailable(&app, error);
+    }
+    let mut response = after_end_session(&app, &visit, &request, "You are signed out.");
+    set_cookie(&mut response, &visit, LOGIN_COOKIE, "", Some(0));
+    response
+}
+
 /// An authorization request, checked.
 struct AuthRequest {
     client: grants::Client,

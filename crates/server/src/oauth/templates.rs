@@ -339,6 +339,22 @@ pub fn cross_signing_reset_form(user_id: &str, csrf: &str, window_min: u64) -> S
     )
 }
 
+/// The question an application's sign-out request asks: sign out of this server too?
+pub fn end_session_form(csrf: &str, fields: &[(String, String)], user_id: &str, client_name: Option<&str>) -> String {
+    let hidden_fields: String = fields.iter().map(|(k, v)| hidden(k, v)).collect();
+    let from = client_name.map(|name| format!(" {} asked to sign you out.", escape(name))).unwrap_or_default();
+    format!(
+        r#"<p class="lead">You are signed in as <strong>{user}</strong>.{from} Sign out of this server as well?</p>
+<form method="post" action="/oauth2/end_session" class="actions">
+{csrf}{hidden_fields}
+<button type="submit" name="decision" value="sign_out" class="primary">Sign out</button>
+<button type="submit" name="decision" value="stay">Stay signed in</button>
+</form>"#,
+        user = escape(user_id),
+        csrf = hidden("csrf", csrf),
+    )
+}
+
 pub fn message(text: &str, link: Option<(&str, &str)>) -> String {
     let link = link.map(|(href, label)| format!(r#"<p><a href="{}">{}</a></p>"#, escape(href), escape(label))).unwrap_or_default();
     format!(r#"<p class="lead">{}</p>{link}"#, escape(text))

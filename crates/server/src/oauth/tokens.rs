@@ -72,19 +72,27 @@ pub(super) fn limit(app: &App, parts_ip: Option<std::net::IpAddr>) -> Result<(),
     }
 }
 
-/// The client id of a token request: the form's `client_id`, or HTTP Basic with an empty secret.
-fn client_id_of(headers: &HeaderMap, form: &Form) -> Result<String, OauthError> {
-    if let Some(id) = form.get("client_id") {
-        return Ok(id.to_string());
-    }
-    let basic = headers
+/// The `(client_id, client_secret)` of an `Authorization: Basic` header, each form-decoded
+/// (RFC 6749 section 2.3.1); an empty secret is none.
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, Option<String>)> {
+    let decode = |text: &str| url::form_urlencoded::parse(format!("v={text}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let pair = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Basic "))
         .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
-        .and_then(|b| String::from_utf8(b).ok())
-        .and_then(|pair| pair.split_once(':').map(|(id, _)| id.to_string()));
-    basic
+        .and_then(|b| String::from_utf8(b).ok())?;
+    let (id, secret) = pair.split_once(':')?;
+    Some((decode(id)?, decode(secret).filter(|s| !s.is_empty())))
+}
+
+/// The client id of a token request: the form's `client_id`, or HTTP Basic's.
+fn client_id_of(headers: &HeaderMap, form: &Form) -> Result<String, OauthError> {
+    if let Some(id) = form.get("client_id") {
+        return Ok(id.to_string());
+    }
+    basic_credentials(headers)
+        .map(|(id, _)| id)
         .filter(|id| !id.is_empty())
         .ok_or_else(|| OauthError { status: StatusCode::UNAUTHORIZED, ..OauthError::bad_request("invalid_client", "client_id is required") })
 }
@@ -93,6 +101,15 @@ async fn known_client(app: &App, client_id: &str) -> Result<grants::Client, Oaut
     records::client(app, client_id).await?.ok_or_else(|| {
         OauthError { status: StatusCode::UNAUTHORIZED, ..OauthError::bad_request("invalid_client", "unknown client") }
     })
+}
+
+/// The client of a token or device-authorization request, authenticated when it is confidential.
+async fn authenticated_client(app: &App, headers: &HeaderMap, form: &Form) -> Result<grants::Client, OauthError> {
+    let client_id = client_id_of(headers, form)?;
+    let client = known_client(app, &client_id).await?;
+    let basic = basic_credentials(headers).filter(|(id, _)| *id == client_id).and_then(|(_, secret)| secret);
+    grants::authenticate_client(&client, basic.as_deref(), form.get("client_secret"))?;
+    Ok(client)
 }
 
 fn json_no_store(status: StatusCode, body: Value) -> Response {
@@ -109,10 +126,21 @@ pub async fn register_client(State(app): State<AppState>, request: Request) -> R
         .await
         .map_err(|_| OauthError::bad_request("invalid_client_metadata", "the registration is too large"))?;
     let metadata = super::json_body(&bytes)?;
-    let client = grants::register_client(&metadata)?;
+    let mut client = grants::register_client(&metadata)?;
+    // A confidential client gets a secret, shown in this response only and stored hashed.
+    let secret = (client.token_endpoint_auth_method != grants::AuthMethod::None).then(random_secret);
+    if let Some(secret) = &secret {
+        client.secret_hash = Some(grants::secret_hash(secret));
+        client.client_id = grants::client_id_for(&client);
+    }
     records::save_client(&app, &client).await?;
     tracing::info!(client_id = %client.client_id, client_uri = %client.client_uri, "OAuth client registered");
-    Ok(json_no_store(StatusCode::CREATED, client.to_json(now_s())))
+    let mut body = client.to_json(now_s());
+    if let Some(secret) = secret {
+        body["client_secret"] = json!(secret);
+        body["client_secret_expires_at"] = json!(0);
+    }
+    Ok(json_no_store(StatusCode::CREATED, body))
 }
 
 /// # POST /oauth2/token
@@ -120,8 +148,7 @@ pub async fn token(State(app): State<AppState>, request: Request) -> Result<Resp
     let (parts, body) = request.into_parts();
     limit(&app, client_ip(&parts))?;
     let form = Form::read(Request::from_parts(parts.clone(), body)).await?;
-    let client_id = client_id_of(&parts.headers, &form)?;
-    let client = known_client(&app, &client_id).await?;
+    let client = authenticated_client(&app, &parts.headers, &form).await?;
     let grant_type = form.require("grant_type")?;
     if ![grants::GRANT_CODE, grants::GRANT_REFRESH, grants::GRANT_DEVICE].contains(&grant_type) {
         return Err(OauthError::bad_request("unsupported_grant_type", "unsupported grant_type"));
@@ -458,8 +485,7 @@ pub async fn device_authorization(State(app): State<AppState>, request: Request)
     let (parts, body) = request.into_parts();
     limit(&app, client_ip(&parts))?;
     let form = Form::read(Request::from_parts(parts.clone(), body)).await?;
-    let client_id = client_id_of(&parts.headers, &form)?;
-    let client = known_client(&app, &client_id).await?;
+    let client = authenticated_client(&app, &parts.headers, &form).await?;
     if !client.allows_grant(grants::GRANT_DEVICE) {
         return Err(OauthError::bad_request("unauthorized_client", "the client did not register the device code grant"));
     }

@@ -115,6 +115,10 @@ pub struct CheckReport {
     pub limited_syncs: usize,
     /// Due events a client missed after a limited sync: allowed, so not in `missed_by_clients`.
     pub missed_in_limited_syncs: usize,
+    /// Why the login workload failed (sessions lost, refresh tokens usable twice, id_tokens
+    /// rejected: [`LoginHistory::failures`](crate::drill::login::LoginHistory::failures)).
+    #[serde(default)]
+    pub login_failures: Vec<String>,
 }
 
 impl CheckReport {
@@ -133,6 +137,7 @@ impl CheckReport {
         if self.dcs_checked.is_empty() {
             problems.push("no DC timeline could be read".to_string());
         }
+        problems.extend(self.login_failures.iter().cloned());
         problems
     }
 
@@ -227,6 +232,7 @@ pub fn check(history: &History) -> CheckReport {
         &mut report,
     );
     check_sync_errors(history, &mut report);
+    report.login_failures = history.login.as_ref().map(|login| login.failures()).unwrap_or_default();
     report
 }
 

@@ -30,6 +30,9 @@ pub struct History {
     pub timelines: Vec<DcTimeline>,
     /// Figures measured outside the workload.
     pub engine: EngineFigures,
+    /// The login workload beside the chat, when it ran.
+    #[serde(default)]
+    pub login: Option<crate::drill::login::LoginHistory>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
@@ -121,6 +124,10 @@ pub struct EngineFigures {
     /// From the fault until every event-log partition whose leader was in the hit DC had a new
     /// leader elsewhere, as seen by polling JetStream; the engine's own share of the outage.
     pub election_ms: Option<f64>,
+    /// The same for the key-value buckets a login writes (OAuth grants and sessions, tokens,
+    /// devices) whose leader was in the hit DC (a few ms when none was).
+    #[serde(default)]
+    pub login_election_ms: Option<f64>,
     /// From the start of the rebuild until every stream had all replicas current and the rebuilt
     /// DC's node answered.
     pub rebuild_catch_up_ms: Option<f64>,

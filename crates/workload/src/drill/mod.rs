@@ -1,8 +1,10 @@
 //! The fire drill's client side: the workload that records a [`history::History`], the checker
-//! that judges it, and the report (figures, Markdown, JSON, timeline chart).
+//! that judges it, and the report (figures, Markdown, JSON, timeline chart); beside the chat, the
+//! login workload ([`login`]: sign-ins and refreshes through the OAuth endpoints).
 
 pub mod chart;
 pub mod checker;
 pub mod history;
+pub mod login;
 pub mod report;
 pub mod workload;

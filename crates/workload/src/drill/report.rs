@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::drill::chart;
 use crate::drill::checker::{CheckReport, Kind, fault_ms, syncs_by_client};
 use crate::drill::history::{EngineFigures, History, SendRecord, SyncRecord};
+use crate::drill::login::{self, LoginFigures};
 use crate::stats::{Summary, summarize};
 
 /// Findings listed in `report.md` (all kept ones are in `report.json`).
@@ -41,6 +42,9 @@ pub struct Figures {
     /// "all clients" first; with a fault, clients homed in the fault DC and elsewhere, then
     /// sends in rooms whose log leader was in the fault DC and elsewhere (when leaders are known).
     pub cohorts: Vec<CohortFigures>,
+    /// The login workload's figures, when it ran.
+    #[serde(default)]
+    pub login: Option<LoginFigures>,
 }
 
 /// The figures of one group of clients (or of the sends into one group of rooms).
@@ -174,6 +178,7 @@ pub fn figures(history: &History) -> Figures {
             .map(|(wait, election)| wait - election),
         engine: history.engine.clone(),
         cohorts,
+        login: history.login.as_ref().map(|l| login::figures(l, &history.marks, history.engine.login_election_ms)),
     }
 }
 
@@ -453,6 +458,11 @@ pub fn markdown(history: &History, check: &CheckReport, figures: &Figures) -> St
         ms(figures.engine.rebuild_catch_up_ms)
     );
 
+    if let Some(login) = &figures.login {
+        out.push('\n');
+        out.push_str(login::markdown(login).trim_end());
+        out.push('\n');
+    }
     if !history.marks.is_empty() {
         out.push_str("\n## Marks\n\n| at s | mark |\n|---:|---|\n");
         for mark in &history.marks {
@@ -472,8 +482,8 @@ pub fn markdown(history: &History, check: &CheckReport, figures: &Figures) -> St
 pub fn summary_header() -> String {
     "| scenario | verdict | acknowledged | lost | duplicates | reordered | failed sends \
      | longest write wait ms | engine election ms | haetae share ms \
-     | sync stall, homed elsewhere ms | rebuild catch-up ms |\n\
-     |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+     | sync stall, homed elsewhere ms | rebuild catch-up ms | sessions lost | logins back ms |\n\
+     |---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         .to_string()
 }
 
@@ -484,8 +494,9 @@ pub fn summary_row(history: &History, check: &CheckReport, figures: &Figures) ->
         .iter()
         .find(|c| c.name == "homed elsewhere")
         .and_then(|c| c.longest_sync_stall_ms);
+    let login = figures.login.as_ref();
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         history.scenario,
         if check.ok() { "PASS" } else { "FAIL" },
         check.acknowledged,
@@ -498,6 +509,8 @@ pub fn summary_row(history: &History, check: &CheckReport, figures: &Figures) ->
         ms(figures.haetae_share_ms),
         ms(stall_elsewhere),
         ms(figures.engine.rebuild_catch_up_ms),
+        login.map_or("–".to_string(), |l| l.sessions_lost.to_string()),
+        ms(login.and_then(|l| l.first_login_after_fault_ms)),
     )
 }
 

@@ -213,6 +213,11 @@ impl Running {
         running
     }
 
+    /// Time zero of the history (when sending started).
+    pub fn started_at(&self) -> Instant {
+        self.started
+    }
+
     /// Milliseconds since sending started.
     pub fn now_ms(&self) -> f64 {
         self.started.elapsed().as_secs_f64() * 1000.0
@@ -307,6 +312,7 @@ impl Running {
             syncs: recorded.syncs,
             timelines: Vec::new(),
             engine: Default::default(),
+            login: None,
         };
         (history, self.population)
     }
