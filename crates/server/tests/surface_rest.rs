@@ -407,3 +407,183 @@ async fn knocking_asks_to_join_and_an_invite_lets_in() {
     c.post(&format!("/knock/{}", enc(&room)), &carol.token, json!({ "reason": 5 })).await.expect_err(400, "M_BAD_JSON");
     expect_missing_token(&c, Method::POST, &format!("/knock/{}", enc(&room)), Some(json!({}))).await;
 }
+
+// ---- room upgrades ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_a_room_replaces_it_with_a_tombstone() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let mallory = c.register("mallory").await;
+    let alias_name = unique_name("upgraded");
+    let old = c
+        .create_room(&alice, json!({ "room_version": "10", "name": "Old name", "topic": "Topic", "preset": "public_chat", "room_alias_name": alias_name }))
+        .await;
+    let alias = format!("#{alias_name}:test.local");
+    c.join(&bob, &old).await.ok();
+    c.join(&mallory, &old).await.ok();
+    c.post(&format!("/rooms/{}/ban", enc(&old)), &alice.token, json!({ "user_id": mallory.user_id })).await.ok();
+    let last_before = c.send_text(&alice, &old, "last words").await;
+
+    // Bob (power 0) may not upgrade; unsupported versions and bad bodies are refused.
+    let path = format!("/rooms/{}/upgrade", enc(&old));
+    c.post(&path, &bob.token, json!({ "new_version": "11" })).await.expect_err(403, "M_FORBIDDEN");
+    c.post(&path, &alice.token, json!({ "new_version": "999" })).await.expect_err(400, "M_UNSUPPORTED_ROOM_VERSION");
+    c.post(&path, &alice.token, json!({})).await.expect_err(400, "M_BAD_JSON");
+    c.post(&path, &alice.token, json!({ "new_version": 11 })).await.expect_err(400, "M_BAD_JSON");
+    c.post("/rooms/not-a-room/upgrade", &alice.token, json!({ "new_version": "11" })).await.expect_err(400, "M_INVALID_PARAM");
+    c.post(&format!("/rooms/{}/upgrade", enc("!nowhere:test.local")), &alice.token, json!({ "new_version": "11" }))
+        .await
+        .expect_err(403, "M_FORBIDDEN");
+    expect_missing_token(&c, Method::POST, &path, Some(json!({ "new_version": "11" }))).await;
+
+    let upgraded = c.post(&path, &alice.token, json!({ "new_version": "11" })).await.ok();
+    let new = upgraded["replacement_room"].as_str().unwrap().to_string();
+    assert_ne!(new, old);
+    let state = |room: &str, event_type: &str| format!("/rooms/{}/state/{event_type}/", enc(room));
+    // The new room: version, predecessor, copied state, the ban, the alias.
+    let create = c.get(&state(&new, "m.room.create"), &alice.token).await.ok();
+    assert_eq!(create["room_version"], "11");
+    assert_eq!(create["predecessor"]["room_id"], old.as_str());
+    assert_eq!(create["predecessor"]["event_id"], last_before.as_str());
+    assert_eq!(c.get(&state(&new, "m.room.name"), &alice.token).await.ok()["name"], "Old name");
+    assert_eq!(c.get(&state(&new, "m.room.topic"), &alice.token).await.ok()["topic"], "Topic");
+    assert_eq!(c.get(&state(&new, "m.room.join_rules"), &alice.token).await.ok()["join_rule"], "public");
+    let old_levels = c.get(&state(&old, "m.room.power_levels"), &alice.token).await.ok();
+    let new_levels = c.get(&state(&new, "m.room.power_levels"), &alice.token).await.ok();
+    assert_eq!(new_levels["users"], json!({ (alice.user_id.clone()): 100 }));
+    let ban = c.get(&format!("/rooms/{}/state/m.room.member/{}", enc(&new), enc(&mallory.user_id)), &alice.token).await.ok();
+    assert_eq!(ban["membership"], "ban");
+    let resolved = c.get(&format!("/directory/room/{}", enc(&alias)), &alice.token).await.ok();
+    assert_eq!(resolved["room_id"], new.as_str());
+    assert_eq!(c.get(&state(&new, "m.room.canonical_alias"), &alice.token).await.ok()["alias"], alias.as_str());
+
+    // The old room: the tombstone, and ordinary members silenced.
+    let tombstone = c.get(&state(&old, "m.room.tombstone"), &alice.token).await.ok();
+    assert_eq!(tombstone["replacement_room"], new.as_str());
+    assert_eq!(old_levels["events_default"], 50);
+    assert_eq!(old_levels["invite"], 50);
+    let refused = c
+        .request(
+            Method::PUT,
+            &format!("/rooms/{}/send/m.room.message/{}", enc(&old), txn()),
+            Some(&bob.token),
+            Some(&json!({ "msgtype": "m.text", "body": "hi" })),
+        )
+        .await;
+    refused.expect_err(403, "M_FORBIDDEN");
+    // Bob follows to the new room and may speak there.
+    c.join(&bob, &new).await.ok();
+    c.send_text(&bob, &new, "hello new room").await;
+    // Mallory stays banned.
+    c.join(&mallory, &new).await.expect_err(403, "M_FORBIDDEN");
+}
+
+// ---- the deprecated event stream and initial syncs ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deprecated_events_and_initial_sync_wrap_sync() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let room = c.create_room(&alice, json!({ "name": "Old API" })).await;
+    let first = c.send_text(&alice, &room, "before the stream").await;
+
+    // The stream starts now: a first call gives a token, the next one what came after it.
+    let start = c.get("/events?timeout=0", &alice.token).await.ok();
+    let from = start["end"].as_str().unwrap().to_string();
+    let sent = c.send_text(&alice, &room, "in the stream").await;
+    let streamed = c.get(&format!("/events?timeout=5000&from={}", enc(&from)), &alice.token).await.ok();
+    assert_eq!(streamed["start"], from.as_str());
+    assert!(streamed["end"].is_string());
+    let chunk = streamed["chunk"].as_array().unwrap();
+    let event = chunk.iter().find(|e| e["event_id"] == sent.as_str()).expect("the new event is streamed");
+    assert_eq!(event["room_id"], room.as_str());
+    assert!(!chunk.iter().any(|e| e["event_id"] == first.as_str()));
+
+    // One event by id, for members only.
+    let found = c.get(&format!("/events/{}", enc(&first)), &alice.token).await.ok();
+    assert_eq!(found["content"]["body"], "before the stream");
+    assert_eq!(found["room_id"], room.as_str());
+    c.get(&format!("/events/{}", enc(&first)), &bob.token).await.expect_err(404, "M_NOT_FOUND");
+    c.get("/events/$nonsense", &alice.token).await.expect_err(404, "M_NOT_FOUND");
+
+    // Initial sync: the room with its state and latest messages.
+    let initial = c.get("/initialSync?limit=5", &alice.token).await.ok();
+    assert!(initial["end"].is_string());
+    let rooms = initial["rooms"].as_array().unwrap();
+    let snapshot = rooms.iter().find(|r| r["room_id"] == room.as_str()).unwrap();
+    assert_eq!(snapshot["membership"], "join");
+    assert_eq!(snapshot["visibility"], "private");
+    let messages = snapshot["messages"]["chunk"].as_array().unwrap();
+    assert!(messages.len() <= 5 && messages.iter().any(|e| e["event_id"] == sent.as_str()));
+    assert!(
+        snapshot["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.name" && e["content"]["name"] == "Old API")
+    );
+    let one = c.get(&format!("/rooms/{}/initialSync", enc(&room)), &alice.token).await.ok();
+    assert_eq!(one["room_id"], room.as_str());
+    assert_eq!(one["membership"], "join");
+    assert!(one["messages"]["chunk"].as_array().unwrap().iter().any(|e| e["event_id"] == sent.as_str()));
+    assert!(one["state"].as_array().unwrap().iter().any(|e| e["type"] == "m.room.create"));
+
+    // Bad input and strangers.
+    c.get(&format!("/rooms/{}/initialSync", enc(&room)), &bob.token).await.expect_err(403, "M_FORBIDDEN");
+    c.get("/rooms/not-a-room/initialSync", &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get("/initialSync?limit=lots", &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get("/events?timeout=soon", &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get("/events?from=garbage", &alice.token).await.expect_err(400, "M_INVALID_PARAM");
+    c.get(&format!("/events?room_id={}", enc(&room)), &bob.token).await.expect_err(403, "M_FORBIDDEN");
+    expect_missing_token(&c, Method::GET, "/events", None).await;
+    expect_missing_token(&c, Method::GET, "/initialSync", None).await;
+}
+
+// ---- asynchronous uploads ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_media_ids_take_one_upload() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let created = c.post("/_matrix/media/v1/create", &alice.token, json!({})).await.ok();
+    let uri = created["content_uri"].as_str().unwrap().to_string();
+    assert!(created["unused_expires_at"].as_u64().unwrap() > 0);
+    let media_id = uri.strip_prefix("mxc://test.local/").expect("an mxc URI of this server").to_string();
+    let upload = format!("/_matrix/media/v3/upload/test.local/{media_id}");
+    let download = format!("/_matrix/client/v1/media/download/test.local/{media_id}");
+
+    // Before the file: downloads say it is not there yet.
+    c.get(&download, &alice.token).await.expect_err(504, "M_NOT_YET_UPLOADED");
+    // Only the one who reserved it may fill it.
+    c.raw(Method::PUT, &upload, Some(&bob.token), "text/plain", b"bob's".to_vec()).await.expect_err(403, "M_FORBIDDEN");
+    c.raw(Method::PUT, &upload, Some(&alice.token), "text/plain", b"hello".to_vec()).await.ok();
+    let fetched = c.http.get(c.url(&download)).bearer_auth(&alice.token).send().await.unwrap();
+    assert_eq!(fetched.status(), 200);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), b"hello");
+    // Once only.
+    c.raw(Method::PUT, &upload, Some(&alice.token), "text/plain", b"again".to_vec())
+        .await
+        .expect_err(409, "M_CANNOT_OVERWRITE_MEDIA");
+    // Ids nobody reserved, other servers, bad ids.
+    c.raw(Method::PUT, "/_matrix/media/v3/upload/test.local/neverreserved", Some(&alice.token), "text/plain", b"x".to_vec())
+        .await
+        .expect_err(404, "M_NOT_FOUND");
+    c.raw(
+        Method::PUT,
+        &format!("/_matrix/media/v3/upload/elsewhere.org/{media_id}"),
+        Some(&alice.token),
+        "text/plain",
+        b"x".to_vec(),
+    )
+    .await
+    .expect_err(404, "M_NOT_FOUND");
+    // At most ten reservations wait at once per user.
+    for _ in 0..10 {
+        c.post("/_matrix/media/v1/create", &bob.token, json!({})).await.ok();
+    }
+    c.post("/_matrix/media/v1/create", &bob.token, json!({})).await.expect_err(429, "M_LIMIT_EXCEEDED");
+    expect_missing_token(&c, Method::POST, "/_matrix/media/v1/create", Some(json!({}))).await;
+}

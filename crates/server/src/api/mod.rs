@@ -19,6 +19,7 @@ pub mod directory;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
+pub mod legacy;
 pub mod media;
 pub mod membership;
 pub mod metrics;
@@ -27,6 +28,7 @@ pub mod openid;
 pub mod presence;
 pub mod relations;
 pub mod reports;
+pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
 pub mod spaces;
@@ -70,6 +72,8 @@ pub fn router(app: AppState) -> Router {
     router = notifications::routes(router);
     router = spaces::routes(router);
     router = timestamp::routes(router);
+    router = room_upgrade::routes(router);
+    router = legacy::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

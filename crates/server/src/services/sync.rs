@@ -88,6 +88,13 @@ fn load_filter(app: &App, user_id: &str, filter: Option<&str>) -> ApiResult<Filt
     Filter::parse(&value).map_err(|e| MatrixError::bad_json(e.to_string()))
 }
 
+impl SyncQuery {
+    /// A query from another service (the deprecated event stream and initial syncs).
+    pub fn new(since: Option<String>, timeout: Option<String>, filter: Option<String>) -> SyncQuery {
+        SyncQuery { since, timeout, full_state: None, filter, set_presence: Some("offline".into()) }
+    }
+}
+
 pub async fn sync(app: &App, caller: &Caller, query: SyncQuery) -> ApiResult<Value> {
     let filter = load_filter(app, &caller.user_id, query.filter.as_deref())?;
     super::presence::on_sync(app, &caller.user_id, query.set_presence.as_deref()).await;
