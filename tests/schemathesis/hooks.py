@@ -27,3 +27,19 @@ def matrix_response_schema_conformance(ctx, response, case):
                 raise AssertionError(f"401 {body['errcode']} with a non-string error: {body!r}")
             return None
     return response_schema_conformance(ctx, response, case)
+
+
+# Long-polls (`/sync`, `/events`) may wait as long as a client asks; generated timeouts are
+# capped so every request answers well within the run's request timeout.
+MAX_TIMEOUT_MS = 1000
+
+
+@schemathesis.hook
+def map_query(context, query):
+    if isinstance(query, dict) and "timeout" in query:
+        try:
+            if int(query["timeout"]) > MAX_TIMEOUT_MS:
+                query["timeout"] = MAX_TIMEOUT_MS
+        except (TypeError, ValueError):
+            pass
+    return query

@@ -587,3 +587,33 @@ async fn reserved_media_ids_take_one_upload() {
     c.post("/_matrix/media/v1/create", &bob.token, json!({})).await.expect_err(429, "M_LIMIT_EXCEEDED");
     expect_missing_token(&c, Method::POST, "/_matrix/media/v1/create", Some(json!({}))).await;
 }
+
+// ---- what Schemathesis found ----
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_leave_out_absent_fields_and_refuse_unknown_backup_algorithms() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    // A device without a display name: the field is absent, never null.
+    let devices = c.get("/devices", &alice.token).await.ok();
+    for device in devices["devices"].as_array().unwrap() {
+        for key in ["display_name", "last_seen_ip", "last_seen_ts"] {
+            assert!(device.get(key).is_none_or(|v| !v.is_null()), "{key} is null in {device}");
+        }
+    }
+    let one = c.get(&format!("/devices/{}", enc(&alice.device_id)), &alice.token).await.ok();
+    assert!(one.get("display_name").is_none_or(|v| v.is_string()), "{one}");
+    // A user without an avatar in the user directory: no null avatar_url.
+    let found = c.post("/user_directory/search", &alice.token, json!({ "search_term": alice.user_id })).await.ok();
+    let me = &found["results"][0];
+    assert_eq!(me["user_id"], alice.user_id.as_str());
+    assert!(me.get("avatar_url").is_none(), "{me}");
+    // Key backups: only the spec's algorithm.
+    c.post("/room_keys/version", &alice.token, json!({ "algorithm": "AAA", "auth_data": {} }))
+        .await
+        .expect_err(400, "M_INVALID_PARAM");
+    c.post("/room_keys/version", &alice.token, json!({ "algorithm": "m.megolm_backup.v1.curve25519-aes-sha2", "auth_data": {} }))
+        .await
+        .ok();
+}
