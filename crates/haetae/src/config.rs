@@ -166,6 +166,8 @@ max_events_per_response = 1000
 # How long a request's headers may take to arrive, and a request body may stall, ms.
 header_read_timeout_ms = 30000
 body_read_timeout_ms = 30000
+# Most events one POST /search request examines (there is no index; it pages on with next_batch).
+search_scan_events = 5000
 
 [homeserver.rate_limits]
 # Set false for benchmarks.

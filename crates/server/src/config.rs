@@ -105,6 +105,9 @@ pub struct Limits {
     pub header_read_timeout_ms: u64,
     /// How long a request body may stall (no data at all), milliseconds.
     pub body_read_timeout_ms: u64,
+    /// Most events one `POST /search` request examines (newest first); a search that stops
+    /// there answers a `next_batch` to go on. There is no search index: this bounds its cost.
+    pub search_scan_events: usize,
 }
 
 impl Default for Limits {
@@ -118,6 +121,7 @@ impl Default for Limits {
             max_events_per_response: 1000,
             header_read_timeout_ms: 30_000,
             body_read_timeout_ms: 30_000,
+            search_scan_events: 5_000,
         }
     }
 }

@@ -1,6 +1,8 @@
 //! Media: uploads into the replicated object store, downloads, real thumbnails.
 //!
 //! # POST /_matrix/media/v3/upload
+//! # POST /_matrix/media/v1/create
+//! # PUT  /_matrix/media/v3/upload/{serverName}/{mediaId}
 //! # GET  /_matrix/client/v1/media/download/{serverName}/{mediaId}[/{fileName}]
 //! # GET  /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
 //! # GET  /_matrix/client/v1/media/config
@@ -24,12 +26,14 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
     for prefix in ["/_matrix/media/v3", "/_matrix/media/r0"] {
         router = router
             .route(&format!("{prefix}/upload"), post(upload))
+            .route(&format!("{prefix}/upload/{{server}}/{{media_id}}"), axum::routing::put(upload_reserved))
             .route(&format!("{prefix}/config"), get(config))
             .route(&format!("{prefix}/download/{{server}}/{{media_id}}"), get(download_legacy))
             .route(&format!("{prefix}/download/{{server}}/{{media_id}}/{{file_name}}"), get(download_legacy_named))
             .route(&format!("{prefix}/thumbnail/{{server}}/{{media_id}}"), get(thumbnail_legacy));
     }
     router
+        .route("/_matrix/media/v1/create", post(create_reserved))
         .route("/_matrix/client/v1/media/config", get(config_authenticated))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}", get(download))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}/{file_name}", get(download_named))
@@ -54,6 +58,26 @@ async fn upload(
         .map_err(|error| body_error(&error, format!("upload larger than {limit} bytes")))?;
     let uri = media::upload(&app, &caller.user_id, bytes, MediaMeta { content_type, filename: query.filename }).await?;
     Ok(Json(json!({ "content_uri": uri })))
+}
+
+async fn create_reserved(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
+    crate::services::media_pending::create(&app, &caller.user_id).await.map(Json)
+}
+
+async fn upload_reserved(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((server, media_id)): Path<(String, String)>,
+    Query(query): Query<UploadQuery>,
+    request: Request,
+) -> ApiResult<Json<Value>> {
+    let limit = app.config.limits.max_upload_bytes as usize;
+    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let bytes = axum::body::to_bytes(request.into_body(), limit)
+        .await
+        .map_err(|error| body_error(&error, format!("upload larger than {limit} bytes")))?;
+    let meta = MediaMeta { content_type, filename: query.filename };
+    crate::services::media_pending::upload(&app, &caller.user_id, &server, &media_id, bytes, meta).await.map(Json)
 }
 
 async fn config(State(app): State<AppState>) -> Json<Value> {

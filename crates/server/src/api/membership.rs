@@ -1,6 +1,7 @@
 //! Membership changes: joining, inviting, leaving, kicking, banning.
 //!
 //! # POST /_matrix/client/v3/join/{roomIdOrAlias}
+//! # POST /_matrix/client/v3/knock/{roomIdOrAlias}
 //! # POST /_matrix/client/v3/rooms/{roomId}/join, /invite, /leave, /forget, /kick, /ban, /unban
 //!
 //! Each is an `m.room.member` state event; the authorization rules decide whether it is allowed.
@@ -19,6 +20,7 @@ use crate::services::membership::*;
 pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/join/{room}", post(join));
     let router = client(router, "/rooms/{room}/join", post(join));
+    let router = client(router, "/knock/{room}", post(knock));
     let router = client(router, "/rooms/{room}/invite", post(invite));
     let router = client(router, "/rooms/{room}/leave", post(leave));
     let router = client(router, "/rooms/{room}/forget", post(forget));
@@ -34,6 +36,15 @@ async fn join(
     JsonBody(body): JsonBody<Target>,
 ) -> ApiResult<Json<Value>> {
     service::join(&app, &caller, room, body).await.map(Json)
+}
+
+async fn knock(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(room): Path<String>,
+    JsonBody(body): JsonBody<Target>,
+) -> ApiResult<Json<Value>> {
+    service::knock(&app, &caller, room, body).await.map(Json)
 }
 
 async fn invite(

@@ -19,17 +19,23 @@ pub mod directory;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
+pub mod legacy;
 pub mod media;
 pub mod membership;
 pub mod metrics;
+pub mod notifications;
 pub mod openid;
 pub mod presence;
 pub mod relations;
 pub mod reports;
+pub mod room_upgrade;
 pub mod rooms;
+pub mod search;
+pub mod spaces;
 pub mod sync;
 pub mod tags;
 pub mod thirdparty;
+pub mod timestamp;
 pub mod user_data;
 
 /// Registers `route` under every client API version prefix clients use.
@@ -62,6 +68,12 @@ pub fn router(app: AppState) -> Router {
     router = account_extras::routes(router);
     router = directory::routes(router);
     router = relations::routes(router);
+    router = search::routes(router);
+    router = notifications::routes(router);
+    router = spaces::routes(router);
+    router = timestamp::routes(router);
+    router = room_upgrade::routes(router);
+    router = legacy::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

@@ -173,6 +173,41 @@ impl ReadModel {
         }
     }
 
+    /// Where a search by time starts: the last chunk whose first event was sent at or before
+    /// `ts` (strictly before with `strictly`; by `origin_server_ts`), as (its first position,
+    /// the next chunk's first position), or None when no chunk starts that early. A binary
+    /// search over the chunk index: one chunk read per step (cached like any other), so about
+    /// log2(events / 128) reads.
+    pub async fn chunk_near_ts(
+        &self,
+        log: &EventLog,
+        room_id: &str,
+        ts: u64,
+        strictly: bool,
+    ) -> Result<Option<(u64, Option<u64>)>, HistoryError> {
+        let Some(Some(last)) = self.with_room(room_id, |room| room.chunk_of(room.last_event_seq())) else { return Ok(None) };
+        let first_ts = |items: &Vec<TimelineItem>| items.first().and_then(|i| i.event["origin_server_ts"].as_u64()).unwrap_or(0);
+        // Invariant: every chunk below `low` starts early enough; every chunk from `high` on
+        // does not.
+        let (mut low, mut high) = (0usize, last + 1);
+        while low < high {
+            let middle = low + (high - low) / 2;
+            let Some(chunk) = self.chunk(log, room_id, middle).await? else { break };
+            let first = first_ts(&chunk);
+            if first < ts || (first == ts && !strictly) {
+                low = middle + 1;
+            } else {
+                high = middle;
+            }
+        }
+        let Some(found) = low.checked_sub(1) else { return Ok(None) };
+        Ok(self.with_room(room_id, |room| {
+            let start = room.chunk_ref(found)?.from;
+            Some((start, room.chunk_ref(found + 1).map(|next| next.from)))
+        })
+        .flatten())
+    }
+
     /// Up to `limit` timeline events with `from <= seq <= ceiling` that pass `keep`, oldest first.
     pub async fn page_forward(
         &self,

@@ -479,13 +479,16 @@ pub async fn set_password_hash(app: &App, localpart: &str, password_hash: String
     Ok(())
 }
 
+/// A device as the API shows it: fields the device does not have are left out (the spec types
+/// them as strings and integers, never null).
 fn device_json(device_id: &str, device: &Value) -> Value {
-    json!({
-        "device_id": device_id,
-        "display_name": device["display_name"],
-        "last_seen_ip": device["last_seen_ip"],
-        "last_seen_ts": device["last_seen_ts"],
-    })
+    let mut shown = json!({ "device_id": device_id });
+    for key in ["display_name", "last_seen_ip", "last_seen_ts"] {
+        if !device[key].is_null() {
+            shown[key] = device[key].clone();
+        }
+    }
+    shown
 }
 
 pub async fn list_devices(app: &App, caller: &Caller) -> ApiResult<Value> {

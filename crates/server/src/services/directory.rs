@@ -79,7 +79,7 @@ pub async fn set_visibility(app: &App, caller: &Caller, room_id: String, body: V
 }
 
 /// The directory's view of a room (the spec's `PublishedRoomsChunk`), absent fields left out.
-fn room_chunk(room: &Room) -> Value {
+pub(super) fn room_chunk(room: &Room) -> Value {
     let state = &room.state;
     let text = |event_type: &str, field: &str| state.content(event_type, "").and_then(|c| c[field].as_str().map(str::to_string));
     let mut chunk = json!({

@@ -114,8 +114,19 @@ pub struct VersionBody {
     version: Option<String>,
 }
 
+/// The one backup algorithm the spec defines (and the only value its schemas allow).
+const BACKUP_ALGORITHM: &str = "m.megolm_backup.v1.curve25519-aes-sha2";
+
+fn check_algorithm(algorithm: &str) -> ApiResult<()> {
+    if algorithm != BACKUP_ALGORITHM {
+        return Err(MatrixError::invalid_param(format!("unknown backup algorithm; the one supported is {BACKUP_ALGORITHM}")));
+    }
+    Ok(())
+}
+
 pub async fn create_version(app: &App, caller: &Caller, body: VersionBody) -> ApiResult<Value> {
     app.limit_writes(&caller.user_id)?;
+    check_algorithm(&body.algorithm)?;
     let info = VersionInfo { algorithm: body.algorithm, auth_data: Value::Object(body.auth_data) };
     let mut created = 0;
     let outcome = app

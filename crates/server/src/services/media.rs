@@ -25,7 +25,15 @@ pub async fn fetch(app: &App, server: &str, media_id: &str) -> ApiResult<(Bytes,
     {
         return Err(MatrixError::not_found("Media not found"));
     }
-    app.store.media().get(media_id).await?.ok_or_else(|| MatrixError::not_found("Media not found"))
+    match app.store.media().get(media_id).await? {
+        Some(found) => Ok(found),
+        None if super::media_pending::is_pending(app, media_id).await => Err(MatrixError::new(
+            axum::http::StatusCode::GATEWAY_TIMEOUT,
+            "M_NOT_YET_UPLOADED",
+            "The media id is reserved and its file not uploaded yet",
+        )),
+        None => Err(MatrixError::not_found("Media not found")),
+    }
 }
 
 /// What a client asked a thumbnail to be.

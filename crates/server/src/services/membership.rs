@@ -68,6 +68,29 @@ pub async fn join(app: &App, caller: &Caller, room: String, body: Target) -> Api
     Ok(json!({ "room_id": room_id }))
 }
 
+/// `POST /knock/{roomIdOrAlias}`: asks to be let into a room whose join rule is `knock` (or
+/// `knock_restricted`). The authorization rules decide; a member answers by inviting (or by
+/// kicking, which refuses). Knocking again while knocking changes nothing.
+pub async fn knock(app: &App, caller: &Caller, room: String, body: Target) -> ApiResult<Value> {
+    let room_id = resolve_room(app, &room).await?;
+    if !super::rooms::knows_room(app, &room_id).await? {
+        return Err(MatrixError::not_found("No such room"));
+    }
+    match membership_of(app, &room_id, &caller.user_id).as_deref() {
+        Some("knock") => return Ok(json!({ "room_id": room_id })),
+        Some("join") => return Err(MatrixError::forbidden("You are already in this room")),
+        Some("invite") => return Err(MatrixError::forbidden("You are already invited to this room")),
+        Some("ban") => return Err(MatrixError::forbidden("You are banned from this room")),
+        _ => {}
+    }
+    let join_rule = app.model.with_room(&room_id, |room| room.state.join_rule().to_string()).unwrap_or_default();
+    if !matches!(join_rule.as_str(), "knock" | "knock_restricted") {
+        return Err(MatrixError::forbidden("This room does not allow knocking"));
+    }
+    set_membership(app, caller, &room_id, &caller.user_id.clone(), "knock", body.reason).await?;
+    Ok(json!({ "room_id": room_id }))
+}
+
 /// `user_id`'s membership in `room_id` on this node's read model.
 fn membership_of(app: &App, room_id: &str, user_id: &str) -> Option<String> {
     app.model.membership(room_id, user_id).map(|m| m.as_str().to_string())

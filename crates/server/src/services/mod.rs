@@ -19,6 +19,13 @@
 //!   [`notices`]: server notices to users; [`openid`]: OpenID tokens for widgets and calls.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
+//! - [`notifications`]: `GET /notifications`, from push rule evaluation over recent windows.
+//! - [`spaces`]: `/hierarchy`, the rooms below a space (a bounded breadth-first walk).
+//! - [`timestamp`]: `/timestamp_to_event`, a binary search over a room's chunk index.
+//! - [`room_upgrade`]: replacing a room with one of a new room version (tombstone, predecessor).
+//! - [`legacy`]: the deprecated `/events`, `/events/{eventId}` and `/initialSync`, over sync.
+//! - [`media_pending`]: asynchronous uploads (reserved media ids, filled once).
+//! - [`search`]: `POST /search` over room events, a bounded scan (no index).
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
 //!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
@@ -38,10 +45,13 @@ pub mod events;
 pub mod follower;
 pub mod key_backup;
 pub mod keys;
+pub mod legacy;
 pub mod limits;
 pub mod media;
+pub mod media_pending;
 pub mod metrics;
 pub mod notices;
+pub mod notifications;
 pub mod openid;
 pub mod membership;
 pub mod oauth_records;
@@ -50,10 +60,14 @@ pub mod presence;
 pub mod relations;
 pub mod reports;
 pub mod room_ops;
+pub mod room_upgrade;
 pub mod rooms;
+pub mod search;
+pub mod spaces;
 pub mod sync;
 pub mod tags;
 pub mod thirdparty;
+pub mod timestamp;
 pub mod user_data;
 
 use std::net::IpAddr;

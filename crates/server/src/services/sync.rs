@@ -88,6 +88,13 @@ fn load_filter(app: &App, user_id: &str, filter: Option<&str>) -> ApiResult<Filt
     Filter::parse(&value).map_err(|e| MatrixError::bad_json(e.to_string()))
 }
 
+impl SyncQuery {
+    /// A query from another service (the deprecated event stream and initial syncs).
+    pub fn new(since: Option<String>, timeout: Option<String>, filter: Option<String>) -> SyncQuery {
+        SyncQuery { since, timeout, full_state: None, filter, set_presence: Some("offline".into()) }
+    }
+}
+
 pub async fn sync(app: &App, caller: &Caller, query: SyncQuery) -> ApiResult<Value> {
     let filter = load_filter(app, &caller.user_id, query.filter.as_deref())?;
     super::presence::on_sync(app, &caller.user_id, query.set_presence.as_deref()).await;
@@ -172,6 +179,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
     let user_high = positions[user_partition];
     let mut joined = Map::new();
     let mut invited = Map::new();
+    let mut knocked = Map::new();
     let mut left = Map::new();
     let mut changed_users: BTreeSet<String> = BTreeSet::new();
     let memberships: Vec<(String, Membership)> =
@@ -197,9 +205,9 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         };
         let section = match membership {
             Membership::Join => context.joined(&mut changed_users).await.map(|s| (&mut joined, s)),
-            Membership::Invite => context.invited().map(|s| (&mut invited, s)),
+            Membership::Invite => context.stripped_state("invite_state").map(|s| (&mut invited, s)),
             Membership::Leave | Membership::Ban => context.left().await.map(|s| (&mut left, s)),
-            Membership::Knock => None,
+            Membership::Knock => context.stripped_state("knock_state").map(|s| (&mut knocked, s)),
         };
         if let Some((sections, section)) = section {
             sections.insert(room_id.clone(), section);
@@ -256,6 +264,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
     }
     let empty = joined.is_empty()
         && invited.is_empty()
+        && knocked.is_empty()
         && left.is_empty()
         && account_data.is_empty()
         && to_device.is_empty()
@@ -264,7 +273,7 @@ async fn build(app: &App, caller: &Caller, since: Option<&SyncToken>, filter: &F
         && presence.is_empty();
     let response = json!({
         "next_batch": token.encode(),
-        "rooms": { "join": joined, "invite": invited, "leave": left, "knock": {} },
+        "rooms": { "join": joined, "invite": invited, "leave": left, "knock": knocked },
         "account_data": { "events": account_data },
         "presence": { "events": presence },
         "to_device": { "events": to_device },
@@ -560,7 +569,10 @@ impl RoomSync<'_> {
         }
     }
 
-    fn invited(&self) -> Option<Value> {
+    /// An invited or knocking user's view of a room they are not in: some of its state,
+    /// stripped, with their own membership event (and an inviter's), under `key`
+    /// (`invite_state` or `knock_state`).
+    fn stripped_state(&self, key: &str) -> Option<Value> {
         self.app.model.with_room(self.room_id, |room| {
             let changed =
                 room.membership_changes_between(self.low, self.high).iter().any(|(_, user, _)| *user == self.caller.user_id);
@@ -582,13 +594,14 @@ impl RoomSync<'_> {
             .collect();
             if let Some(invite) = room.state.get("m.room.member", &self.caller.user_id) {
                 if let Some(inviter) = invite["sender"].as_str()
+                    && inviter != self.caller.user_id
                     && let Some(member) = room.state.get("m.room.member", inviter)
                 {
                     events.push(stripped(&member));
                 }
                 events.push(stripped(&invite));
             }
-            Some(json!({ "invite_state": { "events": events } }))
+            Some(json!({ key: { "events": events } }))
         })?
     }
 

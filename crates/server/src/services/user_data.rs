@@ -487,7 +487,15 @@ pub async fn user_directory(app: &App, caller: &Caller, body: Value) -> ApiResul
         let matches =
             user_id.to_lowercase().contains(&term) || displayname.as_ref().is_some_and(|n| n.to_lowercase().contains(&term));
         if matches {
-            results.push(json!({ "user_id": user_id, "display_name": displayname, "avatar_url": avatar_url }));
+            // Absent profile fields are left out: the spec types them as strings, never null.
+            let mut result = json!({ "user_id": user_id });
+            if let Some(name) = displayname {
+                result["display_name"] = json!(name);
+            }
+            if let Some(avatar) = avatar_url {
+                result["avatar_url"] = json!(avatar);
+            }
+            results.push(result);
         }
     }
     let limited = results.len() > limit;
