@@ -7,7 +7,7 @@ use haetae_store::kv::KeyPath;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::rooms::{find_event, knows_room, now_ms, random_string, readable_until};
+use super::rooms::{find_event, knows_room, random_string, readable_until};
 use super::{App, Caller};
 use crate::error::{ApiResult, MatrixError};
 use crate::read_model::Membership;
@@ -38,8 +38,12 @@ fn check_reason(reason: Option<&str>) -> ApiResult<()> {
 
 /// Stores one report under a new, time-ordered id.
 async fn store_report(app: &App, caller: &Caller, mut report: Value) -> ApiResult<()> {
-    let ts = now_ms();
-    let id = format!("{ts:016}_{}", random_string(12));
+    // The microseconds after the millisecond too: two reports made one after the other in the
+    // same millisecond still list in the order they were made (ids stay ordered by millisecond
+    // first, as before).
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let (ts, micros) = (now.as_millis() as u64, now.subsec_micros() % 1000);
+    let id = format!("{ts:016}{micros:03}_{}", random_string(12));
     report["id"] = json!(id);
     report["reporter"] = json!(caller.user_id);
     report["received_ts"] = json!(ts);
