@@ -16,6 +16,7 @@ pub mod account;
 pub mod admin;
 pub mod account_extras;
 pub mod directory;
+pub mod incidents;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
@@ -62,6 +63,7 @@ pub fn router(app: AppState) -> Router {
     router = account_extras::routes(router);
     router = directory::routes(router);
     router = relations::routes(router);
+    router = incidents::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {

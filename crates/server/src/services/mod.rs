@@ -16,7 +16,8 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
-//!   [`notices`]: server notices to users; [`openid`]: OpenID tokens for widgets and calls.
+//!   [`notices`]: server notices to users; [`incidents`]: failures detected by every node, the
+//!   status page's data, notices about lasting incidents; [`openid`]: OpenID tokens for widgets and calls.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
@@ -36,6 +37,7 @@ pub mod caches;
 pub mod directory;
 pub mod events;
 pub mod follower;
+pub mod incidents;
 pub mod key_backup;
 pub mod keys;
 pub mod limits;
