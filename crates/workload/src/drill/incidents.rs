@@ -200,7 +200,7 @@ async fn report_text(admin: &Client, id: &str) -> Option<String> {
 
 /// How many notices of incident `id` the user sees, (opening, resolution): joins the rooms the
 /// server notices user invited them to, then reads those rooms' history.
-async fn count_notices(client: &mut Client, id: &str) -> Result<(usize, usize), ClientError> {
+pub async fn count_notices(client: &mut Client, id: &str) -> Result<(usize, usize), ClientError> {
     let sync = client.sync(None, 0).await?;
     let server_prefix = "@server:";
     let mut rooms: Vec<String> = Vec::new();
