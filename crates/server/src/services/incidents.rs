@@ -44,6 +44,9 @@ const NOTICE_LEASE: Duration = Duration::from_secs(60);
 const MAX_NOTIFIED_USERS: usize = 100_000;
 /// How long one question to the engine (assets, the write probe) may take in a check.
 const ENGINE_TIMEOUT: Duration = Duration::from_secs(3);
+/// A replica its leader has not heard from for this long is not current, whatever it last said
+/// (the engine's own verdict lags a vanished server by several seconds), s.
+const STALE_REPLICA_S: f64 = 3.0;
 /// Size of a drill annotation, bytes.
 const MAX_ANNOTATION_BYTES: usize = 16 * 1024;
 
@@ -140,8 +143,9 @@ fn notice_key(id: &str, kind: NoticeKind) -> KeyPath {
 }
 
 /// What is wrong with the deployment, from its assets' placement, the replica lag limit and
-/// what this node saw of its own writes. A DC whose replicas are not current in more than half
-/// the assets is unreachable, and every other symptom of the same check is attributed to it.
+/// what this node saw of its own writes. A DC whose replicas are not current (or not heard from
+/// lately) in more than half the assets is unreachable, and every other symptom of the same check
+/// is attributed to it; without one, most assets leaderless is a lost quorum.
 pub fn detect(assets: &[AssetInfo], replica_lag_limit: u64, writes_failing: Option<&str>) -> Vec<Failure> {
     let mut listed: HashMap<&str, usize> = HashMap::new();
     let mut behind: HashMap<&str, BTreeSet<String>> = HashMap::new();
@@ -152,7 +156,7 @@ pub fn detect(assets: &[AssetInfo], replica_lag_limit: u64, writes_failing: Opti
         }
         for replica in &asset.replicas {
             *listed.entry(replica.server.as_str()).or_default() += 1;
-            if !replica.current {
+            if !replica.current || replica.seen_ago_s > STALE_REPLICA_S {
                 behind.entry(replica.server.as_str()).or_default().insert(asset.label.clone());
             }
             if replica.lag > replica_lag_limit {
@@ -188,6 +192,23 @@ pub fn detect(assets: &[AssetInfo], replica_lag_limit: u64, writes_failing: Opti
             first.detail.push_str(&format!("; {text}"));
         }
         return failures;
+    }
+    let leaderless: BTreeSet<String> =
+        assets.iter().filter(|a| a.configured_replicas > 1 && a.leader.is_none()).map(|a| a.label.clone()).collect();
+    if leaderless.len() * 2 > assets.len() {
+        // Most assets without a leader and no DC to blame: the engine has lost its quorum.
+        let detail = format!("{} of {} assets have no leader", leaderless.len(), assets.len());
+        let mut failure = Failure {
+            key: "quorum".into(),
+            title: "Storage without quorum".into(),
+            dcs: BTreeSet::new(),
+            assets: leaderless,
+            detail,
+        };
+        if let Some(text) = writes_failing {
+            failure.detail.push_str(&format!("; {text}"));
+        }
+        return vec![failure];
     }
     let mut by_asset: std::collections::BTreeMap<String, Vec<String>> = Default::default();
     for (label, text) in symptoms {
@@ -270,10 +291,28 @@ async fn check(app: &App, watch: &mut Watch) -> Result<(), MatrixError> {
         Ok(_) => None,
     };
     watch.append_errors_seen = append_errors;
-    let assets = tokio::time::timeout(ENGINE_TIMEOUT, app.store.assets(ENGINE_TIMEOUT))
+    let answers = tokio::time::timeout(ENGINE_TIMEOUT * 2, app.store.assets_each(ENGINE_TIMEOUT))
         .await
-        .map_err(|_| MatrixError::unavailable("the engine did not describe the assets in time"))?
-        .map_err(MatrixError::unavailable)?;
+        .map_err(|_| MatrixError::unavailable("the engine did not describe the assets in time"))?;
+    if !app.store.connected() || answers.iter().all(|(_, answer)| answer.is_err()) {
+        // This node is cut off from the engine: it can neither see nor record anything.
+        return Err(MatrixError::unavailable("no asset answered"));
+    }
+    let replicas = app.store.config().replicas;
+    let assets: Vec<AssetInfo> = answers
+        .into_iter()
+        .map(|(label, answer)| {
+            // Unanswered: no leader (an election under way, or no quorum).
+            answer.unwrap_or_else(|_| AssetInfo {
+                stream: label.clone(),
+                label,
+                configured_replicas: replicas,
+                messages: 0,
+                leader: None,
+                replicas: Vec::new(),
+            })
+        })
+        .collect();
     let failures = detect(&assets, config.replica_lag_limit, writes_failing.as_deref());
     watch.first_seen.retain(|key, _| failures.iter().any(|f| &f.key == key));
     let open_after = Duration::from_secs(config.open_after_s);
@@ -815,6 +854,22 @@ mod tests {
         let failures = detect(&lagging, 1000, Some("node a cannot write"));
         let keys: Vec<&str> = failures.iter().map(|f| f.key.as_str()).collect();
         assert_eq!(keys, ["asset/log/0", "writes"]);
+    }
+
+    #[test]
+    fn most_assets_leaderless_without_a_dc_to_blame_is_a_lost_quorum() {
+        let assets = vec![
+            asset("log/0", None, &[]),
+            asset("log/1", None, &[]),
+            asset("kv/meta", Some("a"), &[("a", true, 0), ("b", true, 0), ("c", true, 0)]),
+        ];
+        let failures = detect(&assets, 1000, None);
+        assert_eq!(failures.len(), 1, "{failures:?}");
+        assert_eq!(failures[0].key, "quorum");
+        // A replica not heard from for a while counts as not current.
+        let mut silent = vec![asset("log/0", Some("b"), &[("b", true, 0), ("a", true, 0), ("c", true, 0)])];
+        silent[0].replicas[1].seen_ago_s = 10.0;
+        assert_eq!(detect(&silent, 1000, None)[0].key, "dc/a");
     }
 
     #[test]
