@@ -189,7 +189,17 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         .map(|p| leaders.iter().find(|a| a.log_partition() == Some(p)).and_then(|a| a.leader.clone()))
         .collect();
     let mut engine = EngineFigures::default();
-    let fault_dc = inject(args, &mut deployment, &mut running, target, &leaders, &mut engine).await?;
+    // The live console, from a DC the fault spares, before and while it hits.
+    let token = incident_admin.access_token.clone();
+    let (spared, spared_url) = dcs[(target + 1) % dcs.len()].clone();
+    let mut console = vec![incidents::console_shot("before", &spared, &spared_url, &token, dir).await];
+    let during = async {
+        wait_s(args.fault_s / 2.0).await;
+        incidents::console_shot("during", &spared, &spared_url, &token, dir).await
+    };
+    let (fault_dc, during) = tokio::join!(inject(args, &mut deployment, &mut running, target, &leaders, &mut engine), during);
+    let fault_dc = fault_dc?;
+    console.push(during);
     wait_s(args.after_s).await;
     progress("stopping the workload; letting every client sync to the end");
     let (mut history, population) = running.finish(args.scenario.name(), fault_dc, Duration::from_secs(20)).await;
@@ -241,6 +251,14 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         Duration::from_secs(90),
     )
     .await;
+    // And after, from the DC the fault hit (rebuilt, healed or restarted).
+    let (hit, hit_url) = dcs[target].clone();
+    console.push(incidents::console_shot("after", &hit, &hit_url, &token, dir).await);
+    let mut incident = incident;
+    if expected {
+        incident.problems.extend(incidents::console_problems(&console));
+    }
+    incident.console = console;
     deployment.down().await;
 
     let mut written = report::write_all(dir, &history, &check, &figures).map_err(|e| format!("cannot write the report: {e}"))?;

@@ -74,6 +74,15 @@ fn assert_incident_told(dir: &Path) {
     }
     let report = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
     assert!(report.contains("## Incident"), "the report has no incident section");
+    // The console answered from a spared DC before and during the fire, and from the rebuilt one
+    // after; each look has its screenshot when Chromium is installed.
+    assert_eq!(incident.console.len(), 3, "{incident:#?}");
+    for shot in &incident.console {
+        assert!(shot.status == 200 && shot.complete, "{shot:#?}");
+        if let Some(file) = &shot.screenshot {
+            assert!(std::fs::metadata(dir.join(file)).is_ok_and(|m| m.len() > 1000), "{file} is empty");
+        }
+    }
     let own = incident.report_file.expect("the incident's own report");
     assert!(std::fs::read_to_string(dir.join(own)).expect("incident report").contains("## Fire drill"));
 }

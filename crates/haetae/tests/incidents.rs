@@ -1,7 +1,8 @@
 //! Incidents on a real three-DC deployment (three nats-servers, three nodes of the binary): stopping
 //! a DC opens one incident however many nodes see it, every node's public status page shows it,
 //! every user (homed in every DC) is told once when it lasts past the threshold and once when it
-//! is resolved, and `haetae incident` reads it back. Timings are the drill's business: this only
+//! is resolved, `haetae incident` reads it back, and the live console answers administrators
+//! from the surviving DCs throughout. Timings are the drill's business: this only
 //! waits for each state, with deadlines.
 
 use std::process::Command;
@@ -71,7 +72,9 @@ async fn a_stopped_dc_opens_one_incident_tells_every_user_twice_and_closes() {
     for i in 0..endpoints.len() {
         let mut homed = endpoints.clone();
         homed.rotate_left(i);
-        let user = Client::register(http_client(), homed, &format!("user-{}", names[i]), "correct horse battery").await.expect("register");
+        let user = Client::register(http_client(), homed, &format!("user-{}", names[i]), "correct horse battery")
+            .await
+            .expect("register");
         users.push((names[i].clone(), endpoints[i].clone(), user));
     }
     let ops = Client::register(http_client(), endpoints.clone(), "ops", "correct horse battery").await.expect("register ops");
@@ -86,7 +89,8 @@ async fn a_stopped_dc_opens_one_incident_tells_every_user_twice_and_closes() {
     assert!(page.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
     assert!(page.text().await.unwrap().contains("All systems operational"));
     // The admin API is for administrators only.
-    let (status, body) = get_json(&format!("{}/_synapse/admin/v1/incidents", endpoints[0]), Some(&users[0].2.access_token)).await.unwrap();
+    let (status, body) =
+        get_json(&format!("{}/_synapse/admin/v1/incidents", endpoints[0]), Some(&users[0].2.access_token)).await.unwrap();
     assert_eq!((status, body["errcode"].as_str()), (403, Some("M_FORBIDDEN")));
 
     // DC c stops: the nodes of a and b both see it, and agree on one incident.
@@ -105,6 +109,42 @@ async fn a_stopped_dc_opens_one_incident_tells_every_user_twice_and_closes() {
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "the nodes opened different incidents: {ids:?}");
     let id = ids[0].clone();
     let base = &endpoints[0];
+
+    // The console answers from the surviving DCs while c is down, to administrators only.
+    for base in &endpoints[..stopped] {
+        let page = http_client().get(format!("{base}/console")).bearer_auth(&token).send().await.expect("console");
+        assert_eq!(page.status(), 200);
+        let text = page.text().await.unwrap();
+        assert!(text.contains("Data centres") && text.contains("unreachable") && text.contains(&id), "{text}");
+    }
+    let anonymous = http_client().get(format!("{base}/console")).send().await.unwrap();
+    assert_eq!(anonymous.status(), 401);
+    assert!(anonymous.text().await.unwrap().contains("action=\"/console/login\""));
+    let not_admin = http_client().get(format!("{base}/console")).bearer_auth(&users[0].2.access_token).send().await.unwrap();
+    assert_eq!(not_admin.status(), 403);
+    // Signing in with the form sets the console's cookie.
+    let browser = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let signed_in = browser
+        .post(format!("{base}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=ops&password=correct+horse+battery")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap().to_string();
+    assert!(cookie.starts_with("haetae_console=") && cookie.contains("HttpOnly"), "{cookie}");
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = browser.get(format!("{base}/console")).header("cookie", cookie).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let wrong = browser
+        .post(format!("{base}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("username=user-a&password=correct+horse+battery")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 403, "a user who is not an administrator cannot sign in");
     wait_for("both surviving nodes to record that they see it", || async {
         incident(base, &token, &id).await.filter(|i| i["nodes"].as_array().is_some_and(|n| n.len() >= stopped))
     })
@@ -155,7 +195,9 @@ async fn a_stopped_dc_opens_one_incident_tells_every_user_twice_and_closes() {
         .expect("run haetae incident report");
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let report = std::fs::read_to_string(&report_path).expect("report written");
-    for needle in ["# Incident", "## Timeline", "## Affected", "- opened: 4 users told", "- resolved: 4 users told", "Requests failed"] {
+    for needle in
+        ["# Incident", "## Timeline", "## Affected", "- opened: 4 users told", "- resolved: 4 users told", "Requests failed"]
+    {
         assert!(report.to_lowercase().contains(&needle.to_lowercase()), "no {needle:?} in\n{report}");
     }
     let output = Command::new(env!("CARGO_BIN_EXE_haetae"))

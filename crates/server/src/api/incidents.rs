@@ -143,7 +143,8 @@ fn incident_card(incident: &Incident) -> String {
         opened = utc(incident.opened_at_ms),
         resolved = incident.resolved_at_ms.map(|at| format!(", resolved {}", utc(at))).unwrap_or_default(),
         duration = duration_text(end.saturating_sub(incident.opened_at_ms)),
-        affected = if affected.is_empty() { String::new() } else { format!(" &middot; affects {}", escape(&affected.join(", "))) },
+        affected =
+            if affected.is_empty() { String::new() } else { format!(" &middot; affects {}", escape(&affected.join(", "))) },
     );
     for entry in incident.timeline.iter().rev() {
         html.push_str(&format!("<li><time>{}</time> {}</li>", utc(entry.at_ms), escape(&entry.text)));

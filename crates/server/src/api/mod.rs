@@ -14,6 +14,7 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod admin;
+pub mod console;
 pub mod account_extras;
 pub mod directory;
 pub mod incidents;
@@ -64,6 +65,7 @@ pub fn router(app: AppState) -> Router {
     router = directory::routes(router);
     router = relations::routes(router);
     router = incidents::routes(router);
+    router = console::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {
@@ -110,7 +112,8 @@ async fn matrix_rejections(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // Pages for people (the console's sign-in) keep their HTML.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

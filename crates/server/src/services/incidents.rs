@@ -11,6 +11,9 @@
 //! rest to another once its lease expires, and each notice is sent with a transaction id of its
 //! own, so a user whose batch is sent twice still gets it once.
 //!
+//! Each check also writes the node's heartbeat `("node", name)` (the write probe), with its recent
+//! throughput and latency for the console (`services::console`).
+//!
 //! Never renders HTML (the status page is `api::incidents`) and never talks HTTP.
 
 use std::collections::{BTreeSet, HashMap};
@@ -243,6 +246,8 @@ struct Watch {
     /// The node's failed-request and append-error counters at the last check.
     failed_requests_seen: u64,
     append_errors_seen: u64,
+    /// This node's throughput and latency, published with its heartbeat for the console.
+    sampler: super::console::Sampler,
 }
 
 /// Worker: checks the deployment's health every `check_interval_ms`, forever.
@@ -280,7 +285,9 @@ async fn check(app: &App, watch: &mut Watch) -> Result<(), MatrixError> {
     let config = &app.config.incidents;
     let now = now_ms();
     // The write probe: this node's heartbeat, a replicated write like any other.
-    let probe = json!({ "at_ms": now, "started_ms": now.saturating_sub(app.started.elapsed().as_millis() as u64) });
+    let samples = watch.sampler.sample(app);
+    let probe =
+        json!({ "at_ms": now, "started_ms": now.saturating_sub(app.started.elapsed().as_millis() as u64), "samples": samples });
     let probe = with_timeout(app.store.kv().put(Bucket::Incidents, &KeyPath::new(&["node", &app.node]), to_bytes(&probe))).await;
     let append_errors = app.metrics.append_errors.get();
     let writes_failing = match probe {
@@ -456,11 +463,14 @@ async fn resolve(app: &App, id: &str) -> Result<(), MatrixError> {
         incident.status = Status::Resolved;
         incident.resolved_at_ms = Some(now);
         let healthy_s = now.saturating_sub(incident.last_failing_ms) / 1000;
-        push_timeline(incident, TimelineEntry {
-            at_ms: now,
-            node: node.clone(),
-            text: format!("resolved: no node has seen the failure for {healthy_s} s"),
-        });
+        push_timeline(
+            incident,
+            TimelineEntry {
+                at_ms: now,
+                node: node.clone(),
+                text: format!("resolved: no node has seen the failure for {healthy_s} s"),
+            },
+        );
         true
     })
     .await?;
@@ -584,7 +594,10 @@ pub async fn annotate_drill(app: &App, id: &str, drill: Value) -> ApiResult<Inci
     let node = app.node.clone();
     change(app, id, |incident| {
         incident.drill = Some(drill.clone());
-        push_timeline(incident, TimelineEntry { at_ms: now_ms(), node: node.clone(), text: "a fire drill recorded its figures".into() });
+        push_timeline(
+            incident,
+            TimelineEntry { at_ms: now_ms(), node: node.clone(), text: "a fire drill recorded its figures".into() },
+        );
         true
     })
     .await?;
@@ -724,7 +737,8 @@ async fn recipients(app: &App) -> ApiResult<Vec<String>> {
 
 /// Deletes the oldest resolved incidents beyond `keep_resolved`, with their notices' progress.
 async fn prune(app: &App, incidents: Vec<Incident>) -> Result<(), MatrixError> {
-    let keep = app.config.incidents.keep_resolved;
+    // Kept well under what a listing may hold.
+    let keep = app.config.incidents.keep_resolved.min(MAX_LISTED_INCIDENTS / 2);
     // `list` sorts the newest first.
     for incident in incidents.iter().filter(|i| i.status == Status::Resolved).skip(keep) {
         for kind in [NoticeKind::Opened, NoticeKind::Resolved] {
@@ -769,11 +783,25 @@ pub fn report_markdown(incident: &Incident, progress: &[(&'static str, NoticePro
     if let Some(resolved) = incident.resolved_at_ms {
         md.push_str(&format!("- Resolved: {}\n", utc(resolved)));
     }
-    md.push_str(&format!("- Duration: {}{}\n", duration_text(end.saturating_sub(incident.opened_at_ms)), if incident.resolved_at_ms.is_none() { " so far" } else { "" }));
+    md.push_str(&format!(
+        "- Duration: {}{}\n",
+        duration_text(end.saturating_sub(incident.opened_at_ms)),
+        if incident.resolved_at_ms.is_none() { " so far" } else { "" }
+    ));
     md.push_str(&format!("- Last seen failing: {}\n", utc(incident.last_failing_ms)));
-    let list = |set: &BTreeSet<String>| if set.is_empty() { "none".to_string() } else { set.iter().cloned().collect::<Vec<_>>().join(", ") };
-    md.push_str(&format!("\n## Affected\n\n- DCs: {}\n- Assets: {}\n- Seen from nodes: {}\n", list(&incident.dcs), list(&incident.assets), list(&incident.nodes)));
-    md.push_str(&format!("- Requests failed (server errors answered by the nodes while it was open): {}\n", incident.requests_failed));
+    let list = |set: &BTreeSet<String>| {
+        if set.is_empty() { "none".to_string() } else { set.iter().cloned().collect::<Vec<_>>().join(", ") }
+    };
+    md.push_str(&format!(
+        "\n## Affected\n\n- DCs: {}\n- Assets: {}\n- Seen from nodes: {}\n",
+        list(&incident.dcs),
+        list(&incident.assets),
+        list(&incident.nodes)
+    ));
+    md.push_str(&format!(
+        "- Requests failed (server errors answered by the nodes while it was open): {}\n",
+        incident.requests_failed
+    ));
     md.push_str("\n## Notices to users\n\n");
     if progress.is_empty() {
         md.push_str("None sent (the incident did not last past the notice threshold).\n");

@@ -22,6 +22,8 @@
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
 //!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
+//! - [`console`]: the live console's view of the whole deployment (engine, node heartbeats,
+//!   incidents).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
 //! - [`caches`], [`limits`], [`metrics`]: the node's bounded caches, rate limits and metrics.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
@@ -34,6 +36,7 @@ pub mod account_extras;
 pub mod accounts;
 pub mod admin;
 pub mod caches;
+pub mod console;
 pub mod directory;
 pub mod events;
 pub mod follower;

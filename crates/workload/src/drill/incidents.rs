@@ -38,8 +38,85 @@ pub struct IncidentFigures {
     pub users_missing: Vec<String>,
     /// The incident's report, as the nodes write it, in the report folder.
     pub report_file: Option<String>,
+    /// The live console, looked at through a surviving DC's node before, during and after the
+    /// fault (with a headless Chromium screenshot each, when Chromium is installed).
+    #[serde(default)]
+    pub console: Vec<ConsoleShot>,
     /// Why the incident check failed; empty when it passed (or nothing was expected).
     pub problems: Vec<String>,
+}
+
+/// One look at the console.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ConsoleShot {
+    /// `before`, `during`, `after`.
+    pub label: String,
+    /// The DC whose node answered.
+    pub dc: String,
+    /// HTTP status of `/console` (0: no answer), and how long it took, ms.
+    pub status: u16,
+    pub answer_ms: f64,
+    /// Whether the page showed the deployment (its DCs and assets sections).
+    pub complete: bool,
+    /// The screenshot's file in the report folder.
+    pub screenshot: Option<String>,
+    /// Why there is no screenshot.
+    pub note: Option<String>,
+}
+
+/// How long the console may take to answer, and Chromium to take its screenshot.
+const CONSOLE_TIMEOUT: Duration = Duration::from_secs(20);
+const SCREENSHOT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Headless Chromium: `HAETAE_CHROMIUM`, or the first of the usual names on the PATH.
+fn chromium() -> Option<std::path::PathBuf> {
+    if let Some(path) = std::env::var_os("HAETAE_CHROMIUM") {
+        return Some(path.into());
+    }
+    let paths = std::env::var_os("PATH")?;
+    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+        for dir in std::env::split_paths(&paths) {
+            let candidate = dir.join(name);
+            if candidate.is_file() {
+                return Some(candidate);
+            }
+        }
+    }
+    None
+}
+
+/// Loads the console at `endpoint` as `token`'s administrator, then has headless Chromium take a
+/// screenshot of it into `dir/console-<label>.png`.
+pub async fn console_shot(label: &str, dc: &str, endpoint: &str, token: &str, dir: &std::path::Path) -> ConsoleShot {
+    let mut shot = ConsoleShot { label: label.into(), dc: dc.into(), ..Default::default() };
+    let started = Instant::now();
+    let answer = http_client().get(format!("{endpoint}/console")).bearer_auth(token).timeout(CONSOLE_TIMEOUT).send().await;
+    if let Ok(response) = answer {
+        shot.status = response.status().as_u16();
+        let page = response.text().await.unwrap_or_default();
+        shot.complete = page.contains("Data centres") && page.contains("Assets");
+    }
+    shot.answer_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let Some(chromium) = chromium() else {
+        shot.note = Some("no Chromium found (set HAETAE_CHROMIUM)".into());
+        return shot;
+    };
+    let file = format!("console-{label}.png");
+    let mut command = tokio::process::Command::new(chromium);
+    command
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1500"])
+        .arg(format!("--screenshot={}", dir.join(&file).display()))
+        .arg(format!("{endpoint}/console?access_token={}", encode(token)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true);
+    match tokio::time::timeout(SCREENSHOT_TIMEOUT, command.status()).await {
+        Ok(Ok(status)) if status.success() && dir.join(&file).is_file() => shot.screenshot = Some(file),
+        Ok(Ok(status)) => shot.note = Some(format!("Chromium exited with {status}")),
+        Ok(Err(error)) => shot.note = Some(format!("cannot run Chromium: {error}")),
+        Err(_) => shot.note = Some("Chromium took too long".into()),
+    }
+    shot
 }
 
 /// Registers the drill's administrator (named in [`NODE_CONFIG`]).
@@ -55,6 +132,17 @@ async fn incidents(admin: &mut Client) -> Result<Vec<Value>, ClientError> {
 
 fn notices_done(incident: &Value) -> bool {
     ["opened", "resolved"].iter().all(|kind| incident["notices"][kind]["done"] == true)
+}
+
+/// The console shots' problems: the console must answer, complete, from a surviving DC throughout.
+pub fn console_problems(shots: &[ConsoleShot]) -> Vec<String> {
+    shots
+        .iter()
+        .filter(|shot| shot.status != 200 || !shot.complete)
+        .map(|shot| {
+            format!("the console at DC {} did not answer completely {} the fault (HTTP {})", shot.dc, shot.label, shot.status)
+        })
+        .collect()
 }
 
 /// Waits (up to `limit`) until the incident opened after the fault is resolved and both its
@@ -83,14 +171,18 @@ pub async fn observe(
     let mut chosen: Option<Value> = None;
     loop {
         during = match incidents(admin).await {
-            Ok(all) => all.into_iter().filter(|i| i["opened_at_ms"].as_f64().unwrap_or(0.0) >= history.started_unix_ms as f64).collect(),
+            Ok(all) => {
+                all.into_iter().filter(|i| i["opened_at_ms"].as_f64().unwrap_or(0.0) >= history.started_unix_ms as f64).collect()
+            }
             Err(_) => Vec::new(),
         };
         // The first incident opened after the fault is the fault's.
         let first = during
             .iter()
             .filter(|i| i["opened_at_ms"].as_f64().unwrap_or(0.0) >= fault_unix_ms - 1000.0)
-            .min_by(|a, b| a["opened_at_ms"].as_f64().partial_cmp(&b["opened_at_ms"].as_f64()).unwrap_or(std::cmp::Ordering::Equal))
+            .min_by(|a, b| {
+                a["opened_at_ms"].as_f64().partial_cmp(&b["opened_at_ms"].as_f64()).unwrap_or(std::cmp::Ordering::Equal)
+            })
             .cloned();
         if let Some(first) = first {
             let id = first["id"].as_str().unwrap_or_default().to_string();
@@ -146,7 +238,9 @@ pub async fn observe(
             row.3 += usize::from(resolved == 1);
         }
         if (opened, resolved) != (1, 1) && figures.users_missing.len() < MAX_LISTED_USERS {
-            figures.users_missing.push(format!("{} (DC {home}): {opened} opening and {resolved} resolution notices", client.user_id));
+            figures
+                .users_missing
+                .push(format!("{} (DC {home}): {opened} opening and {resolved} resolution notices", client.user_id));
         }
     }
     if expected {
@@ -216,7 +310,11 @@ pub async fn count_notices(client: &mut Client, id: &str) -> Result<(usize, usiz
         }
     }
     for (room_id, joined) in sync["rooms"]["join"].as_object().into_iter().flatten() {
-        let tagged = joined["account_data"]["events"].as_array().into_iter().flatten().any(|e| e["content"]["tags"]["m.server_notice"].is_object());
+        let tagged = joined["account_data"]["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["content"]["tags"]["m.server_notice"].is_object());
         if tagged {
             rooms.push(room_id.clone());
         }
@@ -245,9 +343,13 @@ pub fn markdown(figures: &IncidentFigures) -> String {
     let verdict = if figures.problems.is_empty() { "PASS" } else { "FAIL" };
     if !figures.expected && figures.id.is_none() {
         out.push_str(&format!("No incident was expected; {} opened during the drill.\n", figures.incidents));
+        out.push_str(&console_markdown(&figures.console));
         return out;
     }
-    out.push_str(&format!("**{verdict}**{}\n\n", if figures.problems.is_empty() { String::new() } else { format!(": {}", figures.problems.join("; ")) }));
+    out.push_str(&format!(
+        "**{verdict}**{}\n\n",
+        if figures.problems.is_empty() { String::new() } else { format!(": {}", figures.problems.join("; ")) }
+    ));
     let seconds = |ms: Option<f64>| ms.map_or_else(|| "never".to_string(), |ms| format!("{:+.1} s", ms / 1000.0));
     out.push_str(&format!(
         "- incident: {} ({}); {} opened during the drill\n- opened {} after the fault, closed {} after the fault\n",
@@ -268,5 +370,29 @@ pub fn markdown(figures: &IncidentFigures) -> String {
         out.push_str(&format!("\n- {user}"));
     }
     out.push('\n');
+    out.push_str(&console_markdown(&figures.console));
+    out
+}
+
+/// The console shots as a Markdown table with the screenshots.
+fn console_markdown(shots: &[ConsoleShot]) -> String {
+    let mut out = String::new();
+    if !shots.is_empty() {
+        out.push_str(
+            "\n### Console\n\n| when | DC | HTTP | answered in ms | complete | screenshot |\n|---|---|---:|---:|---|---|\n",
+        );
+        for shot in shots {
+            let picture = match (&shot.screenshot, &shot.note) {
+                (Some(file), _) => format!("![console {label}]({file})", label = shot.label),
+                (None, Some(note)) => note.clone(),
+                (None, None) => "-".into(),
+            };
+            out.push_str(&format!(
+                "| {} | {} | {} | {:.0} | {} | {picture} |\n",
+                shot.label, shot.dc, shot.status, shot.answer_ms, shot.complete
+            ));
+        }
+        out.push('\n');
+    }
     out
 }
