@@ -191,7 +191,8 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
     let mut engine = EngineFigures::default();
     // The live console, from a DC the fault spares, before and while it hits.
     let token = incident_admin.access_token.clone();
-    let (spared, spared_url) = dcs[(target + 1) % dcs.len()].clone();
+    // (`two-dcs-lost` takes the target and the next DC: the one before is spared by every fault.)
+    let (spared, spared_url) = dcs[(target + dcs.len() - 1) % dcs.len()].clone();
     let mut console = vec![incidents::console_shot("before", &spared, &spared_url, &token, dir).await];
     let during = async {
         wait_s(args.fault_s / 2.0).await;
