@@ -248,6 +248,9 @@ struct Watch {
     append_errors_seen: u64,
     /// This node's throughput and latency, published with its heartbeat for the console.
     sampler: super::console::Sampler,
+    /// Incidents whose notices are all sent, so later checks do not read their progress again
+    /// (only incidents the bucket still lists are kept: bounded by what a listing holds).
+    told: std::collections::HashSet<String>,
 }
 
 /// Worker: checks the deployment's health every `check_interval_ms`, forever.
@@ -351,8 +354,15 @@ async fn check(app: &App, watch: &mut Watch) -> Result<(), MatrixError> {
         }
     }
     // Notices, for incidents as they are now.
-    for incident in list(app).await? {
-        notices(app, &incident).await?;
+    let current = list(app).await?;
+    watch.told.retain(|id| current.iter().any(|i| &i.id == id));
+    for incident in &current {
+        if watch.told.contains(&incident.id) {
+            continue;
+        }
+        if notices(app, incident).await? {
+            watch.told.insert(incident.id.clone());
+        }
     }
     prune(app, incidents).await
 }
@@ -604,17 +614,18 @@ pub async fn annotate_drill(app: &App, id: &str, drill: Value) -> ApiResult<Inci
     get(app, id).await
 }
 
-/// Sends the notices `incident` is due, as far as this node may (see the module's docs).
-async fn notices(app: &App, incident: &Incident) -> Result<(), MatrixError> {
+/// Sends the notices `incident` is due, as far as this node may (see the module's docs); true
+/// once nothing more will ever be sent for it (resolved, and told or never due).
+async fn notices(app: &App, incident: &Incident) -> Result<bool, MatrixError> {
     let notice_after_ms = app.config.incidents.notice_after_s * 1000;
     let lasted_ms = incident.resolved_at_ms.unwrap_or_else(now_ms).saturating_sub(incident.opened_at_ms);
     if lasted_ms < notice_after_ms {
-        return Ok(());
+        return Ok(incident.status == Status::Resolved);
     }
     if !tell(app, incident, NoticeKind::Opened).await? || incident.status != Status::Resolved {
-        return Ok(());
+        return Ok(false);
     }
-    tell(app, incident, NoticeKind::Resolved).await.map(|_| ())
+    tell(app, incident, NoticeKind::Resolved).await
 }
 
 fn notice_text(app: &App, incident: &Incident, kind: NoticeKind) -> String {
