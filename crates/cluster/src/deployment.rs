@@ -74,6 +74,10 @@ pub struct DeploymentSpec {
     /// `<dir>/pki/store.key`.
     #[serde(default)]
     pub encrypt_at_rest: bool,
+    /// TOML appended to every node's `[homeserver]` section (keys, then sub-tables such as
+    /// `[homeserver.incidents]`): what a drill or a test tunes on the nodes.
+    #[serde(default)]
+    pub homeserver_extra: String,
 }
 
 fn enabled() -> bool {
@@ -93,6 +97,7 @@ impl DeploymentSpec {
             node_log: "warn".into(),
             tls: true,
             encrypt_at_rest: false,
+            homeserver_extra: String::new(),
         }
     }
 }
@@ -622,7 +627,7 @@ impl Deployment {
             None => String::new(),
         };
         format!(
-            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\ncredentials_file = {credentials_file}\n{tls_ca}replicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 500\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n\n[homeserver.rate_limits]\nenabled = false\n",
+            "listen = \"{host}:{http}\"\nlog = \"{log}\"\n\n[nats]\nurl = \"{nats}\"\ncredentials_file = {credentials_file}\n{tls_ca}replicas = 3\npartitions = {partitions}\nrequest_timeout_ms = 500\nretry_horizon_ms = 15000\n\n[homeserver]\nserver_name = \"{server_name}\"\nnode_name = \"{name}\"\n{extra}\n[homeserver.rate_limits]\nenabled = false\n",
             host = plan.host,
             http = plan.http_port,
             log = spec.node_log,
@@ -631,6 +636,7 @@ impl Deployment {
             partitions = spec.partitions,
             server_name = spec.server_name,
             name = plan.name,
+            extra = spec.homeserver_extra,
         )
     }
 

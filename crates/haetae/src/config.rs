@@ -221,6 +221,24 @@ signing_key_publish_ahead_s = 172800
 disabled = false
 # When set, a scrape must send it as a bearer token.
 # token = "secret"
+
+[homeserver.incidents]
+# Every node checks the deployment's health (DCs, each asset's leader and replicas, its own
+# writes) and records incidents in a replicated bucket, shown on the public /status page.
+disabled = false
+# How often a node checks, ms.
+check_interval_ms = 2000
+# A failure opens an incident once seen this long without a break; an incident closes once no
+# node has seen its failure for resolve_after_s. Seconds.
+open_after_s = 10
+resolve_after_s = 30
+# An incident open this long sends every user a server notice, and a second one when it is
+# resolved, s (7200: the two hours within which users must be told of an outage).
+notice_after_s = 7200
+# A replica this many operations behind its leader counts as stuck behind.
+replica_lag_limit = 100000
+# Resolved incidents kept.
+keep_resolved = 50
 "#;
 
 #[cfg(test)]

@@ -11,7 +11,7 @@ use haetae_store::admin::Admin;
 use haetae_workload::drill::history::EngineFigures;
 use haetae_workload::drill::login::{self, LoginConfig, LoginCounters, LoginRunning};
 use haetae_workload::drill::workload::{self, DrillConfig, Running};
-use haetae_workload::drill::{checker, report};
+use haetae_workload::drill::{checker, incidents, report};
 
 use crate::cluster::DeploymentArgs;
 
@@ -177,7 +177,8 @@ fn progress(line: &str) {
 }
 
 async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
-    let spec = args.deployment.spec(dir.join("deployment"))?;
+    let mut spec = args.deployment.spec(dir.join("deployment"))?;
+    spec.homeserver_extra = incidents::NODE_CONFIG.to_string();
     let partitions = spec.partitions;
     let mut deployment = Deployment::up(spec, &progress).await.map_err(|e| e.to_string())?;
     let dcs: Vec<(String, String)> =
@@ -220,6 +221,9 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         0 => None,
         _ => Some(login::prepare(login_config.clone(), &|line| progress(line)).await.map_err(|e| e.to_string())?),
     };
+    let mut incident_admin = incidents::register_admin(dcs.iter().map(|(_, url)| url.clone()).collect())
+        .await
+        .map_err(|e| format!("cannot register the drill's administrator: {e}"))?;
     let target = match (args.scenario, &args.dc) {
         (Scenario::LeaderDcFire, _) => most_leaders(&deployment).await?,
         (_, Some(name)) => deployment.dc_index(name).ok_or_else(|| format!("no DC named {name}"))?,
@@ -236,7 +240,18 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         .map(|p| leaders.iter().find(|a| a.log_partition() == Some(p)).and_then(|a| a.leader.clone()))
         .collect();
     let mut engine = EngineFigures::default();
-    let fault_dc = inject(args, &mut deployment, &mut running, target, &leaders, &mut engine).await?;
+    // The live console, from a DC the fault spares, before and while it hits.
+    let token = incident_admin.access_token.clone();
+    // (`two-dcs-lost` takes the target and the next DC: the one before is spared by every fault.)
+    let (spared, spared_url) = dcs[(target + dcs.len() - 1) % dcs.len()].clone();
+    let mut console = vec![incidents::console_shot("before", &spared, &spared_url, &token, dir).await];
+    let during = async {
+        wait_s(args.fault_s / 2.0).await;
+        incidents::console_shot("during", &spared, &spared_url, &token, dir).await
+    };
+    let (fault_dc, during) = tokio::join!(inject(args, &mut deployment, &mut running, target, &leaders, &mut engine), during);
+    let fault_dc = fault_dc?;
+    console.push(during);
     wait_s(args.after_s).await;
     let login_history = match logins {
         Some(logins) => {
@@ -288,18 +303,63 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
     }
     history.engine = engine;
     history.login = login_history;
-    deployment.down().await;
-
     let check = checker::check(&history);
     let figures = report::figures(&history);
-    let written = report::write_all(dir, &history, &check, &figures).map_err(|e| format!("cannot write the report: {e}"))?;
-    let markdown = report::markdown(&history, &check, &figures);
+    // A DC's fire must open an incident, close it after the rebuild and tell every user twice.
+    let expected = matches!(args.scenario, Scenario::Fire | Scenario::LeaderDcFire);
+    progress("checking the incident and every user's notices");
+    let drill_figures = serde_json::json!({
+        "acknowledged": figures.acknowledged,
+        "failed_sends": figures.failed,
+        "lost": check.lost.len(),
+        "rebuild_catch_up_ms": history.engine.rebuild_catch_up_ms,
+        "election_ms": history.engine.election_ms,
+    });
+    let incident = incidents::observe(
+        &mut incident_admin,
+        &history,
+        &population.clients,
+        &dcs,
+        expected,
+        drill_figures,
+        dir,
+        Duration::from_secs(90),
+    )
+    .await;
+    // And after, from the DC the fault hit (rebuilt, healed or restarted).
+    let (hit, hit_url) = dcs[target].clone();
+    console.push(incidents::console_shot("after", &hit, &hit_url, &token, dir).await);
+    let mut incident = incident;
+    if expected {
+        incident.problems.extend(incidents::console_problems(&console));
+    }
+    incident.console = console;
+    deployment.down().await;
+
+    let mut written = report::write_all(dir, &history, &check, &figures).map_err(|e| format!("cannot write the report: {e}"))?;
+    let mut markdown = report::markdown(&history, &check, &figures);
+    let section = incidents::markdown(&incident);
+    markdown.push_str(&section);
+    append_incident(dir, &section, &incident, &mut written)?;
     let mut summary = markdown.clone();
     summary.push_str("\nreport files:\n");
     for path in &written {
         summary.push_str(&format!("  {}\n", path.display()));
     }
-    Ok(Outcome { passed: check.ok(), summary, row: report::summary_row(&history, &check, &figures) })
+    Ok(Outcome { passed: check.ok() && incident.problems.is_empty(), summary, row: report::summary_row(&history, &check, &figures) })
+}
+
+/// Adds the incident section to `report.md` and writes `incident.json`.
+fn append_incident(dir: &Path, section: &str, incident: &incidents::IncidentFigures, written: &mut Vec<PathBuf>) -> Result<(), String> {
+    let report_md = dir.join("report.md");
+    let mut text = std::fs::read_to_string(&report_md).map_err(|e| format!("cannot read {}: {e}", report_md.display()))?;
+    text.push_str(section);
+    std::fs::write(&report_md, text).map_err(|e| format!("cannot write {}: {e}", report_md.display()))?;
+    let path = dir.join("incident.json");
+    let json = serde_json::to_string_pretty(incident).unwrap_or_default();
+    std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    written.push(path);
+    Ok(())
 }
 
 async fn wait_s(seconds: f64) {

@@ -1,6 +1,7 @@
 //! The `haetae` binary: a thin command-line wrapper around the server and store crates.
 
 mod admin;
+mod incident;
 mod bench;
 mod cluster;
 mod deploy;
@@ -51,6 +52,8 @@ enum Command {
     Drill(drill::DrillArgs),
     /// The admin API from a terminal: users, devices, rooms (talks HTTP to any node).
     Admin(admin::AdminArgs),
+    /// Incidents the nodes detected: list, show, report (talks HTTP to any node).
+    Incident(incident::IncidentArgs),
     /// Configuration helpers.
     Config {
         #[command(subcommand)]
@@ -140,6 +143,7 @@ fn main() {
         Command::Drill(args) => drill::run(args),
         Command::Deploy(args) => deploy::run(args),
         Command::Admin(args) => admin::run(args),
+        Command::Incident(args) => incident::run(args),
         Command::Config { command: ConfigCommand::Example } => {
             print!("{}", config::EXAMPLE);
             Ok(())

@@ -63,10 +63,38 @@ fn acknowledged_after_last_mark(history: &History) -> usize {
     history.sends.iter().filter(|s| s.start_ms > last && s.event_id.is_some()).count()
 }
 
+/// The drill's incident check (`incident.json`): the incident opened after the fault and closed,
+/// and every user, homed in every DC, was told once of each.
+fn assert_incident_told(dir: &Path) {
+    let text = std::fs::read_to_string(dir.join("incident.json")).expect("the drill wrote incident.json");
+    let incident: haetae_workload::drill::incidents::IncidentFigures = serde_json::from_str(&text).expect("incident.json");
+    assert!(incident.problems.is_empty(), "incident check failed: {incident:#?}");
+    assert!(incident.opened_after_fault_ms.is_some() && incident.closed_after_fault_ms.is_some(), "{incident:#?}");
+    assert_eq!(incident.notices_by_dc.len(), 3, "{incident:#?}");
+    for (dc, users, opened, resolved) in &incident.notices_by_dc {
+        assert!(*users > 0 && opened == users && resolved == users, "DC {dc}: {incident:#?}");
+    }
+    let report = std::fs::read_to_string(dir.join("report.md")).expect("report.md");
+    assert!(report.contains("## Incident"), "the report has no incident section");
+    // The console answered from a spared DC before and during the fire, and from the rebuilt one
+    // after; each look has its screenshot when Chromium is installed.
+    assert_eq!(incident.console.len(), 3, "{incident:#?}");
+    for shot in &incident.console {
+        assert!(shot.status == 200 && shot.complete, "{shot:#?}");
+        if let Some(file) = &shot.screenshot {
+            assert!(std::fs::metadata(dir.join(file)).is_ok_and(|m| m.len() > 1000), "{file} is empty");
+        }
+    }
+    let own = incident.report_file.expect("the incident's own report");
+    assert!(std::fs::read_to_string(dir.join(own)).expect("incident report").contains("## Fire drill"));
+}
+
 #[test]
 fn fire_loses_nothing_and_the_rebuilt_dc_catches_up() {
-    let history = drill("fire", &[]);
+    let out = tempfile::tempdir().expect("temp dir");
+    let history = drill_in("fire", &[], out.path());
     assert_correct(&history);
+    assert_incident_told(out.path());
     assert_eq!(history.fault_dc.as_deref(), Some("a"));
     assert!(history.engine.rebuild_catch_up_ms.is_some(), "the burned DC was not rebuilt");
     assert!(acknowledged_after_last_mark(&history) > 0, "no writes after the rebuild");

@@ -19,6 +19,7 @@ pub struct ServerConfig {
     pub history: HistoryConfig,
     pub oauth: OauthConfig,
     pub metrics: MetricsConfig,
+    pub incidents: IncidentsConfig,
     /// Users who are administrators whatever their account says (user ids or localparts): how a
     /// deployment gets its first admin, who can then make others admin through the admin API.
     pub admins: Vec<String>,
@@ -32,6 +33,42 @@ pub struct MetricsConfig {
     pub disabled: bool,
     /// When set, a scrape must present it as a bearer token (Prometheus `authorization`).
     pub token: Option<String>,
+}
+
+/// Incidents: every node checks the deployment's health, opens, updates and closes incidents in
+/// a replicated bucket, and tells every user by server notice about one that lasts.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// Detect no incidents (the status page then shows none).
+    pub disabled: bool,
+    /// How often a node checks the deployment's health, ms.
+    pub check_interval_ms: u64,
+    /// A failure opens an incident once a node has seen it this long without a break, s.
+    pub open_after_s: u64,
+    /// An incident closes once no node has seen its failure for this long, s.
+    pub resolve_after_s: u64,
+    /// An incident open this long sends every user a server notice (and a second one when it is
+    /// resolved), s. The default is the legal deadline for telling users of an outage.
+    pub notice_after_s: u64,
+    /// A replica this many operations behind its leader is stuck behind.
+    pub replica_lag_limit: u64,
+    /// Resolved incidents kept (the oldest beyond this are deleted).
+    pub keep_resolved: usize,
+}
+
+impl Default for IncidentsConfig {
+    fn default() -> Self {
+        IncidentsConfig {
+            disabled: false,
+            check_interval_ms: 2000,
+            open_after_s: 10,
+            resolve_after_s: 30,
+            notice_after_s: 7200,
+            replica_lag_limit: 100_000,
+            keep_resolved: 50,
+        }
+    }
 }
 
 /// How much history a node holds in memory, and how it snapshots its read model.
@@ -66,6 +103,7 @@ impl Default for ServerConfig {
             history: HistoryConfig::default(),
             oauth: OauthConfig::default(),
             metrics: MetricsConfig::default(),
+            incidents: IncidentsConfig::default(),
             admins: Vec::new(),
         }
     }

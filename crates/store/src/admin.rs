@@ -113,6 +113,19 @@ impl Admin {
         Ok(assets)
     }
 
+    /// Each named asset's placement, every one asked at once and answering for itself: an asset
+    /// whose question fails (no leader while an election runs) is an error of its own, not the
+    /// whole answer's. Sorted by label; names that are not haetae's are left out.
+    pub async fn assets_each(&self, streams: &[String]) -> Vec<(String, Result<AssetInfo, AdminError>)> {
+        let questions = streams.iter().filter_map(|name| Some((name.clone(), label_of(name)?))).map(|(name, label)| async move {
+            let answer = self.asset(&name, label.clone()).await;
+            (label, answer)
+        });
+        let mut answers = futures::future::join_all(questions).await;
+        answers.sort_by_key(|(label, _)| natural_key(label));
+        answers
+    }
+
     /// Every haetae asset with its placement, sorted by label.
     pub async fn assets(&self) -> Result<Vec<AssetInfo>, AdminError> {
         let names: Vec<String> =

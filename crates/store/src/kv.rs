@@ -41,10 +41,14 @@ pub enum Bucket {
     RoomKeys,
     /// reports of events, rooms and users: ("report", time-ordered id) -> the report, for admins
     Reports,
+    /// incidents the nodes detected: ("incident", id) -> the incident; ("open", failure) -> the
+    /// id of the incident open for that failure; ("notices", id, kind) -> a notice's progress;
+    /// ("node", name) -> the node's last health check (its write probe)
+    Incidents,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 13] = [
+    pub const ALL: [Bucket; 14] = [
         Bucket::Accounts,
         Bucket::Devices,
         Bucket::Tokens,
@@ -58,6 +62,7 @@ impl Bucket {
         Bucket::Presence,
         Bucket::RoomKeys,
         Bucket::Reports,
+        Bucket::Incidents,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -75,6 +80,7 @@ impl Bucket {
             Bucket::Presence => "haetae_presence",
             Bucket::RoomKeys => "haetae_room_keys",
             Bucket::Reports => "haetae_reports",
+            Bucket::Incidents => "haetae_incidents",
         }
     }
 

@@ -222,6 +222,13 @@ impl Store {
         admin::Admin::from_client(self.client.clone(), timeout).assets_named(&names).await
     }
 
+    /// Like [`Store::assets`], every asset asked at once; one that does not answer within
+    /// `timeout` (no leader during an election) is an error of its own (the incident checks).
+    pub async fn assets_each(&self, timeout: std::time::Duration) -> Vec<(String, Result<admin::AssetInfo, admin::AdminError>)> {
+        let names: Vec<String> = permissions::streams(self.log.partitions()).into_iter().map(|(name, _, _)| name).collect();
+        admin::Admin::from_client(self.client.clone(), timeout).assets_each(&names).await
+    }
+
     /// True while the connection to NATS is up.
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -14,8 +14,10 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod admin;
+pub mod console;
 pub mod account_extras;
 pub mod directory;
+pub mod incidents;
 pub mod discovery;
 pub mod key_backup;
 pub mod keys;
@@ -74,6 +76,8 @@ pub fn router(app: AppState) -> Router {
     router = timestamp::routes(router);
     router = room_upgrade::routes(router);
     router = legacy::routes(router);
+    router = incidents::routes(router);
+    router = console::routes(router);
     router
         .fallback(|| async { MatrixError::unrecognized() })
         .method_not_allowed_fallback(|| async {
@@ -120,7 +124,8 @@ async fn matrix_rejections(request: Request, next: Next) -> Response {
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        // Pages for people (the console's sign-in) keep their HTML.
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
     if !(status.is_client_error() || status.is_server_error()) || is_json {
         return response;
     }

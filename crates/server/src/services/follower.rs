@@ -29,6 +29,7 @@ pub async fn start(app: &AppState, workers: &mut JoinSet<()>, catch_up_timeout: 
     workers.spawn(cache_evictor(app.clone()));
     workers.spawn(snapshot_writer(app.clone()));
     workers.spawn(super::presence::presence_worker(app.clone()));
+    workers.spawn(super::incidents::incidents_worker(app.clone()));
     let mut last_report = Instant::now();
     loop {
         if app.model.wait_positions(&targets, Duration::from_secs(5)).await {

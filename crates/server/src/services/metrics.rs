@@ -26,6 +26,8 @@ pub struct Metrics {
     /// Requests by route template, method and status.
     pub http_requests: IntCounterVec,
     pub http_duration: HistogramVec,
+    /// Requests answered with a server error (5xx): what an incident's report counts as failed.
+    pub http_requests_failed: IntCounter,
     /// `/sync` requests waiting for something to happen.
     pub sync_waiting: IntGauge,
     /// Events appended to rooms through this node (messages and state).
@@ -102,6 +104,7 @@ impl Metrics {
                 "route", "method", "status",
             ]),
             http_duration,
+            http_requests_failed: counter(r, "http_requests_failed_total", "Requests answered with a server error (5xx)"),
             sync_waiting: gauge(r, "sync_waiting", "/sync long-polls waiting for news"),
             events_sent: counter(r, "events_sent_total", "Room events appended through this node"),
             append_duration,
@@ -132,6 +135,9 @@ impl Metrics {
     pub fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
         self.http_requests.with_label_values(&[route, method, &status.to_string()]).inc();
         self.http_duration.with_label_values(&[route, method]).observe(elapsed.as_secs_f64());
+        if status >= 500 {
+            self.http_requests_failed.inc();
+        }
     }
 }
 

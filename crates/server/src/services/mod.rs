@@ -16,7 +16,8 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
-//!   [`notices`]: server notices to users; [`openid`]: OpenID tokens for widgets and calls.
+//!   [`notices`]: server notices to users; [`incidents`]: failures detected by every node, the
+//!   status page's data, notices about lasting incidents; [`openid`]: OpenID tokens for widgets and calls.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
 //! - [`relations`]: `/relations` and `/threads`, from the rooms' relation indexes.
 //! - [`notifications`]: `GET /notifications`, from push rule evaluation over recent windows.
@@ -28,6 +29,8 @@
 //! - [`search`]: `POST /search` over room events, a bounded scan (no index).
 //! - [`tags`]: room tags (the `m.tag` room account data); [`reports`]: reported events, rooms
 //!   and users, kept for administrators; [`thirdparty`]: third-party lookups (no bridges).
+//! - [`console`]: the live console's view of the whole deployment (engine, node heartbeats,
+//!   incidents).
 //! - [`follower`]: the workers that keep the read model current (log tails, snapshots, eviction).
 //! - [`caches`], [`limits`], [`metrics`]: the node's bounded caches, rate limits and metrics.
 //! - [`oauth_records`]: the only door the OAuth provider has to the store (its own buckets).
@@ -40,9 +43,11 @@ pub mod account_extras;
 pub mod accounts;
 pub mod admin;
 pub mod caches;
+pub mod console;
 pub mod directory;
 pub mod events;
 pub mod follower;
+pub mod incidents;
 pub mod key_backup;
 pub mod keys;
 pub mod legacy;

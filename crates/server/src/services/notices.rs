@@ -26,7 +26,17 @@ fn system(app: &App) -> Caller {
 
 /// Sends `content` (an `m.room.message` content; `msgtype` defaults to `m.server_notice`) to
 /// `user_id` as a server notice; returns the event id.
-pub async fn send(app: &App, user_id: &str, mut content: Value) -> ApiResult<String> {
+pub async fn send(app: &App, user_id: &str, content: Value) -> ApiResult<String> {
+    send_with_txn(app, user_id, content, None).await
+}
+
+/// Like [`send`], at most once per `txn_id` and notices room, whichever node sends it and however
+/// often (incident notices: a batch retried by another node tells nobody twice).
+pub async fn send_once(app: &App, user_id: &str, content: Value, txn_id: &str) -> ApiResult<String> {
+    send_with_txn(app, user_id, content, Some(txn_id)).await
+}
+
+async fn send_with_txn(app: &App, user_id: &str, mut content: Value, txn_id: Option<&str>) -> ApiResult<String> {
     let localpart = haetae_matrix::ids::localpart(user_id).unwrap_or_default();
     if haetae_matrix::ids::server_name(user_id) != Some(app.config.server_name.as_str())
         || super::accounts::load_account(app, localpart).await?.is_none()
@@ -41,7 +51,7 @@ pub async fn send(app: &App, user_id: &str, mut content: Value) -> ApiResult<Str
     }
     let system = system(app);
     let room_id = notices_room(app, &system, user_id).await?;
-    send_event(app, &system, NewEvent { room_id: &room_id, event_type: "m.room.message", state_key: None, content, redacts: None, txn_id: None })
+    send_event(app, &system, NewEvent { room_id: &room_id, event_type: "m.room.message", state_key: None, content, redacts: None, txn_id })
         .await
 }
 
