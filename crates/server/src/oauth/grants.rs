@@ -219,6 +219,10 @@ impl Client {
             "grant_types": self.grant_types,
             "response_types": self.response_types,
             "token_endpoint_auth_method": self.token_endpoint_auth_method.name(),
+            // Whatever a client asked for, id_tokens are signed with the provider's one algorithm
+            // (OpenID Connect Dynamic Registration lets the provider substitute it, and says so
+            // here, so a client that checks signatures knows what to expect).
+            "id_token_signed_response_alg": super::keys::ALGORITHM,
         });
         for (field, value) in [
             ("client_name", &self.client_name),
@@ -854,6 +858,7 @@ mod tests {
             let mut client = register_client(&request).unwrap();
             assert_eq!(client.token_endpoint_auth_method, method);
             assert_eq!(client.to_json(0)["token_endpoint_auth_method"], name);
+            assert_eq!(client.to_json(0)["id_token_signed_response_alg"], super::super::keys::ALGORITHM);
             client.secret_hash = Some(secret_hash("s3cret"));
             let (right, wrong) = match method {
                 AuthMethod::ClientSecretBasic => ((Some("s3cret"), None), (None, Some("s3cret"))),
