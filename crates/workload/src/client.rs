@@ -105,6 +105,7 @@ impl Client {
                     if status >= 500 {
                         last_error = format!("HTTP {status} {value}");
                     } else if status == 429 {
+                        last_error = format!("rate-limited (HTTP 429 {value})");
                         let wait_ms = value["retry_after_ms"].as_u64().unwrap_or(100).min(5_000);
                         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
                         continue;

@@ -32,6 +32,12 @@ rc_media_create: {per_second: 100000, burst_count: 100000}
 rc_delayed_event_mgmt: {per_second: 100000, burst_count: 100000}
 rc_presence:
   per_user: {per_second: 100000, burst_count: 100000}
+rc_room_creation: {per_second: 100000, burst_count: 100000}
+rc_profile: {per_second: 100000, burst_count: 100000}
+rc_reports: {per_second: 100000, burst_count: 100000}
+rc_key_requests: {per_second: 100000, burst_count: 100000}
+rc_third_party_invite: {per_second: 100000, burst_count: 100000}
+rc_user_directory: {per_second: 100000, burst_count: 100000}
 ";
 
 /// A Synapse this process started.
