@@ -19,6 +19,7 @@ pub mod bounded;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod html;
 pub mod http_server;
 pub mod oauth;
 pub mod read_model;

@@ -97,9 +97,7 @@ async fn login(State(app): State<AppState>, parts: Parts, body: Bytes) -> Respon
     }
 }
 
-fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
-}
+use crate::html::escape;
 
 fn shell(title: &str, server: &str, body: &str) -> String {
     format!(

@@ -107,20 +107,7 @@ async fn annotate_drill(
     service::annotate_drill(&app, &id, drill).await.map(Json)
 }
 
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use crate::html::escape;
 
 fn incident_card(incident: &Incident) -> String {
     let (badge, class) = match incident.status {

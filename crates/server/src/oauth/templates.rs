@@ -2,21 +2,7 @@
 //! fields and buttons in reading order, so a keyboard and a screen reader get through every page.
 //! Every value that came from a request or a client registration goes through [`escape`].
 
-/// Escapes text for HTML element content and double-quoted attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
-}
+pub use crate::html::escape;
 
 /// A whole page: the site header, a main landmark with `body`, an optional notice or error.
 pub fn page(title: &str, server_name: &str, body: &str) -> String {
