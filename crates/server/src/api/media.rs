@@ -51,13 +51,19 @@ async fn upload(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> ApiResult<Json<Value>> {
+    let (bytes, meta) = read_upload(&app, request, query).await?;
+    let uri = media::upload(&app, &caller.user_id, bytes, meta).await?;
+    Ok(Json(json!({ "content_uri": uri })))
+}
+
+/// An upload's bytes (within the configured limit) and what its request says of them.
+async fn read_upload(app: &AppState, request: Request, query: UploadQuery) -> ApiResult<(bytes::Bytes, MediaMeta)> {
     let limit = app.config.limits.max_upload_bytes as usize;
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let bytes = axum::body::to_bytes(request.into_body(), limit)
         .await
         .map_err(|error| body_error(&error, format!("upload larger than {limit} bytes")))?;
-    let uri = media::upload(&app, &caller.user_id, bytes, MediaMeta { content_type, filename: query.filename }).await?;
-    Ok(Json(json!({ "content_uri": uri })))
+    Ok((bytes, MediaMeta { content_type, filename: query.filename }))
 }
 
 async fn create_reserved(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -71,12 +77,7 @@ async fn upload_reserved(
     Query(query): Query<UploadQuery>,
     request: Request,
 ) -> ApiResult<Json<Value>> {
-    let limit = app.config.limits.max_upload_bytes as usize;
-    let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|error| body_error(&error, format!("upload larger than {limit} bytes")))?;
-    let meta = MediaMeta { content_type, filename: query.filename };
+    let (bytes, meta) = read_upload(&app, request, query).await?;
     crate::services::media_pending::upload(&app, &caller.user_id, &server, &media_id, bytes, meta).await.map(Json)
 }
 
