@@ -32,7 +32,9 @@ fi
 step "starting a homeserver for the client tests"
 WORK="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-target/debug/haetae serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/haetae.log" 2>&1 &
+# A short refresh-token grace period, so that the OAuth tests can see reuse revoke a session.
+printf '[homeserver.oauth]\nrefresh_grace_s = 2\n' >"$WORK/haetae.toml"
+HAETAE_CONFIG="$WORK/haetae.toml" target/debug/haetae serve --listen "127.0.0.1:$PORT" --data-dir "$WORK/data" >"$WORK/haetae.log" 2>&1 &
 SERVER_PID=$!
 cleanup() {
     kill "$SERVER_PID" 2>/dev/null || true

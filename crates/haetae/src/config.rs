@@ -215,6 +215,11 @@ token_requests_per_ip_burst = 60.0
 id_token_lifetime_s = 600
 signing_key_rotation_s = 2592000
 signing_key_publish_ahead_s = 172800
+# For this long after a refresh token is replaced, presenting it again changes nothing (the
+# previous token yields the same successor, a spent one is refused without ending the session):
+# a request a client gave up on during a DC outage can still arrive. After it, a spent refresh
+# token presented again revokes the session. Seconds.
+refresh_grace_s = 120
 
 [homeserver.metrics]
 # GET /metrics (Prometheus text format) on every node.

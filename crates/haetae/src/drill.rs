@@ -215,6 +215,7 @@ async fn drill_once(args: &DrillArgs, dir: &Path) -> Result<Outcome, String> {
         logins_per_s: args.logins_per_s,
         refreshes_per_s: args.refreshes_per_s,
         request_timeout: config.request_timeout,
+        refresh_grace: Duration::from_secs(haetae_server::config::OauthConfig::default().refresh_grace_s),
         ..LoginConfig::default()
     };
     let logins = match args.login_sessions {

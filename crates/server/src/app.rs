@@ -75,12 +75,52 @@ impl<T: DeserializeOwned> FromRequest<AppState> for JsonBody<T> {
     type Rejection = MatrixError;
 
     async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = app.config.limits.max_body_bytes;
-        let bytes = axum::body::to_bytes(request.into_body(), limit)
-            .await
-            .map_err(|error| body_error(&error, format!("request body larger than {limit} bytes")))?;
+        let RawBody(bytes) = RawBody::from_request(request, app).await?;
         parse_json(&bytes).map(JsonBody)
     }
+}
+
+/// A request body as bytes, at most `limits.max_body_bytes` (else M_TOO_LARGE, read as
+/// [`read_body`] does).
+pub struct RawBody(pub bytes::Bytes);
+
+impl FromRequest<AppState> for RawBody {
+    type Rejection = MatrixError;
+
+    async fn from_request(request: Request, app: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = app.config.limits.max_body_bytes;
+        read_body(request.into_body(), limit, || format!("request body larger than {limit} bytes")).await.map(RawBody)
+    }
+}
+
+/// Most bytes read and dropped after a body passed its limit. The client is still sending when
+/// the 413 is ready; a connection closed with bytes unread is reset, and the client may lose the
+/// answer with it. Reading on (up to this much, each chunk under the body idle timeout) lets it
+/// finish and read the error; a larger body is cut off.
+pub const MAX_DRAIN_BYTES: usize = 16 * 1024 * 1024;
+
+/// Reads a body of at most `limit` bytes: a longer one is M_TOO_LARGE (with `too_large` as the
+/// message), a stalled one 408.
+pub async fn read_body(body: axum::body::Body, limit: usize, too_large: impl FnOnce() -> String) -> Result<bytes::Bytes, MatrixError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = bytes::BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|error| body_error(&error, String::new()))?;
+        if read.len() + chunk.len() <= limit {
+            read.extend_from_slice(&chunk);
+            continue;
+        }
+        let mut drained = 0usize;
+        while drained < MAX_DRAIN_BYTES {
+            match stream.next().await {
+                Some(Ok(chunk)) => drained += chunk.len(),
+                _ => break,
+            }
+        }
+        return Err(MatrixError::too_large(too_large()));
+    }
+    Ok(read.freeze())
 }
 
 /// A body that could not be read: it stalled (408) or was larger than allowed (413).

@@ -241,6 +241,11 @@ pub struct OauthConfig {
     /// the rotation period; relying parties are told to cache the JWKS for half of it, at most
     /// an hour).
     pub signing_key_publish_ahead_s: u64,
+    /// For this long after a refresh token is replaced, presenting it again changes nothing: the
+    /// token before the current one yields the same successor, a spent one is refused without
+    /// ending the session. A request a client gave up on during a DC outage can reach a node
+    /// that long after (see `refresh_chain`); after it, reuse of a spent token revokes the session.
+    pub refresh_grace_s: u64,
 }
 
 impl Default for OauthConfig {
@@ -257,6 +262,7 @@ impl Default for OauthConfig {
             id_token_lifetime_s: 600,
             signing_key_rotation_s: 30 * 24 * 3600,
             signing_key_publish_ahead_s: 2 * 24 * 3600,
+            refresh_grace_s: 120,
         }
     }
 }

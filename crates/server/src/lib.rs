@@ -9,6 +9,7 @@
 //! - [`api`]: the HTTP endpoints, one file per group; each handler calls services.
 //! - [`http_server`]: accepting connections (header and body read timeouts, connections per IP).
 //! - [`oauth`]: the OAuth 2.0 login provider (Matrix OAuth API, login pages), its own router.
+//! - [`refresh_chain`]: the rules of rotating refresh tokens, shared by OAuth and password logins.
 //!
 //! A node is stateless apart from its read model: start one with an empty directory and it serves
 //! exactly the same data. It never talks to NATS except through `haetae_store`.
@@ -23,6 +24,7 @@ pub mod html;
 pub mod http_server;
 pub mod oauth;
 pub mod read_model;
+pub mod refresh_chain;
 pub mod services;
 
 use std::sync::Arc;

@@ -225,8 +225,8 @@ async fn bodies_over_the_limit() {
     c.send_text(&alice, &room_id, "still works").await;
 }
 
-/// Event bodies are read with axum's `Bytes` extractor, whose default 2 MiB limit answers with a
-/// plain-text 413 before the handler's own M_TOO_LARGE check can run.
+/// A body far over the limit: the server answers M_TOO_LARGE and reads the rest of the body (up to
+/// a bound) so that the client, still sending, gets the answer instead of a reset connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn event_bodies_far_over_the_limit_are_matrix_errors() {
     let server = TestServer::start().await;

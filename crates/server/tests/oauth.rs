@@ -6,6 +6,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use base64::Engine;
 use common::{Node, TestServer, User};
@@ -207,7 +208,9 @@ async fn whoami(server: &TestServer, token: &str) -> common::Resp {
 
 #[tokio::test]
 async fn authorization_code_flow_refresh_reuse_and_revocation() {
-    let server = TestServer::start().await;
+    let mut config = common::test_config();
+    config.oauth.refresh_grace_s = 2;
+    let server = TestServer::with_config(config).await;
     let base = server.node.base.clone();
     let client = server.client();
     let user = client.register("oauth").await;
@@ -263,16 +266,37 @@ async fn authorization_code_flow_refresh_reuse_and_revocation() {
     let refresh2 = second["refresh_token"].as_str().unwrap().to_string();
     assert_ne!(refresh2, refresh1);
     assert_eq!(whoami(&server, &access2).await.ok()["device_id"], "OAUTHDEV01");
-    // Using the new refresh token spends the old one for good.
+    // Using the new refresh token spends the old one.
+    let grace_ends = std::time::Instant::now() + Duration::from_secs(2);
     let (status, third) = refresh(&base, &client_id, &refresh2).await;
     assert_eq!(status, 200, "{third}");
     let access3 = third["access_token"].as_str().unwrap().to_string();
+    let refresh3 = third["refresh_token"].as_str().unwrap().to_string();
     whoami(&server, &access3).await.ok();
-    // Replaying the first refresh token revokes the whole chain and its device.
-    let (status, replay) = refresh(&base, &client_id, &refresh1).await;
-    assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
+    // Within the grace period a late copy of an earlier request changes nothing: the spent
+    // token is refused and the session goes on; the previous token yields the same successor
+    // again, and the access token the client holds keeps working.
+    let (status, late) = refresh(&base, &client_id, &refresh1).await;
+    assert_eq!((status, late["error"].as_str()), (400, Some("invalid_grant")), "{late}");
+    let (status, again) = refresh(&base, &client_id, &refresh2).await;
+    assert_eq!(status, 200, "{again}");
+    assert_eq!(again["refresh_token"], third["refresh_token"]);
+    whoami(&server, &access3).await.ok();
+    whoami(&server, again["access_token"].as_str().unwrap()).await.ok();
+    // After it, replaying the first refresh token revokes the whole chain and its device.
+    let replay = loop {
+        let (status, replay) = refresh(&base, &client_id, &refresh1).await;
+        assert_eq!((status, replay["error"].as_str()), (400, Some("invalid_grant")));
+        if replay["error_description"].as_str().is_some_and(|d| d.contains("revoked")) {
+            break replay;
+        }
+        assert!(std::time::Instant::now() < grace_ends + Duration::from_secs(10), "reuse after the grace period did not revoke: {replay}");
+        whoami(&server, &access3).await.ok();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(std::time::Instant::now() >= grace_ends, "revoked within the grace period: {replay}");
     whoami(&server, &access3).await.expect_err(401, "M_UNKNOWN_TOKEN");
-    let (status, _) = refresh(&base, &client_id, third["refresh_token"].as_str().unwrap()).await;
+    let (status, _) = refresh(&base, &client_id, &refresh3).await;
     assert_eq!(status, 400);
     let devices = client.get("/devices", &user.token).await.ok();
     assert!(!devices["devices"].as_array().unwrap().iter().any(|d| d["device_id"] == "OAUTHDEV01"));

@@ -18,7 +18,7 @@ use haetae_store::MediaMeta;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::app::{AppState, Caller, body_error};
+use crate::app::{AppState, Caller, read_body};
 use crate::error::{ApiResult, MatrixError};
 use crate::services::media::{self, MAX_THUMBNAIL_EDGE, ThumbnailSpec};
 pub fn routes(router: Router<AppState>) -> Router<AppState> {
@@ -60,9 +60,7 @@ async fn upload(
 async fn read_upload(app: &AppState, request: Request, query: UploadQuery) -> ApiResult<(bytes::Bytes, MediaMeta)> {
     let limit = app.config.limits.max_upload_bytes as usize;
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let bytes = axum::body::to_bytes(request.into_body(), limit)
-        .await
-        .map_err(|error| body_error(&error, format!("upload larger than {limit} bytes")))?;
+    let bytes = read_body(request.into_body(), limit, || format!("upload larger than {limit} bytes")).await?;
     Ok((bytes, MediaMeta { content_type, filename: query.filename }))
 }
 

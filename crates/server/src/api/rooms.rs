@@ -13,13 +13,12 @@
 //! # GET|PUT|DELETE /_matrix/client/v3/directory/room/{roomAlias}
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post, put};
 use serde_json::Value;
 
 use super::client;
-use crate::app::{AppState, Caller, JsonBody};
+use crate::app::{AppState, Caller, JsonBody, RawBody};
 use crate::error::ApiResult;
 use crate::services::room_ops as service;
 use crate::services::room_ops::*;
@@ -49,7 +48,7 @@ async fn send_message(
     State(app): State<AppState>,
     caller: Caller,
     Path(path): Path<(String, String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     service::send_message(&app, &caller, path, body).await.map(Json)
 }
@@ -58,7 +57,7 @@ async fn put_state(
     State(app): State<AppState>,
     caller: Caller,
     Path(path): Path<(String, String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
     service::put_state(&app, &caller, path, body).await.map(Json)
 }
@@ -145,9 +144,9 @@ async fn put_state_empty_key(
     state: State<AppState>,
     caller: Caller,
     Path((room_id, event_type)): Path<(String, String)>,
-    body: Bytes,
+    RawBody(body): RawBody,
 ) -> ApiResult<Json<Value>> {
-    put_state(state, caller, Path((room_id, event_type, String::new())), body).await
+    put_state(state, caller, Path((room_id, event_type, String::new())), RawBody(body)).await
 }
 
 async fn get_state_empty_key(

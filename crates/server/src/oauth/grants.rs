@@ -7,6 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+pub use crate::refresh_chain::{Chain, Outcome};
+
 /// An OAuth error code (RFC 6749 section 5.2, RFC 7591 section 3.2.2, RFC 8628 section 3.5) and a
 /// description for people. Never carries a secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -563,9 +565,6 @@ pub fn check_code(grant: &CodeGrant, client_id: &str, redirect_uri: &str, verifi
     Ok(())
 }
 
-/// Spent refresh tokens remembered per family, for reuse detection.
-pub const MAX_SPENT_REFRESH: usize = 64;
-
 /// One refresh-token family: a device's OAuth session from the grant until revocation.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Family {
@@ -576,74 +575,30 @@ pub struct Family {
     pub scope: Scope,
     pub auth_time_s: u64,
     pub created_ms: u64,
-    /// Hash of the refresh token that is valid now.
-    pub current: String,
-    /// Hash of the token `current` replaced: still accepted once, in case the response that
-    /// carried `current` was lost, until `current` is used.
-    pub previous: Option<String>,
-    /// Hashes of tokens no longer valid (bounded): presenting one means the chain leaked.
-    pub spent: Vec<String>,
+    /// The refresh tokens (hashes), stored flat beside the other fields.
+    #[serde(flatten)]
+    pub chain: Chain,
     /// Hashes of the access tokens issued lately (they may still be cached and unexpired).
     pub access: Vec<String>,
     pub revoked: bool,
 }
 
-/// What a presented refresh token means for its family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefreshOutcome {
-    /// The current token: rotate.
-    Rotate,
-    /// The token before the current one, whose successor was never used: the client lost the
-    /// response; rotate again from it (the unused successor becomes spent).
-    Retry,
-    /// A spent token: someone replayed it; revoke the whole family.
-    Reused,
-    /// Not a token of this family, or the family is revoked: refuse, change nothing.
-    Invalid,
-}
+/// Access tokens remembered per family (the newest last).
+pub const MAX_FAMILY_ACCESS: usize = 3;
 
-pub fn refresh_outcome(family: &Family, presented_hash: &str) -> RefreshOutcome {
-    if family.revoked {
-        return RefreshOutcome::Invalid;
+impl Family {
+    /// What presenting a refresh token means for this family: nothing once it is revoked.
+    pub fn outcome(&self, presented_hash: &str, now_ms: u64, grace_ms: u64) -> Outcome {
+        if self.revoked { Outcome::Invalid } else { self.chain.outcome(presented_hash, now_ms, grace_ms) }
     }
-    if constant_time_eq(family.current.as_bytes(), presented_hash.as_bytes()) {
-        return RefreshOutcome::Rotate;
-    }
-    if family.previous.as_deref().is_some_and(|p| constant_time_eq(p.as_bytes(), presented_hash.as_bytes())) {
-        return RefreshOutcome::Retry;
-    }
-    if family.spent.iter().any(|s| s == presented_hash) {
-        return RefreshOutcome::Reused;
-    }
-    RefreshOutcome::Invalid
-}
 
-fn push_bounded(list: &mut Vec<String>, item: String, bound: usize) {
-    list.push(item);
-    if list.len() > bound {
-        let excess = list.len() - bound;
-        list.drain(..excess);
-    }
-}
-
-/// Applies an outcome to the family: the new refresh token (hash) becomes current.
-pub fn rotate(family: &mut Family, outcome: RefreshOutcome, new_refresh: String, new_access: String) {
-    match outcome {
-        RefreshOutcome::Rotate => {
-            if let Some(previous) = family.previous.take() {
-                push_bounded(&mut family.spent, previous, MAX_SPENT_REFRESH);
-            }
-            family.previous = Some(std::mem::replace(&mut family.current, new_refresh));
+    /// Remembers an access token issued to the family (bounded).
+    pub fn issued_access(&mut self, access_hash: String) {
+        self.access.push(access_hash);
+        if self.access.len() > MAX_FAMILY_ACCESS {
+            let excess = self.access.len() - MAX_FAMILY_ACCESS;
+            self.access.drain(..excess);
         }
-        RefreshOutcome::Retry => {
-            let lost = std::mem::replace(&mut family.current, new_refresh);
-            push_bounded(&mut family.spent, lost, MAX_SPENT_REFRESH);
-        }
-        RefreshOutcome::Reused => family.revoked = true,
-        RefreshOutcome::Invalid => {}
-    }
-    if matches!(outcome, RefreshOutcome::Rotate | RefreshOutcome::Retry) {
-        push_bounded(&mut family.access, new_access, 3);
     }
 }
 
@@ -937,44 +892,32 @@ mod tests {
             scope: parse_scope("urn:matrix:client:api:* urn:matrix:client:device:D").unwrap(),
             auth_time_s: 0,
             created_ms: 0,
-            current: "r1".into(),
-            previous: None,
-            spent: vec![],
+            chain: Chain::new("r1".into()),
             access: vec!["a1".into()],
             revoked: false,
         }
     }
 
     #[test]
-    fn refresh_rotates_and_detects_reuse() {
+    fn a_revoked_family_accepts_no_token_and_keeps_few_access_tokens() {
         let mut family = family();
-        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Rotate);
-        rotate(&mut family, RefreshOutcome::Rotate, "r2".into(), "a2".into());
-        assert_eq!(family.current, "r2");
-        // The response carrying r2 was lost: r1 still works once more, and r2 is then spent.
-        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Retry);
-        rotate(&mut family, RefreshOutcome::Retry, "r3".into(), "a3".into());
-        assert_eq!(family.current, "r3");
-        assert_eq!(refresh_outcome(&family, "r2"), RefreshOutcome::Reused);
-        // Using r3 makes r1 spent: presenting it now is a replay.
-        rotate(&mut family, RefreshOutcome::Rotate, "r4".into(), "a4".into());
-        assert_eq!(refresh_outcome(&family, "r1"), RefreshOutcome::Reused);
-        assert_eq!(refresh_outcome(&family, "r3"), RefreshOutcome::Retry);
-        assert_eq!(refresh_outcome(&family, "unknown"), RefreshOutcome::Invalid);
-        assert!(family.access.len() <= 3);
-        rotate(&mut family, RefreshOutcome::Reused, String::new(), String::new());
-        assert!(family.revoked);
-        assert_eq!(refresh_outcome(&family, "r4"), RefreshOutcome::Invalid);
+        assert_eq!(family.outcome("r1", 0, 1000), Outcome::Rotate);
+        for i in 0..10 {
+            family.issued_access(format!("a{i}"));
+        }
+        assert_eq!(family.access.len(), MAX_FAMILY_ACCESS);
+        assert_eq!(family.access.last().map(String::as_str), Some("a9"));
+        family.revoked = true;
+        assert_eq!(family.outcome("r1", 0, 1000), Outcome::Invalid);
     }
 
     #[test]
-    fn spent_tokens_are_bounded() {
-        let mut family = family();
-        for i in 0..200 {
-            rotate(&mut family, RefreshOutcome::Rotate, format!("n{i}"), format!("a{i}"));
-        }
-        assert_eq!(family.spent.len(), MAX_SPENT_REFRESH);
-        assert_eq!(refresh_outcome(&family, "n150"), RefreshOutcome::Reused);
+    fn families_keep_their_stored_format() {
+        let stored = serde_json::to_value(family()).unwrap();
+        assert_eq!(stored["current"], "r1");
+        assert!(stored["spent"].as_array().is_some_and(Vec::is_empty));
+        let back: Family = serde_json::from_value(stored).unwrap();
+        assert_eq!(back, family());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use haetae_store::Bucket;
 use serde_json::{Value, json};
 
 use super::grants::{
-    self, CodeGrant, DeviceGrant, DeviceState, Family, Refusal, RefreshOutcome, Scope, refresh_outcome, rotate,
+    self, Chain, CodeGrant, DeviceGrant, DeviceState, Family, Outcome, Refusal, Scope,
 };
 use super::records::{self, random_secret};
 use super::{Form, OauthError, base_url, no_store, now_ms, now_s, oidc};
@@ -201,7 +201,11 @@ fn new_access_token(app: &App, scope: &Scope, family_id: &str) -> (String, u64) 
 }
 
 fn new_refresh_token(family_id: &str) -> String {
-    format!("{REFRESH_PREFIX}{family_id}_{}", random_secret())
+    refresh_token(family_id, &random_secret())
+}
+
+fn refresh_token(family_id: &str, secret: &str) -> String {
+    format!("{REFRESH_PREFIX}{family_id}_{secret}")
 }
 
 /// Stores an access token the way password-login tokens are stored (hashed, in the tokens
@@ -276,9 +280,7 @@ async fn start_family(
         scope: scope.clone(),
         auth_time_s: done.auth_time_s,
         created_ms: now_ms(),
-        current: token_hash(&refresh),
-        previous: None,
-        spent: vec![],
+        chain: Chain::new(token_hash(&refresh)),
         access: vec![access_hash.clone()],
         revoked: false,
     };
@@ -339,32 +341,40 @@ async fn refresh_grant(app: &App, client: &grants::Client, form: &Form, issuer: 
         return Err(Refusal::new("invalid_grant", "the session has ended").into());
     }
     let presented_hash = token_hash(presented);
+    let grace_ms = app.config.oauth.refresh_grace_s.saturating_mul(1000);
     let (access, expires_in) = new_access_token(app, &family.scope, &family_id);
     let access_hash = token_hash(&access);
-    let refresh = new_refresh_token(&family_id);
-    let refresh_hash = token_hash(&refresh);
     // OpenID Connect Core 12.2: the same subject, audience and auth_time; no nonce.
     let done = Completed { user_id: &family.user_id, scope: &family.scope, auth_time_s: family.auth_time_s, nonce: None };
     let id_token = maybe_id_token(app, client, issuer, &done, &access).await?;
-    let (outcome, replaced_access) = records::modify::<Family, _>(app, Bucket::OauthSessions, &family_id, |current| {
-        let Some(mut family) = current else { return (None, (RefreshOutcome::Invalid, None)) };
-        let outcome = refresh_outcome(&family, &presented_hash);
-        if outcome == RefreshOutcome::Invalid {
-            return (None, (outcome, None));
-        }
-        let replaced = family.access.last().cloned();
-        rotate(&mut family, outcome, refresh_hash.clone(), access_hash.clone());
-        (Some(family), (outcome, replaced))
+    let (outcome, replaced_access, refresh) = records::modify::<Family, _>(app, Bucket::OauthSessions, &family_id, |current| {
+        let Some(mut family) = current else { return (None, (Outcome::Invalid, None, None)) };
+        let now = now_ms();
+        let outcome = family.outcome(&presented_hash, now, grace_ms);
+        let refresh = family.chain.advance(outcome, presented, random_secret(), now, |secret| refresh_token(&family_id, secret));
+        let Some(refresh) = refresh else {
+            let revoked = outcome == Outcome::Reused && !family.revoked;
+            family.revoked |= revoked;
+            return (revoked.then_some(family), (outcome, None, None));
+        };
+        // A successor handed out again: the access token the client may hold stays valid.
+        let replaced = if outcome == Outcome::Retry { None } else { family.access.last().cloned() };
+        family.issued_access(access_hash.clone());
+        (Some(family), (outcome, replaced, Some(refresh)))
     })
     .await?;
-    match outcome {
-        RefreshOutcome::Invalid => Err(invalid()),
-        RefreshOutcome::Reused => {
+    match (outcome, refresh) {
+        (Outcome::Reused, _) => {
             tracing::warn!(user_id = %family.user_id, device_id = ?family.device_id, "a spent refresh token was used again; the session is revoked");
             revoke_family(app, &family_id).await?;
             Err(Refusal::new("invalid_grant", "the refresh token was already used; the session is revoked").into())
         }
-        RefreshOutcome::Rotate | RefreshOutcome::Retry => {
+        (Outcome::Stale, _) => {
+            tracing::info!(user_id = %family.user_id, device_id = ?family.device_id, "a refresh token replaced moments ago was presented again (a late copy of a request?); refused, the session stays");
+            Err(invalid())
+        }
+        (_, None) => Err(invalid()),
+        (_, Some(refresh)) => {
             // A sign-in without a device: the family's record is all there is to rotate.
             let Some(device_id) = family.device_id.clone() else {
                 return Ok(token_response(&access, expires_in, &refresh, &family.scope, id_token));
@@ -458,8 +468,7 @@ pub async fn revoke(State(app): State<AppState>, request: Request) -> Result<Res
     if let Some(family_id) = family_of_refresh(token) {
         if let Some((family, _)) = records::family(&app, family_id).await? {
             let hash = token_hash(token);
-            let known = family.current == hash || family.previous.as_deref() == Some(hash.as_str()) || family.spent.contains(&hash);
-            if known {
+            if family.chain.knows(&hash) {
                 revoke_family(&app, family_id).await?;
             }
         }

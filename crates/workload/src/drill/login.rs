@@ -9,12 +9,14 @@
 //!   rate (each new session joins the pool checked at the end), and every prepared session
 //!   refreshes at a steady rate, each refresh returning a new refresh token that replaces the old.
 //!   A request that fails at the home DC (no answer, a 5xx, a 429) is tried at the next DC: a
-//!   refresh presents the same token again (the provider accepts the token before the current one
-//!   once, for a response that was lost), a login starts over there with a fresh browser.
+//!   refresh presents the same token again (the provider answers the token before the current one
+//!   with the same successor, for a response that was lost), a login starts over there with a
+//!   fresh browser.
 //! - [`LoginRunning::finish`], once the fault is repaired: every session's current refresh token
 //!   must refresh at a DC other than its home (else the session is lost), and for the sessions set
 //!   aside for it, every spent refresh token (rotated, and its successor used since) is presented
-//!   again and must be refused.
+//!   again and must be refused; one spent longer ago than the provider's grace period must also
+//!   have revoked the session.
 //!
 //! Every id_token is checked offline, as a relying party would: the ES256 signature against the
 //! JWKS fetched at setup (with `ring`), `iss` (the issuer of the DC that answered), `aud`, `exp`,
@@ -67,6 +69,10 @@ pub struct LoginConfig {
     pub refreshes_per_s: f64,
     /// How long one request may hang before the client tries the next DC.
     pub request_timeout: Duration,
+    /// The provider's refresh grace period (`refresh_grace_s`): a spent token presented within
+    /// it is refused without ending the session, so only tokens spent longer ago are expected to
+    /// revoke their chain in the reuse check.
+    pub refresh_grace: Duration,
 }
 
 impl Default for LoginConfig {
@@ -79,6 +85,7 @@ impl Default for LoginConfig {
             logins_per_s: 1.5,
             refreshes_per_s: 6.0,
             request_timeout: Duration::from_secs(3),
+            refresh_grace: Duration::from_secs(120),
         }
     }
 }
@@ -139,8 +146,12 @@ pub struct LoginHistory {
     pub refresh_tokens_usable_twice: usize,
     /// Spent refresh tokens presented again.
     pub spent_tokens_presented: usize,
-    /// Reuse-check sessions whose current token still worked after a spent one was presented
-    /// (the spec revokes the chain; informational).
+    /// Of those, tokens spent longer ago than the provider's grace period (the others are
+    /// refused without revoking the chain).
+    #[serde(default)]
+    pub spent_tokens_past_grace: usize,
+    /// Reuse-check sessions whose current token still worked after a spent one older than the
+    /// grace period was presented (the chain should have been revoked; informational).
     pub chains_not_revoked_by_reuse: usize,
     /// id_tokens that failed the relying party's checks.
     pub id_tokens_rejected: usize,
@@ -195,8 +206,9 @@ struct Session {
     current: String,
     /// The token last presented successfully (its successor, `current`, not used yet).
     previous: Option<String>,
-    /// Tokens whose successor has been used since: the provider must refuse them (newest last).
-    spent: Vec<String>,
+    /// Tokens whose successor has been used since, with when that was: the provider must refuse
+    /// them (newest last).
+    spent: Vec<(String, Instant)>,
     /// Set aside for the reuse check.
     reuse: bool,
     /// Why the session stopped working, if it did.
@@ -206,7 +218,7 @@ struct Session {
 impl Session {
     fn rotated(&mut self, next: String) {
         if let Some(previous) = self.previous.take() {
-            self.spent.push(previous);
+            self.spent.push((previous, Instant::now()));
             if self.spent.len() > MAX_SPENT_KEPT {
                 self.spent.remove(0);
             }
@@ -233,6 +245,7 @@ struct Shared {
     sessions_not_kept: usize,
     id_tokens_checked: usize,
     id_tokens_rejected: usize,
+    spent_tokens_past_grace: usize,
     chains_not_revoked_by_reuse: usize,
     problems: Vec<String>,
 }
@@ -834,6 +847,7 @@ impl LoginRunning {
             sessions_lost: lost.len(),
             refresh_tokens_usable_twice: reuse(AttemptKind::Reuse).filter(|a| a.ok).count(),
             spent_tokens_presented: reuse(AttemptKind::Reuse).count(),
+            spent_tokens_past_grace: shared.spent_tokens_past_grace,
             chains_not_revoked_by_reuse: shared.chains_not_revoked_by_reuse,
             id_tokens_rejected: shared.id_tokens_rejected,
             id_tokens_checked: shared.id_tokens_checked,
@@ -1002,7 +1016,9 @@ impl Agent {
             (session.spent.clone(), session.current.clone())
         };
         let home_dc = self.config.dcs[home].0.clone();
-        for token in spent.iter().rev() {
+        let past_grace = spent.iter().filter(|(_, at)| at.elapsed() > self.config.refresh_grace).count();
+        self.lock().spent_tokens_past_grace += past_grace;
+        for (token, _) in spent.iter().rev() {
             let start_ms = ms_since(self.started);
             let (outcome, tried) = refresh_across(&self.http, &self.provider, &self.config, &others, token).await;
             let end_ms = ms_since(self.started);
@@ -1025,8 +1041,9 @@ impl Agent {
             };
             self.lock().attempts.push(attempt);
         }
-        // The spec revokes the chain on reuse: the current token should be refused now.
-        if !spent.is_empty() {
+        // The chain is revoked on reuse past the grace period: the current token should be
+        // refused now.
+        if past_grace > 0 {
             let (outcome, _) = refresh_across(&self.http, &self.provider, &self.config, &others, &current).await;
             if outcome.is_ok() {
                 let mut shared = self.lock();
@@ -1083,6 +1100,7 @@ pub struct LoginFigures {
     pub sessions_lost: usize,
     pub refresh_tokens_usable_twice: usize,
     pub spent_tokens_presented: usize,
+    pub spent_tokens_past_grace: usize,
     pub chains_not_revoked_by_reuse: usize,
     pub id_tokens_checked: usize,
     pub id_tokens_rejected: usize,
@@ -1142,6 +1160,7 @@ pub fn figures(login: &LoginHistory, marks: &[Mark], election_ms: Option<f64>) -
         sessions_lost: login.sessions_lost,
         refresh_tokens_usable_twice: login.refresh_tokens_usable_twice,
         spent_tokens_presented: login.spent_tokens_presented,
+        spent_tokens_past_grace: login.spent_tokens_past_grace,
         chains_not_revoked_by_reuse: login.chains_not_revoked_by_reuse,
         id_tokens_checked: login.id_tokens_checked,
         id_tokens_rejected: login.id_tokens_rejected,
@@ -1196,6 +1215,7 @@ pub fn markdown(figures: &LoginFigures) -> String {
          | sessions checked after the repair, at a DC other than their home | {} |\n\
          | sessions lost | {} |\n\
          | spent refresh tokens presented again (of {} sessions set aside) | {} |\n\
+         | of them spent longer ago than the grace period (these revoke their session) | {} |\n\
          | refresh tokens usable twice | {} |\n\
          | id_tokens checked / rejected | {} / {} |\n\
          | logins back: from the fault to the first login started after it that succeeded, ms | {} |\n\
@@ -1207,6 +1227,7 @@ pub fn markdown(figures: &LoginFigures) -> String {
         figures.sessions_lost,
         figures.reuse_sessions,
         figures.spent_tokens_presented,
+        figures.spent_tokens_past_grace,
         figures.refresh_tokens_usable_twice,
         figures.id_tokens_checked,
         figures.id_tokens_rejected,
@@ -1218,7 +1239,7 @@ pub fn markdown(figures: &LoginFigures) -> String {
     );
     if figures.chains_not_revoked_by_reuse > 0 {
         let _ =
-            writeln!(out, "\n{} sessions kept working after a spent token was presented.", figures.chains_not_revoked_by_reuse);
+            writeln!(out, "\n{} sessions kept working after a spent token older than the grace period was presented.", figures.chains_not_revoked_by_reuse);
     }
     if !figures.problems.is_empty() {
         out.push_str("\nFirst login problems:\n\n");
@@ -1272,12 +1293,12 @@ mod tests {
         session.rotated("r1".into());
         assert_eq!((session.current.as_str(), session.previous.as_deref(), session.spent.len()), ("r1", Some("r0"), 0));
         session.rotated("r2".into());
-        assert_eq!(session.spent, ["r0"]);
+        assert_eq!(session.spent.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>(), ["r0"]);
         for i in 3..20 {
             session.rotated(format!("r{i}"));
         }
         assert_eq!(session.spent.len(), MAX_SPENT_KEPT);
-        assert_eq!(session.spent.last().map(String::as_str), Some("r17"));
+        assert_eq!(session.spent.last().map(|(t, _)| t.as_str()), Some("r17"));
     }
 
     #[test]
