@@ -182,8 +182,9 @@ logins_per_ip_burst = 30.0
 connections_per_ip = 500
 
 [homeserver.history]
-# Memory for rooms' recent events and for older history read back from the log, MiB. A node's
-# memory stays near this plus room state, whatever the number of messages stored.
+# Memory for rooms' recent events (half), older history read back from the log (a quarter) and
+# the state of the rooms in use (a quarter; the others wait in a temporary spill file), MiB. A
+# node's memory stays near this, whatever the number of messages and rooms stored.
 cache_mb = 256
 # How often a node considers writing a read-model snapshot (a starting node loads the newest and
 # replays only the log after it), s.

@@ -160,3 +160,83 @@ async fn history_beyond_the_window_reads_back_from_the_log_and_survives_a_snapsh
     assert_eq!(bodies(&older["chunk"]).len(), 5);
     node.stop().await;
 }
+
+/// More rooms than a node keeps in memory under a small cache: the least recently used go cold
+/// (out to the node's spill file) and come back transparently, through sync, messages, state,
+/// new events and a restart from a snapshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_beyond_the_budget_go_cold_and_come_back() {
+    const ROOMS: usize = 400;
+    let mut config = history_config();
+    // 8 MB in all: 2 MB for hot rooms' state and indexes, about 200 small rooms.
+    config.history.cache_mb = 8;
+    let nats = Nats::start().await;
+    let node = Node::start(&nats, config.clone()).await;
+    let c = node.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let mut rooms = Vec::new();
+    for batch in (0..ROOMS).collect::<Vec<_>>().chunks(16) {
+        let made = batch.iter().map(|i| {
+            let body = json!({ "preset": "private_chat", "name": format!("room {i}"), "invite": [bob.user_id] });
+            c.create_room(&alice, body)
+        });
+        rooms.extend(futures::future::join_all(made).await);
+    }
+    for (i, room_id) in rooms.iter().enumerate() {
+        c.send_text(&alice, room_id, &format!("hello {i}")).await;
+    }
+    // The evictor runs every 200 ms: wait until rooms have gone cold.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let health = c.request(reqwest::Method::GET, "/health", None, None).await.ok();
+        if health["rooms"]["cold"].as_u64().is_some_and(|n| n > 0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no room went cold: {health}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Every room answers as before: its name, its last message, and bob's invite in his sync.
+    for (i, room_id) in rooms.iter().enumerate() {
+        let name = c.get(&format!("/rooms/{}/state/m.room.name/", enc(room_id)), &alice.token).await.ok();
+        assert_eq!(name["name"], format!("room {i}"));
+        let last = c.get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(room_id)), &alice.token).await.ok();
+        assert_eq!(bodies(&last["chunk"]), vec![format!("hello {i}")]);
+    }
+    let sync = c.sync(&bob, None, 0).await;
+    assert_eq!(sync["rooms"]["invite"].as_object().map(|o| o.len()), Some(ROOMS), "bob sees every invite");
+    let sync = c.sync(&alice, None, 0).await;
+    assert_eq!(sync["rooms"]["join"].as_object().map(|o| o.len()), Some(ROOMS), "alice sees every room");
+    // A cold room takes a join and a message.
+    let first = &rooms[0];
+    c.post(&format!("/rooms/{}/join", enc(first)), &bob.token, json!({})).await.ok();
+    c.send_text(&bob, first, "bob was here").await;
+    let last = c.get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(first)), &alice.token).await.ok();
+    assert_eq!(bodies(&last["chunk"]), vec!["bob was here".to_string()]);
+
+    // Restarted from a snapshot (cold rooms are in it), the node serves the same.
+    let store = nats.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let positions = loop {
+        let health = c.request(reqwest::Method::GET, "/health", None, None).await.ok();
+        let description = store.snapshots().description().await.unwrap();
+        let covers = description.as_deref().and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse).map_or(0, |i| i.entries());
+        let applied: u64 = health["positions"].as_array().map_or(0, |p| p.iter().filter_map(Value::as_u64).sum());
+        if applied > 0 && covers >= applied {
+            break covers;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot covering the rooms was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(positions > 0);
+    node.stop().await;
+    let node = Node::start(&nats, config).await;
+    let c = node.client();
+    let alice = c.login(&alice).await;
+    for (i, room_id) in rooms.iter().enumerate().step_by(37) {
+        let name = c.get(&format!("/rooms/{}/state/m.room.name/", enc(room_id)), &alice.token).await.ok();
+        assert_eq!(name["name"], format!("room {i}"));
+    }
+    let last = c.get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(first)), &alice.token).await.ok();
+    assert_eq!(bodies(&last["chunk"]), vec!["bob was here".to_string()]);
+}

@@ -6,6 +6,7 @@
 //! waits on, and the applied position of each partition. It never writes to the store.
 //!
 //! - [`room`]: one room: state, indexes over its history, a window of recent events.
+//! - [`cold`]: rooms not used lately, moved out of memory to a spill file and read back on use.
 //! - [`history`]: older events read back from the log by position, cached under a byte budget.
 //! - [`event_ids`]: event ids derived from positions (finding an event by id needs no index).
 //! - [`relations`]: relations by target position and threads by latest reply, per room.
@@ -16,12 +17,14 @@
 //! snapshot gate, which a snapshot holds while it copies the model (milliseconds, every few
 //! minutes).
 //!
-//! Bounds (every structure that could grow): room windows and old-history chunks share the node's
-//! cache budget (`cache_mb`); relation indexes grow with relation events only (a position and
+//! Bounds (every structure that could grow): room windows, old-history chunks and hot rooms'
+//! state and indexes share the node's cache budget (`cache_mb`); a cold room costs its id and a
+//! file position; relation indexes grow with relation events only (a position and
 //! three interned names each); receipts are the latest per (user, room, type, thread); typing
 //! notices are dropped when they expire; the token cache, rejected-event reasons, recent
 //! transactions, key changes and each user's to-device queue have fixed caps below.
 
+pub mod cold;
 pub mod event_ids;
 pub mod history;
 pub mod relations;
@@ -131,13 +134,15 @@ pub struct CacheBudget {
     pub window_bytes: usize,
     /// Old-history chunks read back from the log, bytes.
     pub chunk_bytes: usize,
+    /// Hot rooms' state and indexes, bytes (beyond it, rooms go cold: `cold.rs`).
+    pub room_bytes: usize,
 }
 
 impl CacheBudget {
-    /// Three quarters for recent windows, one quarter for old history.
+    /// Half for recent windows, a quarter for old history, a quarter for rooms' state.
     pub fn from_mb(cache_mb: u64) -> CacheBudget {
         let total = (cache_mb as usize).max(8) * 1024 * 1024;
-        CacheBudget { window_bytes: total / 4 * 3, chunk_bytes: total / 4 }
+        CacheBudget { window_bytes: total / 2, chunk_bytes: total / 4, room_bytes: total / 4 }
     }
 }
 
@@ -145,7 +150,11 @@ pub struct ReadModel {
     partitions: u32,
     applied: Vec<watch::Sender<u64>>,
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
-    rooms: RwLock<HashMap<String, Arc<RwLock<Room>>>>,
+    rooms: RwLock<cold::RoomTable>,
+    /// Where cold rooms are kept.
+    spill: Mutex<cold::Spill>,
+    /// Estimated bytes of the hot rooms' state and indexes.
+    room_bytes: AtomicI64,
     users: RwLock<HashMap<String, Arc<RwLock<User>>>>,
     pub typing: Mutex<Typing>,
     tokens: BoundedMap<String, Session>,
@@ -175,7 +184,9 @@ impl ReadModel {
             partitions,
             applied: (0..partitions).map(|_| watch::channel(0).0).collect(),
             wakers: Mutex::new(HashMap::new()),
-            rooms: RwLock::new(HashMap::new()),
+            rooms: RwLock::new(cold::RoomTable::default()),
+            spill: Mutex::new(cold::Spill::new(None)),
+            room_bytes: AtomicI64::new(0),
             users: RwLock::new(HashMap::new()),
             typing: Mutex::new(Typing::default()),
             tokens: BoundedMap::new(MAX_CACHED_TOKENS),
@@ -260,14 +271,15 @@ impl ReadModel {
 
     /// Runs `read` on `room_id` if this node knows the room.
     pub fn with_room<T>(&self, room_id: &str, read: impl FnOnce(&Room) -> T) -> Option<T> {
-        let room = self.rooms.read().expect("rooms lock").get(room_id).cloned()?;
+        let room = self.room_handle(room_id)?;
         let room = room.read().expect("room lock");
         room.touch(self.tick());
         Some(read(&room))
     }
 
     pub fn knows_room(&self, room_id: &str) -> bool {
-        self.rooms.read().expect("rooms lock").contains_key(room_id)
+        let table = self.rooms.read().expect("rooms lock");
+        table.hot.contains_key(room_id) || table.cold.contains_key(room_id)
     }
 
     /// Runs `read` on `user_id`'s data (an empty user if this node has none).
@@ -279,15 +291,16 @@ impl ReadModel {
         }
     }
 
-    /// Runs `visit` on every room this node knows (each under its own lock, one at a time) until
-    /// it returns false.
-    pub fn visit_rooms(&self, mut visit: impl FnMut(&Room) -> bool) {
-        let rooms: Vec<Arc<RwLock<Room>>> = self.rooms.read().expect("rooms lock").values().cloned().collect();
-        for room in rooms {
-            if !visit(&room.read().expect("room lock")) {
-                break;
-            }
-        }
+    /// Runs `visit` on every room this node knows (each under its own lock, one at a time; cold
+    /// rooms read back one at a time and not kept) until it returns false.
+    pub fn visit_rooms(&self, visit: impl FnMut(&Room) -> bool) {
+        self.visit_table(false, visit);
+    }
+
+    /// Like [`ReadModel::visit_rooms`], but of the cold rooms only those published in the
+    /// directory or joinable by anyone (the rooms in memory are all visited).
+    pub fn visit_listed_rooms(&self, visit: impl FnMut(&Room) -> bool) {
+        self.visit_table(true, visit);
     }
 
     /// `user_id`'s membership in `room_id`.
@@ -382,21 +395,27 @@ impl ReadModel {
         (self.window_bytes.load(Ordering::Relaxed).max(0) as usize, chunk_bytes, hits, misses)
     }
 
-    /// Whether the rooms' windows hold more than their budget.
+    /// Whether the rooms' windows, or their state and indexes, hold more than their budget.
     pub fn over_budget(&self) -> bool {
-        self.window_bytes.load(Ordering::Relaxed) > self.budget.window_bytes as i64
+        self.window_bytes.load(Ordering::Relaxed) > self.budget.window_bytes as i64 || self.rooms_over_budget()
     }
 
     /// Trims the least recently used rooms' windows until all windows fit the budget.
     pub fn enforce_budget(&self) {
+        self.trim_windows();
+        self.freeze_cold_rooms();
+    }
+
+    fn trim_windows(&self) {
         let budget = self.budget.window_bytes as i64;
-        if !self.over_budget() {
+        if self.window_bytes.load(Ordering::Relaxed) <= budget {
             return;
         }
         let mut rooms: Vec<(u64, Arc<RwLock<Room>>)> = self
             .rooms
             .read()
             .expect("rooms lock")
+            .hot
             .values()
             .filter_map(|room| {
                 let guard = room.read().expect("room lock");
@@ -436,10 +455,6 @@ impl ReadModel {
         self.applied[partition as usize].send_replace(seq);
         drop(gate);
         self.wake(&woken);
-    }
-
-    fn room_handle(&self, room_id: &str) -> Option<Arc<RwLock<Room>>> {
-        self.rooms.read().expect("rooms lock").get(room_id).cloned()
     }
 
     fn user_handle(&self, user_id: &str) -> Arc<RwLock<User>> {
@@ -646,9 +661,12 @@ impl ReadModel {
         let room = match existing {
             Some(room) => room,
             None if event["type"] == "m.room.create" => {
-                let room = Arc::new(RwLock::new(Room::new(room_id, partition)));
-                room.write().expect("room lock").last_seq = seq;
-                self.rooms.write().expect("rooms lock").insert(room_id.to_string(), room.clone());
+                let mut new_room = Room::new(room_id, partition);
+                new_room.last_seq = seq;
+                new_room.set_base_bytes(new_room.estimate_bytes());
+                self.count_room_bytes(new_room.base_bytes() as isize);
+                let room = Arc::new(RwLock::new(new_room));
+                self.rooms.write().expect("rooms lock").hot.insert(room_id.to_string(), room.clone());
                 room
             }
             None => {
@@ -711,8 +729,10 @@ impl ReadModel {
         // Wake everyone who could see the room before or after this event.
         let mut audience = room.audience();
         let txn_key = txn.as_ref().map(|t| t.key.clone()).filter(|k| !k.is_empty());
+        let base_before = room.base_bytes();
         let grown = room.push_event(TimelineItem::new(seq, event, prev, txn));
         self.window_bytes.fetch_add(grown as i64, Ordering::Relaxed);
+        self.count_room_bytes(room.base_bytes() as isize - base_before as isize);
         room.touch(self.tick());
         drop(room);
         if let Some(key) = txn_key {

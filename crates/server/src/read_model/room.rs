@@ -23,6 +23,13 @@ use crate::entry::Txn;
 pub const CHUNK_EVENTS: u64 = 128;
 /// Most events a room keeps in its recent window, whatever the byte budget.
 pub const MAX_WINDOW_EVENTS: usize = 512;
+/// Estimated memory of a room with nothing in it (the struct, its maps' tables).
+const ROOM_BYTES: usize = 1024;
+/// Estimated memory of one current state event beyond twice its text (its key, index entries).
+const STATE_EVENT_BYTES: usize = 256;
+/// Estimated memory one timeline event adds to the indexes (its sender's latest position, its
+/// share of the chunk index and relation index).
+const EVENT_INDEX_BYTES: usize = 8;
 
 /// A membership, parsed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -172,6 +179,9 @@ pub struct Room {
     pub published: bool,
     /// Relations by target position, threads by latest reply (`relations.rs`).
     pub relations: RelationIndex,
+    /// What the room's state and indexes cost in memory, estimated (the window not included):
+    /// counted against the rooms' share of the cache budget (`cold.rs`).
+    base_bytes: usize,
 }
 
 /// Where one chunk of a room's timeline sits in the log, and what it must hold.
@@ -210,7 +220,37 @@ impl Room {
             last_used: AtomicU64::new(0),
             published: false,
             relations: RelationIndex::default(),
+            base_bytes: 0,
         }
+    }
+
+    /// What the room's state and indexes cost in memory, estimated.
+    pub fn base_bytes(&self) -> usize {
+        self.base_bytes
+    }
+
+    pub(super) fn set_base_bytes(&mut self, bytes: usize) {
+        self.base_bytes = bytes;
+    }
+
+    /// Estimates the room's cost from what it holds (made once when the room enters memory;
+    /// then each event adds its share in `push_event`). Calibrated against the RSS of
+    /// `bench history --shape many-rooms` after a restart.
+    pub fn estimate_bytes(&self) -> usize {
+        let state: usize = self.state.texts().map(|text| STATE_EVENT_BYTES + 2 * text.len()).sum();
+        let members: usize = self.memberships.values().map(|changes| 96 + 48 * changes.len()).sum();
+        let history: usize = self.state_history.values().map(|seqs| 96 + 8 * seqs.len()).sum();
+        let (relations, threads) = self.relations.stats();
+        ROOM_BYTES
+            + state
+            + members
+            + history
+            + 64 * self.last_sent.len()
+            + 256 * self.receipts.len()
+            + 256 * self.redactions.len()
+            + 16 * self.skipped.len()
+            + 8 * self.chunk_starts.len()
+            + 64 * (relations + threads)
     }
 
     pub fn touch(&self, tick: u64) {
@@ -239,7 +279,9 @@ impl Room {
         }
         if let Some(state_key) = &item.state_key {
             self.state_history.entry((item.event_type.to_string(), state_key.to_string())).or_default().push(item.seq);
+            self.base_bytes += STATE_EVENT_BYTES + 2 * item.bytes() / 6;
         }
+        self.base_bytes += EVENT_INDEX_BYTES;
         self.last_sent.insert(item.sender.to_string(), item.seq);
         self.index_relation(&item);
         let added = item.bytes();
@@ -506,6 +548,7 @@ impl Room {
         room.relations = RelationIndex::from_snapshot(snapshot.relations);
         // Nothing in memory yet: everything up to the snapshot is read back from the log.
         room.evicted_upto = snapshot.last_event_seq;
+        room.base_bytes = room.estimate_bytes();
         room
     }
 }

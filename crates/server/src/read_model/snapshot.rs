@@ -77,13 +77,7 @@ impl ReadModel {
     pub fn snapshot(&self) -> (SnapshotInfo, Vec<u8>) {
         let snapshot = {
             let _gate = self.gate.write().expect("snapshot gate");
-            let rooms: Vec<RoomSnapshot> = self
-                .rooms
-                .read()
-                .expect("rooms lock")
-                .values()
-                .map(|room| room.read().expect("room lock").to_snapshot())
-                .collect();
+            let rooms: Vec<RoomSnapshot> = self.all_room_snapshots();
             let users: HashMap<String, User> = self
                 .users
                 .read()
@@ -134,6 +128,7 @@ impl ReadModel {
         }
         let mut users = snapshot.users;
         let mut rooms = HashMap::new();
+        let mut room_bytes = 0usize;
         for room in snapshot.rooms {
             let room = Room::from_snapshot(room);
             for member in room.state.member_refs() {
@@ -144,9 +139,11 @@ impl ReadModel {
                     }
                 }
             }
+            room_bytes += room.base_bytes();
             rooms.insert(room.room_id.clone(), Arc::new(RwLock::new(room)));
         }
-        *self.rooms.write().expect("rooms lock") = rooms;
+        self.rooms.write().expect("rooms lock").hot = rooms;
+        self.count_room_bytes(room_bytes as isize);
         *self.users.write().expect("users lock") =
             users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
         *self.key_changes.lock().expect("key changes lock") = snapshot.key_changes;

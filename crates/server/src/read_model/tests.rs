@@ -121,7 +121,7 @@ fn receipts_keep_the_latest_per_user_type_and_thread() {
 
 #[test]
 fn windows_shrink_under_the_budget_and_keep_counting() {
-    let model = ReadModel::with_budget(1, CacheBudget { window_bytes: 64 * 1024, chunk_bytes: 64 * 1024 });
+    let model = ReadModel::with_budget(1, CacheBudget { window_bytes: 64 * 1024, chunk_bytes: 64 * 1024, room_bytes: 64 * 1024 * 1024 });
     created_room(&model);
     for i in 0..2000 {
         put(&model, ev("m.room.message", "@a:x", None, json!({"body": format!("message {i}")})));
@@ -214,4 +214,78 @@ fn relations_tags_and_directory_visibility_are_applied_and_kept_in_snapshots() {
     let restored = ReadModel::new(2);
     restored.load_snapshot(&info, &bytes).unwrap();
     check(&restored);
+}
+
+/// Events of room `room` (its own id in place of `!r:x`).
+fn in_room(room: &str, mut event: Value) -> Value {
+    event["room_id"] = json!(room);
+    event
+}
+
+fn put_in(model: &ReadModel, room: &str, event: Value) -> String {
+    let p = model.partition_of(room);
+    let seq = model.applied(p) + 1;
+    model.apply(p, seq, room, &event_entry(in_room(room, event)));
+    event_id_at(p, seq)
+}
+
+fn room_name(room: &Room) -> Option<String> {
+    room.state.content("m.room.name", "").and_then(|c| c["name"].as_str().map(str::to_string))
+}
+
+#[test]
+fn cold_rooms_leave_memory_and_come_back_unchanged() {
+    // Room state gets a budget for about a dozen small rooms; 200 rooms are made.
+    let budget = CacheBudget { window_bytes: 1024 * 1024, chunk_bytes: 1024 * 1024, room_bytes: 64 * 1024 };
+    let model = ReadModel::with_budget(2, budget);
+    let rooms: Vec<String> = (0..200).map(|i| format!("!room{i}:x")).collect();
+    for (i, room) in rooms.iter().enumerate() {
+        put_in(&model, room, ev("m.room.create", "@a:x", Some(""), json!({"room_version": "11"})));
+        put_in(&model, room, ev("m.room.member", "@a:x", Some("@a:x"), json!({"membership": "join"})));
+        let rule = if i % 10 == 0 { "public" } else { "invite" };
+        put_in(&model, room, ev("m.room.join_rules", "@a:x", Some(""), json!({"join_rule": rule})));
+        put_in(&model, room, ev("m.room.name", "@a:x", Some(""), json!({"name": format!("room {i}")})));
+        put_in(&model, room, ev("m.room.message", "@a:x", None, json!({"body": format!("hello {i}")})));
+    }
+    assert!(model.over_budget());
+    model.enforce_budget();
+    let (hot, cold, spill_bytes, live) = model.room_counts();
+    assert_eq!(hot + cold, 200);
+    assert!(cold > 150 && spill_bytes > 0 && live == spill_bytes, "hot {hot} cold {cold} spill {spill_bytes}/{live}");
+    assert!(!model.over_budget());
+    // Every room is still known and answers as before; reading one brings it back.
+    for (i, room) in rooms.iter().enumerate() {
+        assert!(model.knows_room(room));
+        let (name, count, evicted, last) =
+            model.with_room(room, |r| (room_name(r), r.chunk_ref(0).map(|c| c.events), r.evicted_upto(), r.last_event_seq())).unwrap();
+        assert_eq!(name, Some(format!("room {i}")));
+        assert_eq!(count, Some(5));
+        assert!(evicted <= last);
+        assert_eq!(model.membership(room, "@a:x"), Some(Membership::Join));
+    }
+    // Scans see cold rooms: all of them, or the listed ones (public here) and every hot one.
+    model.enforce_budget();
+    let mut all = 0;
+    model.visit_rooms(|_| {
+        all += 1;
+        true
+    });
+    assert_eq!(all, 200);
+    let mut public = 0;
+    model.visit_listed_rooms(|room| {
+        public += usize::from(room.state.join_rule() == "public");
+        true
+    });
+    assert_eq!(public, 20);
+    // A cold room takes new events (it comes back first), and snapshots hold cold rooms.
+    let cold_room = &rooms[1];
+    put_in(&model, cold_room, ev("m.room.message", "@a:x", None, json!({"body": "again"})));
+    assert_eq!(model.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
+    model.enforce_budget();
+    let (info, bytes) = model.snapshot();
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    assert_eq!(restored.room_counts().0, 200);
+    assert_eq!(restored.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
+    assert_eq!(restored.with_room(&rooms[7], room_name), Some(Some("room 7".to_string())));
 }

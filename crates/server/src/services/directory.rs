@@ -203,7 +203,7 @@ pub async fn public_rooms(app: &App, query: DirectoryQuery) -> ApiResult<Value> 
         return Err(MatrixError::invalid_param(format!("the search term is at most {MAX_SEARCH_BYTES} bytes")));
     }
     let mut listed: Vec<(u64, String, Value)> = Vec::new();
-    app.model.visit_rooms(|room| {
+    app.model.visit_listed_rooms(|room| {
         if room.published {
             let chunk = room_chunk(room);
             let room_type = chunk["room_type"].as_str().map(str::to_string);

@@ -39,6 +39,9 @@ const MAX_TIMELINE_ENTRIES: usize = 200;
 const MAX_AFFECTED: usize = 256;
 /// Failures a node remembers having seen (for `open_after_s`).
 const MAX_TRACKED_FAILURES: usize = 1024;
+/// How long a notice waits for a non-empty account listing before it accepts that there is
+/// nobody to tell.
+const EMPTY_LISTING_PATIENCE: Duration = Duration::from_secs(60);
 /// Users told per claimed batch of a notice.
 const NOTICE_BATCH_USERS: usize = 50;
 /// How long a node's claim on a notice's next batch lasts before another node may take it over.
@@ -692,7 +695,15 @@ async fn tell(app: &App, incident: &Incident, kind: NoticeKind) -> Result<bool, 
             Err(other) => return Err(other.into()),
         };
         if users.is_none() {
-            users = Some(recipients(app).await?);
+            let listed = recipients(app).await?;
+            // An empty account listing while an election is under way is not the truth: a notice
+            // told to nobody would be marked done for good. Try again at the next check, for a
+            // while (a deployment with no users at all finishes after that).
+            if listed.is_empty() && now.saturating_sub(progress.started_at_ms) < EMPTY_LISTING_PATIENCE.as_millis() as u64 {
+                tracing::warn!(incident = %incident.id, notice = kind.name(), "the account listing came back empty; retrying the notice");
+                return Ok(false);
+            }
+            users = Some(listed);
         }
         let batch: Vec<&String> =
             users.iter().flatten().filter(|user| user.as_str() > progress.after.as_str()).take(NOTICE_BATCH_USERS).collect();

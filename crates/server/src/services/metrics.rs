@@ -44,6 +44,8 @@ pub struct Metrics {
     applied_position: IntGaugeVec,
     log_lag: IntGaugeVec,
     cache_bytes: IntGaugeVec,
+    rooms: IntGaugeVec,
+    room_spill_bytes: IntGauge,
     chunk_reads: IntGaugeVec,
     replicas_current: IntGaugeVec,
     replicas_configured: IntGaugeVec,
@@ -116,7 +118,9 @@ impl Metrics {
             log_lag: gauge_vec(r, "read_model_lag_entries", "Entries the log holds that the read model has not applied, per partition", &[
                 "partition",
             ]),
-            cache_bytes: gauge_vec(r, "history_cache_bytes", "Bytes held by the history cache, by part (window, chunk)", &["part"]),
+            cache_bytes: gauge_vec(r, "history_cache_bytes", "Bytes held by the history cache, by part (window, chunk, rooms: hot rooms' state and indexes, estimated)", &["part"]),
+            rooms: gauge_vec(r, "rooms", "Rooms this node knows, by where they are (hot: in memory; cold: in the spill file)", &["state"]),
+            room_spill_bytes: gauge(r, "room_spill_bytes", "Bytes of the spill file that holds cold rooms"),
             chunk_reads: gauge_vec(r, "history_chunk_reads", "Old-history chunk reads since start, by outcome (hit, miss)", &[
                 "outcome",
             ]),
@@ -170,6 +174,11 @@ pub async fn render(app: &App) -> String {
     let (window_bytes, chunk_bytes, hits, misses) = app.model.cache_stats();
     metrics.cache_bytes.with_label_values(&["window"]).set(window_bytes as i64);
     metrics.cache_bytes.with_label_values(&["chunk"]).set(chunk_bytes as i64);
+    metrics.cache_bytes.with_label_values(&["rooms"]).set(app.model.room_bytes() as i64);
+    let (hot, cold, spill_bytes, _) = app.model.room_counts();
+    metrics.rooms.with_label_values(&["hot"]).set(hot as i64);
+    metrics.rooms.with_label_values(&["cold"]).set(cold as i64);
+    metrics.room_spill_bytes.set(spill_bytes as i64);
     metrics.chunk_reads.with_label_values(&["hit"]).set(hits as i64);
     metrics.chunk_reads.with_label_values(&["miss"]).set(misses as i64);
     let started = Instant::now();

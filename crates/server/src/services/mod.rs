@@ -182,6 +182,7 @@ impl App {
     /// What `/health` reports of this node.
     pub fn health(&self) -> serde_json::Value {
         let cache = self.model.cache_stats();
+        let rooms = self.model.room_counts();
         serde_json::json!({
             "node": self.node,
             "nats_connected": self.store.connected(),
@@ -192,7 +193,9 @@ impl App {
                 "chunk_bytes": cache.1,
                 "chunk_hits": cache.2,
                 "chunk_misses": cache.3,
+                "room_bytes": self.model.room_bytes(),
             },
+            "rooms": { "hot": rooms.0, "cold": rooms.1, "spill_bytes": rooms.2 },
             "uptime_s": self.started.elapsed().as_secs(),
         })
     }

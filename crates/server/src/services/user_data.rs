@@ -468,9 +468,11 @@ pub async fn user_directory(app: &App, caller: &Caller, body: Value) -> ApiResul
     let my_rooms: std::collections::HashSet<String> =
         app.model.with_user(&caller.user_id, |u| u.joined_rooms().cloned().collect());
     let mut candidates = std::collections::BTreeSet::new();
-    app.model.visit_rooms(|room| {
-        let public = room.state.join_rule() == "public";
-        if public || my_rooms.contains(&room.room_id) {
+    for room_id in &my_rooms {
+        app.model.with_room(room_id, |room| candidates.extend(room.state.members("join").map(str::to_string)));
+    }
+    app.model.visit_listed_rooms(|room| {
+        if room.state.join_rule() == "public" {
             candidates.extend(room.state.members("join").map(str::to_string));
         }
         candidates.len() < 100_000
