@@ -138,26 +138,30 @@ impl ReadModel {
         }
     }
 
-    /// A cold room read back without making it hot (for scans over many rooms).
-    fn peek_cold(&self, cold: &ColdRoom) -> Option<Room> {
+    /// A cold room read back without making it hot (for scans over many rooms). The position was
+    /// read earlier, outside the table's lock: if the file was compacted since, the bytes there
+    /// are not this room's, which the id check catches (the room is then left out of the scan).
+    fn peek_cold(&self, room_id: &str, cold: &ColdRoom) -> Option<Room> {
         let bytes = self.spill.lock().expect("spill lock").read(cold).ok()?;
-        serde_json::from_slice::<RoomSnapshot>(&bytes).ok().map(Room::from_snapshot)
+        let room = serde_json::from_slice::<RoomSnapshot>(&bytes).ok().map(Room::from_snapshot)?;
+        (room.room_id == room_id).then_some(room)
     }
 
     /// Runs `visit` on every room (cold ones read back one at a time, not kept) until it returns
     /// false. `listed_only`: of the cold rooms, only those published or joinable by anyone.
     pub(super) fn visit_table(&self, listed_only: bool, mut visit: impl FnMut(&Room) -> bool) {
-        let (hot, cold): (Vec<Arc<RwLock<Room>>>, Vec<ColdRoom>) = {
+        let (hot, cold): (Vec<Arc<RwLock<Room>>>, Vec<(String, ColdRoom)>) = {
             let table = self.rooms.read().expect("rooms lock");
-            (table.hot.values().cloned().collect(), table.cold.values().filter(|c| c.listed || !listed_only).copied().collect())
+            let cold = table.cold.iter().filter(|(_, c)| c.listed || !listed_only).map(|(id, c)| (id.clone(), *c)).collect();
+            (table.hot.values().cloned().collect(), cold)
         };
         for room in hot {
             if !visit(&room.read().expect("room lock")) {
                 return;
             }
         }
-        for cold in cold {
-            if let Some(room) = self.peek_cold(&cold)
+        for (room_id, cold) in cold {
+            if let Some(room) = self.peek_cold(&room_id, &cold)
                 && !visit(&room)
             {
                 return;
