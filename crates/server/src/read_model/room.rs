@@ -23,13 +23,19 @@ use crate::entry::Txn;
 pub const CHUNK_EVENTS: u64 = 128;
 /// Most events a room keeps in its recent window, whatever the byte budget.
 pub const MAX_WINDOW_EVENTS: usize = 512;
+// The estimates below were calibrated on a release node holding 2,105 rooms of the bench's
+// many-rooms shape after a restart (state and indexes only): 22 KB of resident memory a room,
+// two and a half times the first, unscaled estimate, which these constants now include.
 /// Estimated memory of a room with nothing in it (the struct, its maps' tables).
-const ROOM_BYTES: usize = 1024;
-/// Estimated memory of one current state event beyond twice its text (its key, index entries).
-const STATE_EVENT_BYTES: usize = 256;
+const ROOM_BYTES: usize = 2560;
+/// Estimated memory of one current state event beyond [`STATE_TEXT_FACTOR`] times its text (its
+/// key, index entries).
+const STATE_EVENT_BYTES: usize = 640;
+/// Estimated memory per byte of a current state event's text (shared text, parsed fields).
+const STATE_TEXT_FACTOR: usize = 5;
 /// Estimated memory one timeline event adds to the indexes (its sender's latest position, its
 /// share of the chunk index and relation index).
-const EVENT_INDEX_BYTES: usize = 8;
+const EVENT_INDEX_BYTES: usize = 20;
 
 /// A membership, parsed once.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -237,20 +243,20 @@ impl Room {
     /// then each event adds its share in `push_event`). Calibrated against the RSS of
     /// `bench history --shape many-rooms` after a restart.
     pub fn estimate_bytes(&self) -> usize {
-        let state: usize = self.state.texts().map(|text| STATE_EVENT_BYTES + 2 * text.len()).sum();
-        let members: usize = self.memberships.values().map(|changes| 96 + 48 * changes.len()).sum();
-        let history: usize = self.state_history.values().map(|seqs| 96 + 8 * seqs.len()).sum();
+        let state: usize = self.state.texts().map(|text| STATE_EVENT_BYTES + STATE_TEXT_FACTOR * text.len()).sum();
+        let members: usize = self.memberships.values().map(|changes| 240 + 120 * changes.len()).sum();
+        let history: usize = self.state_history.values().map(|seqs| 240 + 20 * seqs.len()).sum();
         let (relations, threads) = self.relations.stats();
         ROOM_BYTES
             + state
             + members
             + history
-            + 64 * self.last_sent.len()
-            + 256 * self.receipts.len()
-            + 256 * self.redactions.len()
-            + 16 * self.skipped.len()
-            + 8 * self.chunk_starts.len()
-            + 64 * (relations + threads)
+            + 160 * self.last_sent.len()
+            + 640 * self.receipts.len()
+            + 640 * self.redactions.len()
+            + 40 * self.skipped.len()
+            + 20 * self.chunk_starts.len()
+            + 160 * (relations + threads)
     }
 
     pub fn touch(&self, tick: u64) {
@@ -279,7 +285,8 @@ impl Room {
         }
         if let Some(state_key) = &item.state_key {
             self.state_history.entry((item.event_type.to_string(), state_key.to_string())).or_default().push(item.seq);
-            self.base_bytes += STATE_EVENT_BYTES + 2 * item.bytes() / 6;
+            // An item's estimate is 300 + 6 × its text.
+            self.base_bytes += STATE_EVENT_BYTES + STATE_TEXT_FACTOR * item.bytes() / 6;
         }
         self.base_bytes += EVENT_INDEX_BYTES;
         self.last_sent.insert(item.sender.to_string(), item.seq);
