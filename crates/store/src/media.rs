@@ -84,6 +84,16 @@ impl MediaStore {
         Ok(())
     }
 
+    /// Removes the file stored under `name` (its chunks are purged from the object store);
+    /// removing a missing file is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), MediaError> {
+        match self.objects.delete(encode_name(name)).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == object_store::DeleteErrorKind::NotFound => Ok(()),
+            Err(error) => Err(MediaError::Unavailable(error.to_string())),
+        }
+    }
+
     /// The file stored under `name`, or `None`.
     pub async fn get(&self, name: &str) -> Result<Option<(Bytes, MediaMeta)>, MediaError> {
         let mut object = match self.objects.get(encode_name(name)).await {
