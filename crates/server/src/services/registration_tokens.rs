@@ -38,6 +38,12 @@ struct TokenRecord {
     pending: u64,
     completed: u64,
     expiry_time: Option<u64>,
+    /// A fresh random value on every write. The store counts a compare-and-set that lost its
+    /// race as done when the key already holds the bytes it meant to write (a retry whose first
+    /// attempt landed); two registrations taking the same use would write the same counts, so
+    /// without it both would be told they took it.
+    #[serde(default)]
+    write_id: String,
 }
 
 impl TokenRecord {
@@ -47,8 +53,21 @@ impl TokenRecord {
             && self.uses_allowed.is_none_or(|allowed| self.pending + self.completed < allowed)
     }
 
+    /// The record as stored, marked as this write's own.
     fn to_bytes(&self) -> bytes::Bytes {
-        serde_json::to_vec(self).unwrap_or_default().into()
+        let written = TokenRecord { write_id: super::rooms::random_string(16), ..self.clone() };
+        serde_json::to_vec(&written).unwrap_or_default().into()
+    }
+
+    /// The admin API's view (Synapse's shape).
+    fn to_json(&self) -> Value {
+        json!({
+            "token": self.token,
+            "uses_allowed": self.uses_allowed,
+            "pending": self.pending,
+            "completed": self.completed,
+            "expiry_time": self.expiry_time,
+        })
     }
 }
 
@@ -120,7 +139,7 @@ pub async fn list(app: &App, valid: Option<&str>) -> ApiResult<Value> {
         .filter(|record| wanted.is_none_or(|wanted| record.valid(now) == wanted))
         .collect();
     tokens.sort_by(|a, b| a.token.cmp(&b.token));
-    Ok(json!({ "registration_tokens": tokens }))
+    Ok(json!({ "registration_tokens": tokens.iter().map(TokenRecord::to_json).collect::<Vec<_>>() }))
 }
 
 /// # POST /_synapse/admin/v1/registration_tokens/new
@@ -153,9 +172,9 @@ pub async fn create(app: &App, body: &Value) -> ApiResult<Value> {
     let attempts = if given.is_some() { 1 } else { MAX_GENERATE_ATTEMPTS };
     for _ in 0..attempts {
         let token = given.clone().unwrap_or_else(|| generate(length));
-        let record = TokenRecord { token: token.clone(), uses_allowed, pending: 0, completed: 0, expiry_time };
+        let record = TokenRecord { token: token.clone(), uses_allowed, pending: 0, completed: 0, expiry_time, write_id: String::new() };
         match app.store.kv().create(Bucket::Meta, &key(&token), record.to_bytes()).await {
-            Ok(_) => return Ok(json!(record)),
+            Ok(_) => return Ok(record.to_json()),
             Err(KvError::Exists) => continue,
             Err(error) => return Err(error.into()),
         }
@@ -169,7 +188,7 @@ fn not_found() -> MatrixError {
 
 /// # GET /_synapse/admin/v1/registration_tokens/{token}
 pub async fn get(app: &App, token: &str) -> ApiResult<Value> {
-    load(app, token).await?.map(|record| json!(record)).ok_or_else(not_found)
+    load(app, token).await?.map(|record| record.to_json()).ok_or_else(not_found)
 }
 
 /// # PUT /_synapse/admin/v1/registration_tokens/{token}
@@ -196,7 +215,7 @@ pub async fn update(app: &App, token: &str, body: &Value) -> ApiResult<Value> {
         })
         .await?
         .map_err(|()| not_found())?;
-    serde_json::from_slice(&changed).map_err(|_| not_found())
+    serde_json::from_slice::<TokenRecord>(&changed).map(|record| record.to_json()).map_err(|_| not_found())
 }
 
 /// # DELETE /_synapse/admin/v1/registration_tokens/{token}
@@ -264,7 +283,14 @@ mod tests {
 
     #[test]
     fn a_token_is_valid_until_it_expires_or_its_uses_are_taken() {
-        let record = TokenRecord { token: "t".into(), uses_allowed: Some(2), pending: 1, completed: 0, expiry_time: Some(1000) };
+        let record = TokenRecord {
+            token: "t".into(),
+            uses_allowed: Some(2),
+            pending: 1,
+            completed: 0,
+            expiry_time: Some(1000),
+            write_id: String::new(),
+        };
         assert!(record.valid(999));
         assert!(!record.valid(1000), "expired");
         assert!(!TokenRecord { pending: 1, completed: 1, ..record.clone() }.valid(0), "every use taken");
