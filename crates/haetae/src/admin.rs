@@ -143,6 +143,21 @@ pub enum AdminCommand {
     },
     /// Delete a media file from the object store. MEDIA is `mxc://server/id`.
     DeleteMedia { media: String },
+    /// After `delete-room` (with purge): remove the room's entries from the event log itself,
+    /// keeping its purge entry. Talks to NATS with the deployment's admin credential (a node may
+    /// not purge the log); refuses a room whose newest entry is not its purge.
+    PurgeRoomLog {
+        room_id: String,
+        /// Any nats-server of the deployment.
+        #[arg(long, env = "HAETAE_NATS_URL")]
+        nats_url: String,
+        /// The admin credential ({"user", "password"}), e.g. DIR/pki/admin.json.
+        #[arg(long)]
+        nats_credentials_file: Option<std::path::PathBuf>,
+        /// The deployment's CA (PEM), when its servers require TLS.
+        #[arg(long)]
+        nats_tls_ca_file: Option<std::path::PathBuf>,
+    },
 }
 
 /// `mxc://server/id` (or `server/id`) as path segments.
@@ -304,6 +319,17 @@ pub fn run(args: AdminArgs) -> Result<(), String> {
             }
             AdminCommand::DeleteMedia { media } => {
                 api.call(Method::DELETE, &format!("/_synapse/admin/v1/media/{}", media_path(&media)?), &[], None).await?
+            }
+            AdminCommand::PurgeRoomLog { room_id, nats_url, nats_credentials_file, nats_tls_ca_file } => {
+                let credential = match nats_credentials_file {
+                    Some(path) => Some(haetae_store::Credential::read(&path).map_err(|e| e.to_string())?),
+                    None => None,
+                };
+                let access = haetae_store::Access { credential, tls_ca: nats_tls_ca_file };
+                let admin = haetae_store::admin::Admin::connect(&nats_url, &access, std::time::Duration::from_secs(10))
+                    .await
+                    .map_err(|e| e.to_string())?;
+                haetae_server::services::room_moderation::purge_room_log(&admin, &room_id).await?
             }
             AdminCommand::Room { room_id } => {
                 let mut room = api.call(Method::GET, &format!("/_synapse/admin/v1/rooms/{}", segment(&room_id)), &[], None).await?;

@@ -279,3 +279,46 @@ async fn administrators_list_quarantine_and_delete_media() {
     c.delete(&delete, &boss.token).await.expect_err(404, "M_NOT_FOUND");
     c.post("/_synapse/admin/v1/media/quarantine/elsewhere.org/abc", &boss.token, json!({})).await.expect_err(400, "M_INVALID_PARAM");
 }
+
+/// The operator's step after a purge: the room's entries leave the event log itself (its purge
+/// entry stays), other rooms' entries stay, and a node started afterwards replays the log with
+/// the gap and never sees the room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purged_rooms_entries_leave_the_event_log() {
+    let server = TestServer::with_config(admin_config()).await;
+    let c = server.client();
+    let boss = c.register_named("boss", "a long password").await;
+    let bob = c.register_named("bob", "bob's password").await;
+    let doomed = c.create_room(&bob, json!({ "name": "Doomed" })).await;
+    let kept = c.create_room(&bob, json!({ "name": "Kept" })).await;
+    for n in 0..5 {
+        c.send_text(&bob, &doomed, &format!("doomed {n}")).await;
+        c.send_text(&bob, &kept, &format!("kept {n}")).await;
+    }
+    let admin = haetae_store::admin::Admin::connect(server.nats.url(), &haetae_store::Access::default(), REQUEST_TIMEOUT).await.unwrap();
+    use haetae_server::services::room_moderation::purge_room_log;
+    let refused = purge_room_log(&admin, &doomed).await.expect_err("a room that was not purged keeps its entries");
+    assert!(refused.contains("not its purge"), "{refused}");
+
+    let path = format!("/_synapse/admin/v2/rooms/{}", enc(&doomed));
+    c.request(Method::DELETE, &path, Some(&boss.token), Some(&json!({ "purge": true }))).await.ok();
+    let purge_entry = admin.last_entry_of(&doomed).await.unwrap().expect("the purge entry");
+    let purged = purge_room_log(&admin, &doomed).await.unwrap();
+    let removed = purged["removed_entries"].as_u64().unwrap();
+    assert!(removed >= 12, "the room's creation, five messages and bob's leave: {purged}");
+    let left = admin.last_entry_of(&doomed).await.unwrap().expect("the purge entry stays");
+    assert_eq!(left.seq, purge_entry.seq);
+    assert_eq!(purge_room_log(&admin, &doomed).await.unwrap()["removed_entries"], 0);
+
+    // A node started now replays the log with the gap: the room does not exist, the other room
+    // is whole.
+    let fresh = Node::start(&server.nats, admin_config()).await;
+    let c2 = fresh.client();
+    c2.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&doomed)), &boss.token).await.expect_err(404, "M_NOT_FOUND");
+    assert_eq!(joined(&c2, &bob).await, vec![kept.clone()]);
+    let messages = c2.get(&format!("/rooms/{}/messages?dir=b&limit=50", enc(&kept)), &bob.token).await.ok();
+    let bodies: Vec<&str> = messages["chunk"].as_array().unwrap().iter().filter_map(|e| e["content"]["body"].as_str()).collect();
+    assert_eq!(bodies, ["kept 4", "kept 3", "kept 2", "kept 1", "kept 0"]);
+    c.send_text(&bob, &kept, "still writable").await;
+    c2.send_text(&bob, &kept, "from the fresh node too").await;
+}

@@ -258,6 +258,25 @@ async fn delete_room(app: &App, caller: &Caller, room_id: &str, request: DeleteR
     Ok(shutdown)
 }
 
+/// The operator's step after a purge (`haetae admin purge-room-log`), never a request's: removes
+/// a purged room's entries from the event log itself, with the deployment's admin credential (a
+/// node's may not purge the log). Refuses unless the room's newest entry is its `room_purged`
+/// entry, which stays, so a node replaying from a snapshot taken before the purge still drops
+/// the room. Every other entity's entries, before and after, stay where they are.
+pub async fn purge_room_log(admin: &haetae_store::admin::Admin, room_id: &str) -> Result<Value, String> {
+    if !haetae_matrix::ids::is_valid_room_id(room_id) {
+        return Err(format!("{room_id} is not a room id"));
+    }
+    let last = admin.last_entry_of(room_id).await.map_err(|e| e.to_string())?.ok_or_else(|| format!("{room_id} has no entries in the event log"))?;
+    let newest = serde_json::from_slice::<crate::entry::Envelope>(&last.payload).ok().map(|envelope| envelope.entry);
+    if !matches!(newest, Some(Entry::RoomPurged { .. })) {
+        return Err(format!("the newest log entry of {room_id} is not its purge: delete the room with purge first"));
+    }
+    let removed = admin.purge_entity_before(room_id, last.partition, last.seq).await.map_err(|e| e.to_string())?;
+    tracing::info!(%room_id, removed, partition = last.partition, kept_seq = last.seq, "purged a deleted room's entries from the event log");
+    Ok(json!({ "room_id": room_id, "removed_entries": removed, "purge_entry": { "partition": last.partition, "seq": last.seq } }))
+}
+
 /// The new room's creator must be an account of this server.
 async fn check_new_room_owner(app: &App, user_id: &str) -> ApiResult<()> {
     let localpart = haetae_matrix::ids::localpart(user_id).unwrap_or_default();
