@@ -322,3 +322,66 @@ async fn a_purged_rooms_entries_leave_the_event_log() {
     c.send_text(&bob, &kept, "still writable").await;
     c2.send_text(&bob, &kept, "from the fresh node too").await;
 }
+
+/// A snapshot taken before a purge does not bring the room back: a node started from it replays
+/// the purge entry, before and after the operator removed the room's entries from the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_from_before_a_purge_does_not_bring_the_room_back() {
+    let mut snapshotting = admin_config();
+    snapshotting.history.snapshot_interval_s = 1;
+    snapshotting.history.snapshot_min_entries = 20;
+    let mut quiet = admin_config();
+    quiet.history.snapshot_min_entries = u64::MAX;
+    let nats = Nats::start().await;
+    let first = Node::start(&nats, snapshotting).await;
+    let c = first.client();
+    let boss = c.register_named("boss", "a long password").await;
+    let bob = c.register_named("bob", "bob's password").await;
+    let doomed = c.create_room(&bob, json!({ "name": "Doomed" })).await;
+    for n in 0..30 {
+        c.send_text(&bob, &doomed, &format!("message {n}")).await;
+    }
+    let positions: u64 = c.request(Method::GET, "/health", None, None).await.ok()["positions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .sum();
+    let store = nats.store().await;
+    eventually(REQUEST_TIMEOUT, "a snapshot with the room", || {
+        let store = store.clone();
+        async move {
+            let description = store.snapshots().description().await.ok().flatten()?;
+            let covers = haetae_server::read_model::snapshot::SnapshotInfo::parse(&description)?.entries();
+            (covers >= positions).then_some(())
+        }
+    })
+    .await;
+    first.stop().await;
+
+    let second = Node::start(&nats, quiet.clone()).await;
+    let c = second.client();
+    let started = c.request(Method::GET, "/health", None, None).await.ok();
+    assert!(started["started_from_snapshot"].is_array(), "{started}");
+    c.get(&format!("/_synapse/admin/v1/rooms/{}", enc(&doomed)), &boss.token).await.ok();
+    let path = format!("/_synapse/admin/v1/rooms/{}", enc(&doomed));
+    c.request(Method::DELETE, &path, Some(&boss.token), Some(&json!({ "purge": true }))).await.ok();
+    second.stop().await;
+
+    let third = Node::start(&nats, quiet.clone()).await;
+    let c = third.client();
+    assert!(c.request(Method::GET, "/health", None, None).await.ok()["started_from_snapshot"].is_array());
+    c.get(&path, &boss.token).await.expect_err(404, "M_NOT_FOUND");
+    assert_eq!(joined(&c, &bob).await, Vec::<String>::new());
+    third.stop().await;
+
+    let admin = haetae_store::admin::Admin::connect(nats.url(), &haetae_store::Access::default(), REQUEST_TIMEOUT).await.unwrap();
+    haetae_server::services::room_moderation::purge_room_log(&admin, &doomed).await.unwrap();
+    let fourth = Node::start(&nats, quiet).await;
+    let c = fourth.client();
+    assert!(c.request(Method::GET, "/health", None, None).await.ok()["started_from_snapshot"].is_array());
+    c.get(&path, &boss.token).await.expect_err(404, "M_NOT_FOUND");
+    assert_eq!(joined(&c, &bob).await, Vec::<String>::new());
+    let other = c.create_room(&bob, json!({ "name": "Afterwards" })).await;
+    assert_eq!(joined(&c, &bob).await, vec![other]);
+}
