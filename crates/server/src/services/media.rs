@@ -82,15 +82,18 @@ async fn load_record(app: &App, media_id: &str) -> ApiResult<Option<MediaRecord>
 /// Writes both copies of a record (the per-user one only while the upload is listed).
 async fn store_record(app: &App, record: &MediaRecord) -> ApiResult<()> {
     let kv = app.store.kv();
-    kv.put(Bucket::Meta, &record_key(&record.media_id), record.to_bytes()).await?;
-    if !record.user_id.is_empty() {
-        let per_user = user_key(&record.user_id, &record.media_id);
-        if record.deleted {
-            kv.delete(Bucket::Meta, &per_user).await?;
-        } else {
-            kv.put(Bucket::Meta, &per_user, record.to_bytes()).await?;
+    let main_key = record_key(&record.media_id);
+    let main = kv.put(Bucket::Meta, &main_key, record.to_bytes());
+    let per_user = user_key(&record.user_id, &record.media_id);
+    // Both at once: an upload waits for one round trip, not two.
+    let copy = async {
+        match (record.user_id.is_empty(), record.deleted) {
+            (true, _) => Ok(()),
+            (false, true) => kv.delete(Bucket::Meta, &per_user).await,
+            (false, false) => kv.put(Bucket::Meta, &per_user, record.to_bytes()).await.map(|_| ()),
         }
-    }
+    };
+    futures::future::try_join(main, copy).await?;
     Ok(())
 }
 
@@ -204,7 +207,7 @@ pub async fn set_quarantine(app: &App, admin: &str, server: &str, media_id: &str
 pub async fn delete(app: &App, admin: &str, server: &str, media_id: &str) -> ApiResult<Value> {
     local_media(app, server, media_id)?;
     let record = load_record(app, media_id).await?;
-    let stored = app.store.media().get(media_id).await?.is_some();
+    let stored = app.store.media().exists(media_id).await?;
     let mut record = match record {
         Some(record) if !record.deleted => record,
         Some(_) => return Err(MatrixError::not_found("Media not found")),
