@@ -20,7 +20,7 @@
 //! cache budget (`cache_mb`); relation indexes grow with relation events only (a position and
 //! three interned names each); receipts are the latest per (user, room, type, thread); typing
 //! notices are dropped when they expire; the token cache, rejected-event reasons, recent
-//! transactions, key changes and each user's to-device queue have fixed caps below.
+//! transactions, key changes, blocked rooms and each user's to-device queue have fixed caps below.
 
 pub mod event_ids;
 pub mod history;
