@@ -155,6 +155,8 @@ admins = []
 enabled = true
 # When set, registering needs this token (m.login.registration_token).
 # token = "secret"
+# Registering needs a token made with the admin API (`haetae admin registration-tokens`).
+requires_token = false
 
 [homeserver.limits]
 max_body_bytes = 1048576

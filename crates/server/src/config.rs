@@ -116,11 +116,14 @@ pub struct RegistrationConfig {
     pub enabled: bool,
     /// When set, registration requires this token (`m.login.registration_token`).
     pub token: Option<String>,
+    /// Registration requires a token made through the admin API
+    /// (`/_synapse/admin/v1/registration_tokens`), or `token` when that is set.
+    pub requires_token: bool,
 }
 
 impl Default for RegistrationConfig {
     fn default() -> Self {
-        RegistrationConfig { enabled: true, token: None }
+        RegistrationConfig { enabled: true, token: None, requires_token: false }
     }
 }
 

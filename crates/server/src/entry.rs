@@ -73,6 +73,12 @@ pub enum Entry {
     // ---- room entries (continued) ----
     /// The room's visibility in the published room directory (`public` or `private`).
     DirectoryVisibility { visibility: String },
+    /// An administrator blocked the room (nobody may join it) or lifted the block. Applied even
+    /// when the node does not know the room, so a block outlives a purge and may come first.
+    RoomBlocked { blocked: bool, by: String },
+    /// An administrator deleted the room with `purge`: every node drops it from its read model
+    /// (its history, state and members' room lists); later entries of the room find no room.
+    RoomPurged { by: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

@@ -192,6 +192,51 @@ impl Admin {
     }
 }
 
+/// The newest log entry of one entity, as [`Admin::last_entry_of`] finds it.
+#[derive(Clone, Debug)]
+pub struct EntityEntry {
+    pub partition: u32,
+    pub seq: u64,
+    pub payload: bytes::Bytes,
+}
+
+impl Admin {
+    /// How many partitions the event log has (the `HAETAE_LOG_*` streams).
+    async fn log_partitions(&self) -> Result<u32, AdminError> {
+        let names: Vec<String> = self.js.stream_names().try_collect().await.map_err(|e| AdminError::Request(e.to_string()))?;
+        Ok(names.iter().filter(|name| name.starts_with("HAETAE_LOG_")).count() as u32)
+    }
+
+    /// The newest entry of `entity` (a room or user id) in the event log, None if it has none.
+    pub async fn last_entry_of(&self, entity: &str) -> Result<Option<EntityEntry>, AdminError> {
+        let partitions = self.log_partitions().await?;
+        if partitions == 0 {
+            return Err(AdminError::Request("no event log streams found".into()));
+        }
+        let partition = crate::log::partition_of(entity, partitions);
+        let stream = self.js.get_stream(crate::log::stream_name(partition)).await.map_err(|e| AdminError::Request(e.to_string()))?;
+        match stream.get_last_raw_message_by_subject(&crate::log::subject(partition, entity)).await {
+            Ok(message) => Ok(Some(EntityEntry { partition, seq: message.sequence, payload: message.payload })),
+            Err(error) if matches!(error.kind(), jetstream::stream::LastRawMessageErrorKind::NoMessageFound) => Ok(None),
+            Err(error) => Err(AdminError::Request(error.to_string())),
+        }
+    }
+
+    /// Removes `entity`'s entries before `before_seq` from its log partition (JetStream purge by
+    /// subject); the entry at `before_seq` and every other entity's entries stay. Returns how many
+    /// were removed. Irreversible: only for an entity the caller has checked (a purged room).
+    pub async fn purge_entity_before(&self, entity: &str, partition: u32, before_seq: u64) -> Result<u64, AdminError> {
+        let stream = self.js.get_stream(crate::log::stream_name(partition)).await.map_err(|e| AdminError::Request(e.to_string()))?;
+        let purged = stream
+            .purge()
+            .filter(crate::log::subject(partition, entity))
+            .sequence(before_seq)
+            .await
+            .map_err(|e| AdminError::Request(e.to_string()))?;
+        Ok(purged.purged)
+    }
+}
+
 /// Sorts `log/10` after `log/9`.
 fn natural_key(label: &str) -> (String, u64) {
     match label.rsplit_once('/') {

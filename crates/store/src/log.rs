@@ -82,7 +82,7 @@ pub(crate) fn stream_name(partition: u32) -> String {
     format!("HAETAE_LOG_{partition}")
 }
 
-fn subject(partition: u32, entity: &str) -> String {
+pub(crate) fn subject(partition: u32, entity: &str) -> String {
     format!("{SUBJECT_ROOT}.{partition}.{}", encode_name(entity))
 }
 

@@ -84,6 +84,25 @@ impl MediaStore {
         Ok(())
     }
 
+    /// Removes the file stored under `name` (its chunks are purged from the object store);
+    /// removing a missing file is not an error.
+    pub async fn delete(&self, name: &str) -> Result<(), MediaError> {
+        match self.objects.delete(encode_name(name)).await {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == object_store::DeleteErrorKind::NotFound => Ok(()),
+            Err(error) => Err(MediaError::Unavailable(error.to_string())),
+        }
+    }
+
+    /// Whether a file is stored under `name` (its description only, not its bytes).
+    pub async fn exists(&self, name: &str) -> Result<bool, MediaError> {
+        match self.objects.info(encode_name(name)).await {
+            Ok(info) => Ok(!info.deleted),
+            Err(error) if error.kind() == object_store::InfoErrorKind::NotFound => Ok(false),
+            Err(error) => Err(MediaError::Unavailable(error.to_string())),
+        }
+    }
+
     /// The file stored under `name`, or `None`.
     pub async fn get(&self, name: &str) -> Result<Option<(Bytes, MediaMeta)>, MediaError> {
         let mut object = match self.objects.get(encode_name(name)).await {

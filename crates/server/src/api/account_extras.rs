@@ -32,7 +32,7 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
 }
 
 async fn token_validity(State(app): State<AppState>, parts: Parts, Query(query): Query<TokenQuery>) -> ApiResult<Json<Value>> {
-    service::registration_token_validity(&app, client_ip(&parts), query).map(Json)
+    service::registration_token_validity(&app, client_ip(&parts), query).await.map(Json)
 }
 
 async fn delete_profile(State(app): State<AppState>, caller: Caller, Path(path): Path<(String, String)>) -> ApiResult<Json<Value>> {

@@ -14,6 +14,7 @@ use crate::error::MatrixError;
 
 pub mod account;
 pub mod admin;
+pub mod admin_moderation;
 pub mod console;
 pub mod account_extras;
 pub mod directory;
@@ -63,6 +64,7 @@ pub fn router(app: AppState) -> Router {
     router = key_backup::routes(router);
     router = metrics::routes(router);
     router = admin::routes(router);
+    router = admin_moderation::routes(router);
     router = openid::routes(router);
     router = tags::routes(router);
     router = reports::routes(router);

@@ -22,6 +22,7 @@ use super::records::{self, BrowserSession, random_secret};
 use super::templates::{self, ConsentView, DeviceRow};
 use super::{Form, base_url, now_ms, now_s, tokens};
 use crate::services::accounts as account;
+use crate::services::registration_tokens;
 use crate::app::{App, AppState, client_ip};
 use crate::error::{ApiResult, MatrixError};
 
@@ -273,7 +274,7 @@ fn signup_response(app: &App, visit: &Visit, next: &str, username: &str, error: 
         let body = templates::message("This server does not accept new accounts.", Some(("/oauth2/login", "Sign in")));
         return html(Some(visit), StatusCode::FORBIDDEN, app, "Registration closed", &body);
     }
-    let needs_token = app.config.registration.token.is_some();
+    let needs_token = app.config.registration.token.is_some() || app.config.registration.requires_token;
     let body = templates::signup_form(&visit.csrf_field, next, username, needs_token, error);
     html(Some(visit), status, app, "Create your account", &body)
 }
@@ -303,16 +304,35 @@ pub async fn signup(State(app): State<AppState>, request: Request) -> Response {
     if form.get("password_confirm") != Some(password) {
         return refuse("The two passwords differ.");
     }
-    if let Some(expected) = &app.config.registration.token
-        && !grants::constant_time_eq(form.get("token").unwrap_or_default().as_bytes(), expected.as_bytes())
-    {
-        return refuse("The registration token is not valid.");
+    // The configured token, or one of the admin API's, whose use is taken and then settled.
+    let given = form.get("token").unwrap_or_default();
+    let configured =
+        app.config.registration.token.as_ref().is_some_and(|expected| grants::constant_time_eq(given.as_bytes(), expected.as_bytes()));
+    let needs_token = app.config.registration.token.is_some() || app.config.registration.requires_token;
+    let admin_token = needs_token && !configured;
+    if admin_token {
+        match registration_tokens::is_valid(&app, given).await {
+            Ok(true) => {}
+            Ok(false) => return refuse("The registration token is not valid."),
+            Err(error) => return unavailable(&app, error),
+        }
     }
     let password_hash = match account::hash_password(&app, password.to_string()).await {
         Ok(hash) => hash,
         Err(error) => return unavailable(&app, error),
     };
-    match account::create_account(&app, &username, password_hash).await {
+    if admin_token {
+        match registration_tokens::take_use(&app, given).await {
+            Ok(true) => {}
+            Ok(false) => return refuse("The registration token is not valid."),
+            Err(error) => return unavailable(&app, error),
+        }
+    }
+    let created = account::create_account(&app, &username, password_hash).await;
+    if admin_token && let Err(error) = registration_tokens::settle_use(&app, given, matches!(created, Ok(true))).await {
+        return unavailable(&app, error);
+    }
+    match created {
         Ok(true) => {}
         Ok(false) => return refuse("That username is taken."),
         Err(error) => return unavailable(&app, error),

@@ -22,7 +22,7 @@
 //! file position; relation indexes grow with relation events only (a position and
 //! three interned names each); receipts are the latest per (user, room, type, thread); typing
 //! notices are dropped when they expire; the token cache, rejected-event reasons, recent
-//! transactions, key changes and each user's to-device queue have fixed caps below.
+//! transactions, key changes, blocked rooms and each user's to-device queue have fixed caps below.
 
 pub mod cold;
 pub mod event_ids;
@@ -60,6 +60,15 @@ const MAX_RECENT_TXNS: usize = 200_000;
 /// Key changes remembered per partition; a sync from before them reports every user it shares a
 /// room with.
 const MAX_KEY_CHANGES: usize = 100_000;
+/// Most rooms blocked at once: a block past it is not applied (by every node alike).
+pub const MAX_BLOCKED_ROOMS: usize = 100_000;
+/// Why a join to a blocked room is refused.
+pub const BLOCKED_ROOM: &str = "This room has been blocked on this server";
+
+/// Whether `event` is a join (the one membership a blocked room refuses).
+pub fn is_join(event: &Value) -> bool {
+    event["type"] == "m.room.member" && event["content"]["membership"] == "join"
+}
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToDevice {
@@ -162,6 +171,9 @@ pub struct ReadModel {
     rejected: Mutex<(HashMap<String, String>, VecDeque<String>)>,
     recent_txns: Mutex<RecentTxns>,
     key_changes: Mutex<Vec<KeyChanges>>,
+    /// Rooms an administrator blocked (nobody may join), with who blocked each; at most
+    /// [`MAX_BLOCKED_ROOMS`]. Kept apart from the rooms, so a block outlives a purge.
+    blocked_rooms: Mutex<HashMap<String, String>>,
     chunks: Mutex<ChunkCache>,
     budget: CacheBudget,
     /// Bytes held by all rooms' windows.
@@ -194,6 +206,7 @@ impl ReadModel {
             rejected: Mutex::new((HashMap::new(), VecDeque::new())),
             recent_txns: Mutex::new(RecentTxns::default()),
             key_changes: Mutex::new(vec![KeyChanges::default(); partitions as usize]),
+            blocked_rooms: Mutex::new(HashMap::new()),
             chunks: Mutex::new(ChunkCache::new(budget.chunk_bytes)),
             budget,
             window_bytes: AtomicI64::new(0),
@@ -275,6 +288,11 @@ impl ReadModel {
         let room = room.read().expect("room lock");
         room.touch(self.tick());
         Some(read(&room))
+    }
+
+    /// The administrator who blocked `room_id`, if it is blocked.
+    pub fn blocked_by(&self, room_id: &str) -> Option<String> {
+        self.blocked_rooms.lock().expect("blocked rooms lock").get(room_id).cloned()
     }
 
     pub fn knows_room(&self, room_id: &str) -> bool {
@@ -487,6 +505,22 @@ impl ReadModel {
                 room.published = visibility == "public";
                 Vec::new()
             }
+            Entry::RoomBlocked { blocked, by } => {
+                // State events are appended against the room's last sequence, this entry's now.
+                if let Some(room) = self.room_handle(entity) {
+                    room.write().expect("room lock").last_seq = seq;
+                }
+                let mut blocked_rooms = self.blocked_rooms.lock().expect("blocked rooms lock");
+                if !blocked {
+                    blocked_rooms.remove(entity);
+                } else if blocked_rooms.len() < MAX_BLOCKED_ROOMS || blocked_rooms.contains_key(entity) {
+                    blocked_rooms.insert(entity.to_string(), by);
+                } else {
+                    tracing::warn!(room_id = entity, "a room block past the bound of blocked rooms was not applied");
+                }
+                Vec::new()
+            }
+            Entry::RoomPurged { by } => self.purge_room(entity, &by),
             Entry::KeysChanged => {
                 {
                     let mut changes = self.key_changes.lock().expect("key changes lock");
@@ -582,6 +616,8 @@ impl ReadModel {
                     Entry::Event { .. }
                     | Entry::Receipt { .. }
                     | Entry::DirectoryVisibility { .. }
+                    | Entry::RoomBlocked { .. }
+                    | Entry::RoomPurged { .. }
                     | Entry::KeysChanged
                     | Entry::TokensRevoked { .. } => {
                         unreachable!("handled above")
@@ -590,6 +626,34 @@ impl ReadModel {
                 vec![entity.to_string()]
             }
         }
+    }
+
+    /// Drops a room an administrator deleted with `purge`: its state, indexes and window, and its
+    /// place in every user's room list (and their account data for it). Its entries stay in the
+    /// log (a node may not purge the log); replaying them rebuilds the room until this entry drops
+    /// it again, and entries after it find no room. Returns the users to wake.
+    fn purge_room(&self, room_id: &str, by: &str) -> Vec<String> {
+        // A cold room is read back first: its members are needed below.
+        if self.room_handle(room_id).is_none() {
+            return Vec::new();
+        }
+        let Some(room) = self.rooms.write().expect("rooms lock").hot.remove(room_id) else { return Vec::new() };
+        let (users, freed, base) = {
+            let room = room.read().expect("room lock");
+            let users: Vec<String> = room.state.member_refs().map(|member| member.state_key.to_string()).collect();
+            (users, room.window_bytes(), room.base_bytes())
+        };
+        self.window_bytes.fetch_sub(freed as i64, Ordering::Relaxed);
+        self.count_room_bytes(-(base as isize));
+        for user_id in &users {
+            let user = self.user_handle(user_id);
+            let mut user = user.write().expect("user lock");
+            user.rooms.remove(room_id);
+            user.forgotten.remove(room_id);
+            user.room_account_data.remove(room_id);
+        }
+        tracing::info!(%room_id, admin = %by, "purged a deleted room from the read model");
+        users
     }
 
     fn reject(&self, event_id: &str, reason: String) {
@@ -679,6 +743,12 @@ impl ReadModel {
             room.skip(seq);
             drop(room);
             self.reject(&event_id, error.to_string());
+            return Vec::new();
+        }
+        if is_join(&event) && self.blocked_by(room_id).is_some() {
+            room.skip(seq);
+            drop(room);
+            self.reject(&event_id, BLOCKED_ROOM.into());
             return Vec::new();
         }
         if event["type"] == "m.room.redaction" {

@@ -17,8 +17,9 @@ use super::{KeyChanges, ReadModel, User};
 
 /// The snapshot format this version writes and reads. 2: rooms carry their relation index (and
 /// directory visibility); a format-1 snapshot has no relation index, so it is refused and the log
-/// replayed, rather than loaded with relations missing.
-pub const SNAPSHOT_FORMAT: u32 = 2;
+/// replayed, rather than loaded with relations missing. 3: the blocked rooms (a format-2 snapshot
+/// may have been written by a version that skipped a block entry, so it is replayed instead).
+pub const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -27,6 +28,9 @@ struct Snapshot {
     rooms: Vec<RoomSnapshot>,
     users: HashMap<String, User>,
     key_changes: Vec<KeyChanges>,
+    /// Blocked rooms and the administrator who blocked each (rooms the model may not know).
+    #[serde(default)]
+    blocked_rooms: HashMap<String, String>,
 }
 
 /// What travels beside a snapshot's bytes.
@@ -91,6 +95,7 @@ impl ReadModel {
                 rooms,
                 users,
                 key_changes: self.key_changes.lock().expect("key changes lock").clone(),
+                blocked_rooms: self.blocked_rooms.lock().expect("blocked rooms lock").clone(),
             }
         };
         let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
@@ -147,6 +152,7 @@ impl ReadModel {
         *self.users.write().expect("users lock") =
             users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
         *self.key_changes.lock().expect("key changes lock") = snapshot.key_changes;
+        *self.blocked_rooms.lock().expect("blocked rooms lock") = snapshot.blocked_rooms;
         for (partition, position) in snapshot.positions.iter().enumerate() {
             self.applied[partition].send_replace(*position);
         }

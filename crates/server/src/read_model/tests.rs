@@ -289,3 +289,37 @@ fn cold_rooms_leave_memory_and_come_back_unchanged() {
     assert_eq!(restored.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
     assert_eq!(restored.with_room(&rooms[7], room_name), Some(Some("room 7".to_string())));
 }
+
+#[test]
+fn a_block_refuses_joins_outlives_a_purge_and_is_kept_in_snapshots() {
+    let model = ReadModel::new(2);
+    created_room(&model);
+    put(&model, ev("m.room.join_rules", "@a:x", Some(""), json!({"join_rule": "public"})));
+    let p = model.partition_of("!r:x");
+    let apply = |model: &ReadModel, entry: Entry| model.apply(p, model.applied(p) + 1, "!r:x", &Envelope::new(entry).to_bytes());
+    apply(&model, Entry::RoomBlocked { blocked: true, by: "@admin:x".into() });
+    assert_eq!(model.blocked_by("!r:x").as_deref(), Some("@admin:x"));
+    assert_eq!(model.with_room("!r:x", |room| room.last_seq), Some(model.applied(p)), "a block moves the room's last sequence");
+    let join = put(&model, ev("m.room.member", "@b:x", Some("@b:x"), json!({"membership": "join"})));
+    assert_eq!(model.rejection(&join).as_deref(), Some(BLOCKED_ROOM));
+    assert_eq!(model.membership("!r:x", "@b:x"), None);
+    // Other rooms and the room's own members are untouched until the purge.
+    assert!(model.with_user("@a:x", |u| u.rooms.contains_key("!r:x")));
+
+    apply(&model, Entry::RoomPurged { by: "@admin:x".into() });
+    assert!(!model.knows_room("!r:x"));
+    assert!(model.with_user("@a:x", |u| u.rooms.is_empty()));
+    assert_eq!(model.blocked_by("!r:x").as_deref(), Some("@admin:x"), "the block outlives the purge");
+    // A late entry of the purged room finds no room.
+    let late = put(&model, ev("m.room.message", "@a:x", None, json!({"body": "late"})));
+    assert!(model.rejection(&late).is_some());
+    assert!(!model.knows_room("!r:x"));
+
+    let (info, bytes) = model.snapshot();
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    assert!(!restored.knows_room("!r:x"));
+    assert_eq!(restored.blocked_by("!r:x").as_deref(), Some("@admin:x"));
+    apply(&restored, Entry::RoomBlocked { blocked: false, by: "@admin:x".into() });
+    assert_eq!(restored.blocked_by("!r:x"), None);
+}

@@ -15,7 +15,7 @@ pub struct TokenQuery {
 }
 
 /// `GET /register/m.login.registration_token/validity`: 403 when registration is closed.
-pub fn registration_token_validity(app: &App, ip: Option<std::net::IpAddr>, query: TokenQuery) -> ApiResult<Value> {
+pub async fn registration_token_validity(app: &App, ip: Option<std::net::IpAddr>, query: TokenQuery) -> ApiResult<Value> {
     // Guessing tokens costs what guessing passwords costs.
     app.limit_logins(ip)?;
     if !app.config.registration.enabled {
@@ -23,7 +23,8 @@ pub fn registration_token_validity(app: &App, ip: Option<std::net::IpAddr>, quer
     }
     let token = query.token.ok_or_else(|| MatrixError::missing_param("token is required"))?;
     // Compared by hash, so the comparison's time says nothing about the configured token.
-    let valid = app.config.registration.token.as_deref().is_some_and(|configured| token_hash(configured) == token_hash(&token));
+    let configured = app.config.registration.token.as_deref().is_some_and(|configured| token_hash(configured) == token_hash(&token));
+    let valid = configured || super::registration_tokens::is_valid(app, &token).await?;
     Ok(json!({ "valid": valid }))
 }
 

@@ -94,7 +94,8 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
     if !app.config.registration.enabled {
         return Err(MatrixError::forbidden("Registration is disabled"));
     }
-    let stage = if app.config.registration.token.is_some() { "m.login.registration_token" } else { "m.login.dummy" };
+    let needs_token = app.config.registration.token.is_some() || app.config.registration.requires_token;
+    let stage = if needs_token { "m.login.registration_token" } else { "m.login.dummy" };
     // Validate the username before the auth dance so clients learn early.
     let localpart = match &body.username {
         Some(name) => {
@@ -109,11 +110,18 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
         return Err(uia_required(&[stage], None, None));
     };
     let session = auth["session"].as_str();
+    let invalid_token = || uia_required(&[stage], session, Some(MatrixError::forbidden("Invalid registration token")));
+    // A token of the admin API whose use this registration must take, then settle.
+    let mut admin_token = None;
     match auth["type"].as_str() {
         Some("m.login.dummy") if stage == "m.login.dummy" => {}
         Some("m.login.registration_token") if stage == "m.login.registration_token" => {
-            if auth["token"].as_str() != app.config.registration.token.as_deref() {
-                return Err(uia_required(&[stage], session, Some(MatrixError::forbidden("Invalid registration token"))));
+            let given = auth["token"].as_str().unwrap_or_default();
+            if app.config.registration.token.as_deref() != Some(given) {
+                if !super::registration_tokens::is_valid(app, given).await? {
+                    return Err(invalid_token());
+                }
+                admin_token = Some(given.to_string());
             }
         }
         _ => return Err(uia_required(&[stage], session, None)),
@@ -125,7 +133,16 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
         return Err(MatrixError::invalid_param("password too long"));
     }
     let password_hash = hash_password(app, password).await?;
+    if let Some(token) = &admin_token
+        && !super::registration_tokens::take_use(app, token).await?
+    {
+        // Its last use went to another registration since the first look.
+        return Err(invalid_token());
+    }
     let created = create_account(app, &localpart, password_hash).await;
+    if let Some(token) = &admin_token {
+        super::registration_tokens::settle_use(app, token, matches!(created, Ok(true))).await?;
+    }
     let outcome = match &created {
         Ok(true) => "ok",
         Ok(false) => "taken",

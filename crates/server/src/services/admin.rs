@@ -264,7 +264,8 @@ pub async fn list_rooms(app: &App, page: Page) -> ApiResult<Value> {
     let term = page.name.as_deref().map(str::to_lowercase);
     let mut rooms = Vec::new();
     app.model.visit_rooms(|room| {
-        let entry = room_json(room);
+        let mut entry = room_json(room);
+        entry["blocked"] = json!(app.model.blocked_by(&room.room_id).is_some());
         let matches = term.as_deref().is_none_or(|term| {
             entry["name"].as_str().is_some_and(|n| n.to_lowercase().contains(term)) || room.room_id.to_lowercase().contains(term)
         });
@@ -285,7 +286,9 @@ pub async fn list_rooms(app: &App, page: Page) -> ApiResult<Value> {
 
 /// # GET /_synapse/admin/v1/rooms/{roomId}
 pub async fn get_room(app: &App, room_id: &str) -> ApiResult<Value> {
-    app.model.with_room(room_id, room_json).ok_or_else(|| MatrixError::not_found("Room not found"))
+    let mut room = app.model.with_room(room_id, room_json).ok_or_else(|| MatrixError::not_found("Room not found"))?;
+    room["blocked"] = json!(app.model.blocked_by(room_id).is_some());
+    Ok(room)
 }
 
 /// # GET /_synapse/admin/v1/rooms/{roomId}/members

@@ -115,6 +115,7 @@ pub async fn upload(app: &App, user_id: &str, server: &str, media_id: &str, byte
         Err(KvError::WrongRevision(_)) => return Err(cannot_overwrite()),
         Err(error) => return Err(error.into()),
     }
+    let length = bytes.len();
     if let Err(error) = app.store.media().put(media_id, bytes, &meta).await {
         // Give the id back so the client can retry.
         reservation.uploading = false;
@@ -122,6 +123,7 @@ pub async fn upload(app: &App, user_id: &str, server: &str, media_id: &str, byte
         let _ = kv.put(Bucket::Meta, &key, record.into()).await;
         return Err(error.into());
     }
+    super::media::record_upload(app, user_id, media_id, length, &meta).await?;
     forget(app, user_id, media_id).await;
     Ok(json!({}))
 }

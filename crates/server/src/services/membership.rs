@@ -55,6 +55,15 @@ async fn set_membership(
 
 pub async fn join(app: &App, caller: &Caller, room: String, body: Target) -> ApiResult<Value> {
     let room_id = resolve_room(app, &room).await?;
+    // Blocked by an administrator: refused even once the room is deleted (and judged again
+    // when the join is applied). A block this node holds may have been lifted a moment ago
+    // through another node: catch up before refusing.
+    if app.model.blocked_by(&room_id).is_some() {
+        super::rooms::catch_up(app, app.model.partition_of(&room_id)).await?;
+        if app.model.blocked_by(&room_id).is_some() {
+            return Err(MatrixError::forbidden(crate::read_model::BLOCKED_ROOM));
+        }
+    }
     if !super::rooms::knows_room(app, &room_id).await? {
         return Err(MatrixError::not_found("No such room"));
     }

@@ -16,6 +16,8 @@
 //!   directories.
 //! - [`presence`], [`media`]: presence and the media repository.
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
+//!   [`registration_tokens`]: the tokens registration may require; [`room_moderation`]:
+//!   blocking and deleting rooms (through the log, so every node agrees);
 //!   [`notices`]: server notices to users; [`incidents`]: failures detected by every node, the
 //!   status page's data, notices about lasting incidents; [`openid`]: OpenID tokens for widgets and calls.
 //! - [`directory`]: the published room directory (visibility, `/publicRooms`), room summaries.
@@ -63,7 +65,9 @@ pub mod oauth_records;
 pub mod oauth_uia;
 pub mod presence;
 pub mod relations;
+pub mod registration_tokens;
 pub mod reports;
+pub mod room_moderation;
 pub mod room_ops;
 pub mod room_upgrade;
 pub mod rooms;

@@ -210,7 +210,7 @@ pub async fn find_event(app: &App, room_id: &str, event_id: &str) -> ApiResult<O
 }
 
 /// Waits until this node has applied everything `partition` holds now.
-async fn catch_up(app: &App, partition: u32) -> ApiResult<()> {
+pub(super) async fn catch_up(app: &App, partition: u32) -> ApiResult<()> {
     let last = app.store.log().last_seq(partition).await.map_err(MatrixError::unavailable)?;
     if app.model.wait_applied(partition, last, APPLY_WAIT).await {
         Ok(())
@@ -239,6 +239,10 @@ struct Checked {
 
 /// Checks `event` against the room's current state on this node.
 fn precheck(app: &App, room_id: &str, event: &Value) -> ApiResult<Checked> {
+    // Judged again when the entry is applied (`read_model`): a block may land first.
+    if crate::read_model::is_join(event) && app.model.blocked_by(room_id).is_some() {
+        return Err(MatrixError::forbidden(crate::read_model::BLOCKED_ROOM));
+    }
     let checked = app.model.with_room(room_id, |room| {
         haetae_matrix::auth::check(&room.state, event).map_err(|e| MatrixError::forbidden(e.to_string()))?;
         let prev_content = match (event["type"].as_str(), event["state_key"].as_str()) {
