@@ -238,8 +238,8 @@ enabled = false
 allowed_hosts = []
 # Hosts (and their subdomains) never previewed.
 denied_hosts = []
-# Most bytes of a page read (only text/html is previewed), the whole fetch's time limit (ms),
-# and how long an answer is kept per URL (s).
+# Most bytes of a page read (only text/html is previewed; its og:image, up to 5 MiB, is copied
+# into the media repository), a fetch's time limit (ms), how long an answer is kept per URL (s).
 max_page_bytes = 1048576
 fetch_timeout_ms = 10000
 cache_ttl_s = 3600

@@ -305,7 +305,8 @@ pub struct UrlPreviewConfig {
     pub allowed_hosts: Vec<String>,
     /// Hosts (and their subdomains) never previewed.
     pub denied_hosts: Vec<String>,
-    /// Most bytes of a page read; the tags are looked for in that much, bytes.
+    /// Most bytes of a page read; the tags are looked for in that much, bytes. (A page's image
+    /// is copied into the media repository whole, up to 5 MiB and the upload limit.)
     pub max_page_bytes: usize,
     /// Longest a fetch may take, redirects included, ms.
     pub fetch_timeout_ms: u64,

@@ -75,8 +75,8 @@ struct PreviewQuery {
     ts: Option<i64>,
 }
 
-async fn preview_url(State(app): State<AppState>, _caller: Caller, Query(query): Query<PreviewQuery>) -> ApiResult<Json<Value>> {
-    crate::services::url_preview::preview(&app, query.url).await.map(Json)
+async fn preview_url(State(app): State<AppState>, caller: Caller, Query(query): Query<PreviewQuery>) -> ApiResult<Json<Value>> {
+    crate::services::url_preview::preview(&app, &caller.user_id, query.url).await.map(Json)
 }
 
 async fn create_reserved(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {

@@ -10,7 +10,9 @@
 //! The operator's allow- and deny-lists of hosts come first. Reads are bounded (`max_page_bytes`,
 //! only `text/html`), the whole fetch is under `fetch_timeout_ms`, at most
 //! [`MAX_CONCURRENT_FETCHES`] run at once on a node, and answers (failures too) are cached per URL
-//! in a bounded map. Images are not downloaded: `og:image` is the page's image URL, made absolute.
+//! in a bounded map. The page's `og:image` is fetched the same way (an `image/*` of at most
+//! [`MAX_IMAGE_BYTES`]) and stored in the media repository, so the answer names it by an `mxc://`
+//! URI with `matrix:image:size`, as the spec says; an image that cannot be fetched is left out.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -39,6 +41,8 @@ pub const MAX_URL_CHARS: usize = 2048;
 pub const FAILURE_TTL_S: u64 = 60;
 /// Longest text kept of a tag, characters (titles and descriptions are cut there).
 pub const MAX_TAG_CHARS: usize = 1000;
+/// Largest preview image copied into the media repository, bytes (and at most the upload limit).
+pub const MAX_IMAGE_BYTES: u64 = 5 * 1024 * 1024;
 /// Most response header bytes hyper reads before giving up on a response.
 const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -113,7 +117,7 @@ fn tls_config() -> Tls {
 }
 
 /// `GET /preview_url`: the OpenGraph data of `url`, from the cache or a fetch.
-pub async fn preview(app: &App, url: Option<String>) -> ApiResult<Value> {
+pub async fn preview(app: &App, user_id: &str, url: Option<String>) -> ApiResult<Value> {
     let config = &app.config.url_preview;
     if !config.enabled {
         return Err(MatrixError::unrecognized());
@@ -135,14 +139,19 @@ pub async fn preview(app: &App, url: Option<String>) -> ApiResult<Value> {
     let answer = match cached {
         Some((_, answer)) => answer,
         None => {
-            let limits = FetchLimits::from(config);
+            let mut limits = FetchLimits::from(config);
+            limits.max_image_bytes = limits.max_image_bytes.min(usize::try_from(app.config.limits.max_upload_bytes).unwrap_or(usize::MAX));
             let answer = tokio::time::timeout(limits.timeout, async {
                 let _slot = previews.fetches.acquire().await.map_err(|_| Failure::Fetch("no fetch slots".into()))?;
-                let page = fetch_page(&parsed, &limits, config, &previews.tls(), Loopback::Refused).await?;
-                Ok(page.map(|(page_url, html)| parse_preview(&html, &page_url)).unwrap_or_else(|| json!({})))
+                let page = fetch(&parsed, Wanted::Page, &limits, config, &previews.tls(), Loopback::Refused).await?;
+                Ok(page.map(|page| parse_preview(&page.bytes, &page.url)).unwrap_or_else(|| json!({})))
             })
             .await
             .unwrap_or_else(|_| Err(Failure::Fetch("time limit".into())));
+            let answer = match answer {
+                Ok(found) => Ok(with_stored_image(app, user_id, found, &limits).await),
+                failed => failed,
+            };
             previews.cache.put(parsed.to_string(), (now, answer.clone()));
             answer
         }
@@ -156,16 +165,74 @@ pub async fn preview(app: &App, url: Option<String>) -> ApiResult<Value> {
     })
 }
 
+/// Replaces the preview's `og:image` URL by the image copied into the media repository (an
+/// `mxc://` URI, with `matrix:image:size`); leaves it out when it cannot be fetched or stored.
+async fn with_stored_image(app: &App, user_id: &str, mut preview: Value, limits: &FetchLimits) -> Value {
+    let Some(image_url) = preview.get("og:image").and_then(Value::as_str).and_then(|u| Url::parse(u).ok()) else {
+        return preview;
+    };
+    if let Some(fields) = preview.as_object_mut() {
+        fields.remove("og:image");
+    }
+    let previews = &app.url_previews;
+    let config = &app.config.url_preview;
+    let image = tokio::time::timeout(limits.timeout, async {
+        let _slot = previews.fetches.acquire().await.map_err(|_| Failure::Fetch("no fetch slots".into()))?;
+        fetch(&image_url, Wanted::Image, limits, config, &previews.tls(), Loopback::Refused).await
+    })
+    .await
+    .unwrap_or_else(|_| Err(Failure::Fetch("time limit".into())));
+    let image = match image {
+        Ok(Some(image)) => image,
+        Ok(None) | Err(_) => return preview,
+    };
+    let size = image.bytes.len();
+    let meta = haetae_store::MediaMeta { content_type: Some(image.content_type.clone()), filename: None };
+    match super::media::upload(app, user_id, image.bytes.into(), meta).await {
+        Ok(uri) => {
+            preview["og:image"] = json!(uri);
+            preview["matrix:image:size"] = json!(size);
+            if preview.get("og:image:type").is_none() {
+                preview["og:image:type"] = json!(image.content_type);
+            }
+        }
+        Err(error) => tracing::debug!(errcode = error.errcode, "a preview image could not be stored"),
+    }
+    preview
+}
+
 /// The bounds of one fetch.
 pub struct FetchLimits {
     pub max_page_bytes: usize,
+    pub max_image_bytes: usize,
     pub timeout: Duration,
 }
 
 impl From<&UrlPreviewConfig> for FetchLimits {
     fn from(config: &UrlPreviewConfig) -> Self {
-        FetchLimits { max_page_bytes: config.max_page_bytes, timeout: Duration::from_millis(config.fetch_timeout_ms.max(1)) }
+        FetchLimits {
+            max_page_bytes: config.max_page_bytes,
+            max_image_bytes: MAX_IMAGE_BYTES as usize,
+            timeout: Duration::from_millis(config.fetch_timeout_ms.max(1)),
+        }
     }
+}
+
+/// What a fetch is for: a page (`text/html`, read up to `max_page_bytes`, a longer page cut
+/// there) or its image (`image/*` but SVG, whole, at most `max_image_bytes`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Wanted {
+    Page,
+    Image,
+}
+
+/// A fetched page or image.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fetched {
+    /// Where it was found, after redirects.
+    pub url: Url,
+    pub bytes: Vec<u8>,
+    pub content_type: String,
 }
 
 /// Whether loopback addresses may be fetched: never, except by this module's own tests (which
@@ -237,19 +304,20 @@ fn v6_allowed(ip: Ipv6Addr) -> bool {
     global_unicast && !special
 }
 
-/// Fetches a page, following redirects, every hop checked. Ok(None): the page is not HTML (a
-/// preview without data). Ok(Some((final URL, at most `max_page_bytes` of the page))).
-pub async fn fetch_page(
+/// Fetches a page or an image, following redirects, every hop checked. Ok(None): not what was
+/// wanted (a page that is not HTML: a preview without data).
+pub async fn fetch(
     url: &Url,
+    wanted: Wanted,
     limits: &FetchLimits,
     config: &UrlPreviewConfig,
     tls: &Tls,
     loopback: Loopback,
-) -> Result<Option<(Url, Vec<u8>)>, Failure> {
+) -> Result<Option<Fetched>, Failure> {
     let mut current = url.clone();
     for _hop in 0..=MAX_REDIRECTS {
         let addresses = checked_addresses(&current, config, loopback).await?;
-        let response = request(&current, &addresses, limits, tls).await?;
+        let response = request(&current, &addresses, wanted, limits, tls).await?;
         match response {
             Answer::Redirect(location) => {
                 current = current.join(&location).map_err(|_| Failure::Fetch("a redirect to an invalid URL".into()))?;
@@ -257,8 +325,8 @@ pub async fn fetch_page(
                     return Err(Failure::Blocked);
                 }
             }
-            Answer::Page(bytes) => return Ok(Some((current, bytes))),
-            Answer::NotHtml => return Ok(None),
+            Answer::Body(bytes, content_type) => return Ok(Some(Fetched { url: current, bytes, content_type })),
+            Answer::Unwanted => return Ok(None),
         }
     }
     Err(Failure::Fetch("too many redirects".into()))
@@ -300,13 +368,15 @@ async fn checked_addresses(url: &Url, config: &UrlPreviewConfig, loopback: Loopb
 /// What one request got.
 enum Answer {
     Redirect(String),
-    Page(Vec<u8>),
-    NotHtml,
+    /// The body (up to its limit) and its content type.
+    Body(Vec<u8>, String),
+    /// Another kind of content than wanted.
+    Unwanted,
 }
 
 /// Connects to the first of `addresses` that answers (the checked addresses, never the name
 /// again) and asks for the page.
-async fn request(url: &Url, addresses: &[SocketAddr], limits: &FetchLimits, tls: &Tls) -> Result<Answer, Failure> {
+async fn request(url: &Url, addresses: &[SocketAddr], wanted: Wanted, limits: &FetchLimits, tls: &Tls) -> Result<Answer, Failure> {
     let mut stream = None;
     let mut last_error = String::from("no address");
     for address in addresses.iter().take(3) {
@@ -333,7 +403,7 @@ async fn request(url: &Url, addresses: &[SocketAddr], limits: &FetchLimits, tls:
     let request = axum::http::Request::get(target)
         .header("host", host_header)
         .header("user-agent", "haetae URL preview")
-        .header("accept", "text/html,application/xhtml+xml")
+        .header("accept", if wanted == Wanted::Page { "text/html,application/xhtml+xml" } else { "image/*" })
         .header("accept-encoding", "identity")
         .header("connection", "close")
         .body(axum::body::Body::empty())
@@ -343,15 +413,15 @@ async fn request(url: &Url, addresses: &[SocketAddr], limits: &FetchLimits, tls:
         let tls = tls.clone().ok_or_else(|| Failure::Fetch("no TLS on this node".into()))?;
         let connector = tokio_rustls::TlsConnector::from(tls);
         let stream = connector.connect(name, stream).await.map_err(|error| Failure::Fetch(format!("TLS: {error}")))?;
-        exchange(stream, request, limits.max_page_bytes).await
+        exchange(stream, request, wanted, limits).await
     } else {
-        exchange(stream, request, limits.max_page_bytes).await
+        exchange(stream, request, wanted, limits).await
     }
 }
 
-/// One HTTP/1.1 exchange on a connected stream: the redirect, or up to `max_bytes` of an HTML
-/// page. The connection is driven here until the answer is read (no task outlives the request).
-async fn exchange<S>(stream: S, request: axum::http::Request<axum::body::Body>, max_bytes: usize) -> Result<Answer, Failure>
+/// One HTTP/1.1 exchange on a connected stream: the redirect, or the body within its limit. The
+/// connection is driven here until the answer is read (no task outlives the request).
+async fn exchange<S>(stream: S, request: axum::http::Request<axum::body::Body>, wanted: Wanted, limits: &FetchLimits) -> Result<Answer, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -377,11 +447,16 @@ where
         }
         let content_type = parts.headers.get(axum::http::header::CONTENT_TYPE).and_then(|c| c.to_str().ok()).unwrap_or_default();
         let essence = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-        if essence != "text/html" && essence != "application/xhtml+xml" {
-            return Ok(Answer::NotHtml);
+        let (acceptable, max_bytes) = match wanted {
+            Wanted::Page => (essence == "text/html" || essence == "application/xhtml+xml", limits.max_page_bytes),
+            // SVG is a document that can carry scripts, not a picture to serve.
+            Wanted::Image => (essence.starts_with("image/") && essence != "image/svg+xml", limits.max_image_bytes),
+        };
+        if !acceptable {
+            return Ok(Answer::Unwanted);
         }
         let mut page = Vec::new();
-        while page.len() < max_bytes {
+        loop {
             let frame = std::future::poll_fn(|cx| http_body::Body::poll_frame(std::pin::Pin::new(&mut body), cx)).await;
             match frame {
                 None => break,
@@ -389,12 +464,18 @@ where
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
                         let room = max_bytes - page.len();
+                        if data.len() > room && wanted == Wanted::Image {
+                            return Err(Failure::Fetch("the image is too large".into()));
+                        }
                         page.extend_from_slice(&data[..data.len().min(room)]);
                     }
                 }
             }
+            if page.len() >= max_bytes && wanted == Wanted::Page {
+                break;
+            }
         }
-        Ok(Answer::Page(page))
+        Ok(Answer::Body(page, essence))
     };
     tokio::pin!(connection);
     tokio::pin!(work);
@@ -599,6 +680,9 @@ mod tests {
             .route("/page", get(move || async move { html(r#"<head><meta property="og:title" content="Local page"></head>"#.into()) }))
             .route("/big", get(move || async move { html(format!("<head><title>{}</title></head>", "a".repeat(3 * 1024 * 1024))) }))
             .route("/json", get(|| async { axum::Json(json!({ "og:title": "no" })) }))
+            .route("/image.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 1000]).into_response() }))
+            .route("/huge.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 3_000_000]).into_response() }))
+            .route("/drawing.svg", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], "<svg/>").into_response() }))
             .route("/to-page", get(|| async { axum::response::Redirect::temporary("/page") }))
             .route("/to-private", get(|| async { axum::response::Redirect::temporary("http://10.1.2.3/secret") }))
             .route("/to-metadata", get(|| async { axum::response::Redirect::temporary("http://169.254.169.254/latest/meta-data") }))
@@ -615,13 +699,17 @@ mod tests {
         (base, hits)
     }
 
-    async fn fetch(url: &str, loopback: Loopback) -> Result<Option<(Url, Vec<u8>)>, Failure> {
-        let limits = FetchLimits { max_page_bytes: 1024 * 1024, timeout: Duration::from_secs(2) };
+    async fn fetch_wanted(url: &str, wanted: Wanted, loopback: Loopback) -> Result<Option<Fetched>, Failure> {
+        let limits = FetchLimits { max_page_bytes: 1024 * 1024, max_image_bytes: 2 * 1024 * 1024, timeout: Duration::from_secs(2) };
         let config = UrlPreviewConfig { enabled: true, ..Default::default() };
         let tls = tls_config();
-        tokio::time::timeout(limits.timeout, fetch_page(&Url::parse(url).unwrap(), &limits, &config, &tls, loopback))
+        tokio::time::timeout(limits.timeout, super::fetch(&Url::parse(url).unwrap(), wanted, &limits, &config, &tls, loopback))
             .await
             .unwrap_or(Err(Failure::Fetch("time limit".into())))
+    }
+
+    async fn fetch(url: &str, loopback: Loopback) -> Result<Option<(Url, Vec<u8>)>, Failure> {
+        fetch_wanted(url, Wanted::Page, loopback).await.map(|found| found.map(|f| (f.url, f.bytes)))
     }
 
     #[tokio::test]
@@ -648,5 +736,12 @@ mod tests {
         let by_name = base.replace("127.0.0.1", "localhost");
         assert_eq!(fetch(&format!("{by_name}/page"), Loopback::Refused).await, Err(Failure::Blocked));
         assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before, "a refused URL gets no request");
+
+        // Images: whole, image/* only (not SVG), within their own limit.
+        let image = fetch_wanted(&format!("{base}/image.png"), Wanted::Image, allowed).await.unwrap().unwrap();
+        assert_eq!((image.bytes.len(), image.content_type.as_str()), (1000, "image/png"));
+        assert!(matches!(fetch_wanted(&format!("{base}/huge.png"), Wanted::Image, allowed).await, Err(Failure::Fetch(_))));
+        assert_eq!(fetch_wanted(&format!("{base}/drawing.svg"), Wanted::Image, allowed).await, Ok(None));
+        assert_eq!(fetch_wanted(&format!("{base}/page"), Wanted::Image, allowed).await, Ok(None));
     }
 }
