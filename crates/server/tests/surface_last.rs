@@ -111,7 +111,8 @@ async fn refresh_tokens_rotate_and_access_tokens_expire_into_soft_logout() {
     assert_eq!(b.get("/account/whoami", &access3).await.status, 200);
 
     // Using the successor spends the first token; the access tokens issued before stop working.
-    let third = b.request(Method::POST, "/_matrix/client/v1/refresh", None, Some(&json!({ "refresh_token": refresh2 }))).await.ok();
+    let third =
+        b.request(Method::POST, "/_matrix/client/v1/refresh", None, Some(&json!({ "refresh_token": refresh2 }))).await.ok();
     let (access4, refresh3) = (text(&third, "access_token"), text(&third, "refresh_token"));
     for old in [&access2, &access3] {
         expect_logged_out(&b.get("/account/whoami", old).await);
@@ -132,8 +133,9 @@ async fn a_spent_refresh_token_after_the_grace_period_logs_the_device_out() {
     let user = c.register("reuse").await;
     let login = login_body(&c, password_login(&user, json!({ "refresh_token": true, "device_id": "REUSED" }))).await.ok();
     let second = refresh(&c, &text(&login, "refresh_token")).await.ok();
-    let spent_at = std::time::Instant::now();
     let third = refresh(&c, &text(&second, "refresh_token")).await.ok();
+    // The first token was spent while this refresh ran, so before this instant.
+    let spent_at = std::time::Instant::now();
     let access = text(&third, "access_token");
     assert_eq!(c.get("/account/whoami", &access).await.status, 200);
     eventually(Duration::from_secs(5), "the grace period passes", || async {
@@ -333,7 +335,10 @@ async fn serve_pages(listener: tokio::net::TcpListener, hits: Arc<AtomicUsize>) 
         let mut buffer = [0u8; 4096];
         let _ = socket.read(&mut buffer).await;
         let body = r#"<html><head><meta property="og:title" content="Local"></head></html>"#;
-        let answer = format!("HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: text/html\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
         let _ = socket.write_all(answer.as_bytes()).await;
     }
 }

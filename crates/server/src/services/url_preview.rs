@@ -140,7 +140,8 @@ pub async fn preview(app: &App, user_id: &str, url: Option<String>) -> ApiResult
         Some((_, answer)) => answer,
         None => {
             let mut limits = FetchLimits::from(config);
-            limits.max_image_bytes = limits.max_image_bytes.min(usize::try_from(app.config.limits.max_upload_bytes).unwrap_or(usize::MAX));
+            limits.max_image_bytes =
+                limits.max_image_bytes.min(usize::try_from(app.config.limits.max_upload_bytes).unwrap_or(usize::MAX));
             let answer = tokio::time::timeout(limits.timeout, async {
                 let _slot = previews.fetches.acquire().await.map_err(|_| Failure::Fetch("no fetch slots".into()))?;
                 let page = fetch(&parsed, Wanted::Page, &limits, config, &previews.tls(), Loopback::Refused).await?;
@@ -353,9 +354,8 @@ async fn checked_addresses(url: &Url, config: &UrlPreviewConfig, loopback: Loopb
             .map_err(|error| Failure::Fetch(format!("cannot resolve the host: {error}")))?
             .collect(),
     };
-    let allowed = |address: &SocketAddr| {
-        address_allowed(address.ip()) || (loopback != Loopback::Refused && address.ip().is_loopback())
-    };
+    let allowed =
+        |address: &SocketAddr| address_allowed(address.ip()) || (loopback != Loopback::Refused && address.ip().is_loopback());
     if addresses.is_empty() {
         return Err(Failure::Fetch("the host has no address".into()));
     }
@@ -376,7 +376,13 @@ enum Answer {
 
 /// Connects to the first of `addresses` that answers (the checked addresses, never the name
 /// again) and asks for the page.
-async fn request(url: &Url, addresses: &[SocketAddr], wanted: Wanted, limits: &FetchLimits, tls: &Tls) -> Result<Answer, Failure> {
+async fn request(
+    url: &Url,
+    addresses: &[SocketAddr],
+    wanted: Wanted,
+    limits: &FetchLimits,
+    tls: &Tls,
+) -> Result<Answer, Failure> {
     let mut stream = None;
     let mut last_error = String::from("no address");
     for address in addresses.iter().take(3) {
@@ -421,7 +427,12 @@ async fn request(url: &Url, addresses: &[SocketAddr], wanted: Wanted, limits: &F
 
 /// One HTTP/1.1 exchange on a connected stream: the redirect, or the body within its limit. The
 /// connection is driven here until the answer is read (no task outlives the request).
-async fn exchange<S>(stream: S, request: axum::http::Request<axum::body::Body>, wanted: Wanted, limits: &FetchLimits) -> Result<Answer, Failure>
+async fn exchange<S>(
+    stream: S,
+    request: axum::http::Request<axum::body::Body>,
+    wanted: Wanted,
+    limits: &FetchLimits,
+) -> Result<Answer, Failure>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -528,7 +539,10 @@ pub fn parse_preview(html: &[u8], page_url: &Url) -> Value {
                     continue;
                 }
                 let attribute = |key: &[u8]| {
-                    tag.attributes.iter().find(|(k, _)| k.as_slice() == key).map(|(_, v)| String::from_utf8_lossy(v.value.as_slice()).into_owned())
+                    tag.attributes
+                        .iter()
+                        .find(|(k, _)| k.as_slice() == key)
+                        .map(|(_, v)| String::from_utf8_lossy(v.value.as_slice()).into_owned())
                 };
                 let Some(content) = attribute(b"content") else { continue };
                 let property = attribute(b"property").or_else(|| attribute(b"name")).map(|p| p.trim().to_ascii_lowercase());
@@ -634,7 +648,8 @@ mod tests {
     #[test]
     fn images_on_other_schemes_are_dropped_and_text_is_bounded() {
         let long = "x".repeat(5000);
-        let html = format!(r#"<meta property="og:image" content="javascript:alert(1)"><meta property="og:title" content="{long}">"#);
+        let html =
+            format!(r#"<meta property="og:image" content="javascript:alert(1)"><meta property="og:title" content="{long}">"#);
         let preview = parse_preview(html.as_bytes(), &page());
         assert!(preview.get("og:image").is_none());
         assert_eq!(preview["og:title"].as_str().unwrap().chars().count(), MAX_TAG_CHARS);
@@ -643,15 +658,43 @@ mod tests {
     #[test]
     fn only_global_unicast_addresses_are_allowed() {
         for refused in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "172.31.255.255", "192.168.1.1", "169.254.169.254", "100.64.0.1",
-            "100.127.255.255", "0.0.0.0", "224.0.0.1", "255.255.255.255", "192.0.2.1", "198.51.100.7", "203.0.113.9",
-            "198.18.0.1", "192.0.0.8", "::1", "::", "fe80::1", "fc00::1", "fd12:3456::1", "ff02::1", "2001:db8::1",
-            "::ffff:127.0.0.1", "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::", "2001::1", "fec0::1", "100::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "100.127.255.255",
+            "0.0.0.0",
+            "224.0.0.1",
+            "255.255.255.255",
+            "192.0.2.1",
+            "198.51.100.7",
+            "203.0.113.9",
+            "198.18.0.1",
+            "192.0.0.8",
+            "::1",
+            "::",
+            "fe80::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::",
+            "2001::1",
+            "fec0::1",
+            "100::1",
             "3fff::1",
         ] {
             assert!(!address_allowed(refused.parse().unwrap()), "{refused} must be refused");
         }
-        for allowed in ["93.184.215.14", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"] {
+        for allowed in
+            ["93.184.215.14", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+        {
             assert!(address_allowed(allowed.parse().unwrap()), "{allowed} must be allowed");
         }
     }
@@ -677,15 +720,33 @@ mod tests {
         let counted = hits.clone();
         let html = |body: String| ([(axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8")], body).into_response();
         let router = axum::Router::new()
-            .route("/page", get(move || async move { html(r#"<head><meta property="og:title" content="Local page"></head>"#.into()) }))
-            .route("/big", get(move || async move { html(format!("<head><title>{}</title></head>", "a".repeat(3 * 1024 * 1024))) }))
+            .route(
+                "/page",
+                get(move || async move { html(r#"<head><meta property="og:title" content="Local page"></head>"#.into()) }),
+            )
+            .route(
+                "/big",
+                get(move || async move { html(format!("<head><title>{}</title></head>", "a".repeat(3 * 1024 * 1024))) }),
+            )
             .route("/json", get(|| async { axum::Json(json!({ "og:title": "no" })) }))
-            .route("/image.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 1000]).into_response() }))
-            .route("/huge.png", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 3_000_000]).into_response() }))
-            .route("/drawing.svg", get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], "<svg/>").into_response() }))
+            .route(
+                "/image.png",
+                get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 1000]).into_response() }),
+            )
+            .route(
+                "/huge.png",
+                get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/png")], vec![7u8; 3_000_000]).into_response() }),
+            )
+            .route(
+                "/drawing.svg",
+                get(|| async { ([(axum::http::header::CONTENT_TYPE, "image/svg+xml")], "<svg/>").into_response() }),
+            )
             .route("/to-page", get(|| async { axum::response::Redirect::temporary("/page") }))
             .route("/to-private", get(|| async { axum::response::Redirect::temporary("http://10.1.2.3/secret") }))
-            .route("/to-metadata", get(|| async { axum::response::Redirect::temporary("http://169.254.169.254/latest/meta-data") }))
+            .route(
+                "/to-metadata",
+                get(|| async { axum::response::Redirect::temporary("http://169.254.169.254/latest/meta-data") }),
+            )
             .route("/to-file", get(|| async { axum::response::Redirect::temporary("file:///etc/passwd") }))
             .route("/missing", get(|| async { StatusCode::NOT_FOUND }))
             .route("/slow", get(|| async { std::future::pending::<()>().await }))
@@ -700,7 +761,8 @@ mod tests {
     }
 
     async fn fetch_wanted(url: &str, wanted: Wanted, loopback: Loopback) -> Result<Option<Fetched>, Failure> {
-        let limits = FetchLimits { max_page_bytes: 1024 * 1024, max_image_bytes: 2 * 1024 * 1024, timeout: Duration::from_secs(2) };
+        let limits =
+            FetchLimits { max_page_bytes: 1024 * 1024, max_image_bytes: 2 * 1024 * 1024, timeout: Duration::from_secs(2) };
         let config = UrlPreviewConfig { enabled: true, ..Default::default() };
         let tls = tls_config();
         tokio::time::timeout(limits.timeout, super::fetch(&Url::parse(url).unwrap(), wanted, &limits, &config, &tls, loopback))
