@@ -77,11 +77,10 @@ EXCLUDED = {
     # No TURN server: haetae answers {} (as Synapse does without one), which the spec's schema
     # for 200 does not describe; calls go peer to peer or through the client's own TURN.
     "getTurnServer": "no TURN server",
-    # Not yet implemented (issue 13); removed from this list as each lands.
-    "refresh": "not yet implemented",
-    "generateLoginToken": "not yet implemented",
-    "getUrlPreview": "not yet implemented",
-    "getUrlPreviewAuthed": "not yet implemented",
+    # URL previews are off by default (the node would fetch from other sites on users' behalf):
+    # both answer 404 M_UNRECOGNIZED, which the spec does not list.
+    "getUrlPreview": "off by default",
+    "getUrlPreviewAuthed": "off by default",
 }
 
 # Definition files none of whose operations haetae serves on purpose.

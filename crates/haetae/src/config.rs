@@ -224,6 +224,29 @@ signing_key_publish_ahead_s = 172800
 # token presented again revokes the session. Seconds.
 refresh_grace_s = 120
 
+[homeserver.login]
+# Logins and registrations through the Matrix API (not OAuth) that ask for a refresh token
+# (refresh_token: true) get access tokens that expire after this long; other logins keep tokens
+# that do not expire. Seconds. Their refresh tokens rotate with oauth.refresh_grace_s.
+refreshable_access_token_lifetime_s = 300
+# Lifetime of a token from POST /login/get_token (single use, for m.login.token), s.
+login_token_lifetime_s = 120
+
+[homeserver.url_preview]
+# GET /_matrix/client/v1/media/preview_url: the node fetches pages users name. Off by default.
+# Loopback, private, link-local, CGNAT, multicast and documentation addresses are always
+# refused (checked after DNS resolution, on every redirect), whatever the lists say.
+enabled = false
+# When not empty, only these hosts and their subdomains, e.g. ["example.org", "wikipedia.org"].
+allowed_hosts = []
+# Hosts (and their subdomains) never previewed.
+denied_hosts = []
+# Most bytes of a page read (only text/html is previewed; its og:image, up to 5 MiB, is copied
+# into the media repository), a fetch's time limit (ms), how long an answer is kept per URL (s).
+max_page_bytes = 1048576
+fetch_timeout_ms = 10000
+cache_ttl_s = 3600
+
 [homeserver.metrics]
 # GET /metrics (Prometheus text format) on every node.
 disabled = false

@@ -55,7 +55,7 @@ impl FromRequestParts<AppState> for Caller {
     async fn from_request_parts(parts: &mut Parts, app: &AppState) -> Result<Self, Self::Rejection> {
         let token = access_token(parts)
             .ok_or_else(|| MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_MISSING_TOKEN", "Missing access token"))?;
-        if crate::oauth::tokens::access_token_expired(&token) {
+        if crate::oauth::tokens::access_token_expired(&token) || crate::services::session_tokens::access_token_expired(&token) {
             return Err(MatrixError::new(axum::http::StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", "Access token expired")
                 .with_extra(serde_json::json!({"soft_logout": true})));
         }

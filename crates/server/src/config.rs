@@ -18,6 +18,8 @@ pub struct ServerConfig {
     pub password_hashing: PasswordHashing,
     pub history: HistoryConfig,
     pub oauth: OauthConfig,
+    pub login: LoginConfig,
+    pub url_preview: UrlPreviewConfig,
     pub metrics: MetricsConfig,
     pub incidents: IncidentsConfig,
     /// Users who are administrators whatever their account says (user ids or localparts): how a
@@ -102,6 +104,8 @@ impl Default for ServerConfig {
             password_hashing: PasswordHashing::default(),
             history: HistoryConfig::default(),
             oauth: OauthConfig::default(),
+            login: LoginConfig::default(),
+            url_preview: UrlPreviewConfig::default(),
             metrics: MetricsConfig::default(),
             incidents: IncidentsConfig::default(),
             admins: Vec::new(),
@@ -266,6 +270,62 @@ impl Default for OauthConfig {
             signing_key_rotation_s: 30 * 24 * 3600,
             signing_key_publish_ahead_s: 2 * 24 * 3600,
             refresh_grace_s: 120,
+        }
+    }
+}
+
+/// Logins through the Matrix API's own endpoints (`/login`, `/register`, `/refresh`,
+/// `/login/get_token`), as opposed to the OAuth 2.0 provider. A refresh token's grace period is
+/// `oauth.refresh_grace_s`, shared with OAuth sessions.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LoginConfig {
+    /// Lifetime of an access token from a login or registration whose client asked for a refresh
+    /// token (`refresh_token: true`), seconds; the client refreshes after it. Logins without it
+    /// keep access tokens that do not expire.
+    pub refreshable_access_token_lifetime_s: u64,
+    /// Lifetime of a login token from `POST /login/get_token`, seconds (the spec suggests 120).
+    pub login_token_lifetime_s: u64,
+}
+
+impl Default for LoginConfig {
+    fn default() -> Self {
+        LoginConfig { refreshable_access_token_lifetime_s: 300, login_token_lifetime_s: 120 }
+    }
+}
+
+/// URL previews (`GET /_matrix/client/v1/media/preview_url`): the node fetches a page a user
+/// names and answers its OpenGraph tags. Off by default: it makes the node fetch from other
+/// sites on users' behalf. Addresses on loopback, link-local, private, shared (CGNAT),
+/// multicast, documentation and other special-purpose networks are always refused, checked
+/// after name resolution and on every redirect, whatever the lists below say.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UrlPreviewConfig {
+    /// Whether previews are served (404 `M_UNRECOGNIZED` when not, as for an unknown endpoint).
+    pub enabled: bool,
+    /// When not empty, only these hosts (and their subdomains) are previewed.
+    pub allowed_hosts: Vec<String>,
+    /// Hosts (and their subdomains) never previewed.
+    pub denied_hosts: Vec<String>,
+    /// Most bytes of a page read; the tags are looked for in that much, bytes. (A page's image
+    /// is copied into the media repository whole, up to 5 MiB and the upload limit.)
+    pub max_page_bytes: usize,
+    /// Longest a fetch may take, redirects included, ms.
+    pub fetch_timeout_ms: u64,
+    /// How long a preview (or a failure to get one) is kept and answered again, s.
+    pub cache_ttl_s: u64,
+}
+
+impl Default for UrlPreviewConfig {
+    fn default() -> Self {
+        UrlPreviewConfig {
+            enabled: false,
+            allowed_hosts: Vec::new(),
+            denied_hosts: Vec::new(),
+            max_page_bytes: 1024 * 1024,
+            fetch_timeout_ms: 10_000,
+            cache_ttl_s: 3600,
         }
     }
 }

@@ -128,9 +128,12 @@ async fn authentication_errors() {
     c.request(Method::POST, "/login", None, Some(&login("nobody_by_that_name", "wrong"))).await.expect_err(403, "M_FORBIDDEN");
     // A full user id works as the identifier.
     c.request(Method::POST, "/login", None, Some(&login(&alice.user_id, &alice.password))).await.ok();
-    let unsupported = c.request(Method::POST, "/login", None, Some(&json!({ "type": "m.login.token", "token": "x" }))).await;
+    let unsupported = c.request(Method::POST, "/login", None, Some(&json!({ "type": "m.login.sso", "token": "x" }))).await;
     assert_eq!(unsupported.status, 400, "{}", unsupported.body);
     assert!(unsupported.errcode().starts_with("M_"));
+    // An unknown login token is the spec's 403.
+    let token = c.request(Method::POST, "/login", None, Some(&json!({ "type": "m.login.token", "token": "x" }))).await;
+    token.expect_err(403, "M_FORBIDDEN");
     let flows = c.request(Method::GET, "/login", None, None).await.ok();
     assert!(flows["flows"].as_array().unwrap().iter().any(|f| f["type"] == "m.login.password"));
 }

@@ -18,7 +18,8 @@ pub enum Bucket {
     Accounts,
     /// user id -> that user's devices
     Devices,
-    /// hash of an access token -> (user, device)
+    /// hash of an access token -> (user, device); `refresh:<session>` -> a login session's
+    /// refresh-token chain
     Tokens,
     /// hash of (user, device, room, txn id) -> event id
     Txns,
@@ -31,7 +32,7 @@ pub enum Bucket {
     /// OAuth 2.0 client id -> registered client metadata
     OauthClients,
     /// short-lived OAuth grants: hashed authorization codes, device codes, user codes, browser
-    /// sign-ins; expired by JetStream after a day whatever their own (shorter) expiry says
+    /// sign-ins, login tokens; expired by JetStream after a day whatever their own (shorter) expiry says
     OauthGrants,
     /// OAuth 2.0 sessions: one record per refresh-token family (current and spent token hashes)
     OauthSessions,

@@ -3,6 +3,8 @@
 //! # POST /_matrix/client/v3/register
 //! # GET  /_matrix/client/v3/register/available
 //! # GET|POST /_matrix/client/v3/login
+//! # POST /_matrix/client/v3/refresh (and /_matrix/client/v1/refresh)
+//! # POST /_matrix/client/v1/login/get_token
 //! # POST /_matrix/client/v3/logout, /logout/all
 //! # GET  /_matrix/client/v3/account/whoami
 //! # POST /_matrix/client/v3/account/password
@@ -28,6 +30,10 @@ pub fn routes(router: axum::Router<AppState>) -> axum::Router<AppState> {
     let router = client(router, "/register", post(register));
     let router = client(router, "/register/available", get(register_available));
     let router = client(router, "/login", get(login_flows).post(login));
+    let router = client(router, "/refresh", post(refresh));
+    let router = router
+        .route("/_matrix/client/v1/refresh", post(refresh))
+        .route("/_matrix/client/v1/login/get_token", post(get_login_token));
     let router = client(router, "/logout", post(logout));
     let router = client(router, "/logout/all", post(logout_all));
     let router = client(router, "/account/whoami", get(whoami));
@@ -53,6 +59,18 @@ async fn register_available(State(app): State<AppState>, Query(query): Query<Ava
 
 async fn login(State(app): State<AppState>, parts: Parts, JsonBody(body): JsonBody<LoginRequest>) -> ApiResult<Json<Value>> {
     service::login(&app, client_ip(&parts), body).await.map(Json)
+}
+
+async fn refresh(State(app): State<AppState>, JsonBody(body): JsonBody<RefreshRequest>) -> ApiResult<Json<Value>> {
+    service::refresh(&app, body).await.map(Json)
+}
+
+async fn get_login_token(
+    State(app): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<LoginTokenRequest>,
+) -> ApiResult<Json<Value>> {
+    service::get_login_token(&app, &caller, body).await.map(Json)
 }
 
 async fn logout(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {
@@ -106,7 +124,7 @@ async fn delete_devices(
 }
 
 async fn login_flows() -> Json<Value> {
-    Json(json!({ "flows": [{ "type": "m.login.password" }] }))
+    Json(json!({ "flows": [{ "type": "m.login.password" }, { "type": "m.login.token", "get_login_token": true }] }))
 }
 
 async fn whoami(caller: Caller) -> Json<Value> {

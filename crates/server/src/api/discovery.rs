@@ -58,6 +58,7 @@ async fn capabilities(State(_app): State<AppState>, _caller: Caller) -> Json<Val
             "m.set_displayname": { "enabled": true },
             "m.set_avatar_url": { "enabled": true },
             "m.3pid_changes": { "enabled": false },
+            "m.get_login_token": { "enabled": true },
         }
     }))
 }

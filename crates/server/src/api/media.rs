@@ -7,6 +7,7 @@
 //! # GET  /_matrix/client/v1/media/thumbnail/{serverName}/{mediaId}
 //! # GET  /_matrix/client/v1/media/config
 //! # GET  /_matrix/media/v3/download/..., /thumbnail/..., /config (legacy, unauthenticated)
+//! # GET  /_matrix/client/v1/media/preview_url, /_matrix/media/v3/preview_url (legacy)
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, Request, State};
@@ -28,6 +29,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
             .route(&format!("{prefix}/upload"), post(upload))
             .route(&format!("{prefix}/upload/{{server}}/{{media_id}}"), axum::routing::put(upload_reserved))
             .route(&format!("{prefix}/config"), get(config))
+            .route(&format!("{prefix}/preview_url"), get(preview_url))
             .route(&format!("{prefix}/download/{{server}}/{{media_id}}"), get(download_legacy))
             .route(&format!("{prefix}/download/{{server}}/{{media_id}}/{{file_name}}"), get(download_legacy_named))
             .route(&format!("{prefix}/thumbnail/{{server}}/{{media_id}}"), get(thumbnail_legacy));
@@ -35,6 +37,7 @@ pub fn routes(router: Router<AppState>) -> Router<AppState> {
     router
         .route("/_matrix/media/v1/create", post(create_reserved))
         .route("/_matrix/client/v1/media/config", get(config_authenticated))
+        .route("/_matrix/client/v1/media/preview_url", get(preview_url))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}", get(download))
         .route("/_matrix/client/v1/media/download/{server}/{media_id}/{file_name}", get(download_named))
         .route("/_matrix/client/v1/media/thumbnail/{server}/{media_id}", get(thumbnail))
@@ -62,6 +65,18 @@ async fn read_upload(app: &AppState, request: Request, query: UploadQuery) -> Ap
     let content_type = request.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
     let bytes = read_body(request.into_body(), limit, || format!("upload larger than {limit} bytes")).await?;
     Ok((bytes, MediaMeta { content_type, filename: query.filename }))
+}
+
+#[derive(Deserialize)]
+struct PreviewQuery {
+    url: Option<String>,
+    /// The preferred time of the preview; the newest one is answered.
+    #[allow(dead_code)]
+    ts: Option<i64>,
+}
+
+async fn preview_url(State(app): State<AppState>, caller: Caller, Query(query): Query<PreviewQuery>) -> ApiResult<Json<Value>> {
+    crate::services::url_preview::preview(&app, &caller.user_id, query.url).await.map(Json)
 }
 
 async fn create_reserved(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Value>> {

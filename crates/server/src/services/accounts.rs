@@ -1,6 +1,8 @@
 //! Accounts, logins, devices: everything about who a caller is.
 //!
 //! Accounts, devices and tokens live in replicated KV; a token is stored only as its hash.
+//! A login that asks for a refresh token gets an expiring access token and a refresh-token chain
+//! ([`super::session_tokens`] holds their formats and records); `POST /refresh` rotates both.
 
 use argon2::password_hash::{PasswordHasher, PasswordVerifier, SaltString};
 use axum::http::StatusCode;
@@ -12,8 +14,10 @@ use serde_json::{Value, json};
 
 use super::rooms::{now_ms, random_string};
 use super::{App, Caller, token_hash};
+use super::session_tokens;
 use crate::entry::Entry;
 use crate::error::{ApiResult, MatrixError};
+use crate::refresh_chain::Outcome;
 
 fn hasher(app: &App) -> argon2::Argon2<'static> {
     let settings = &app.config.password_hashing;
@@ -79,6 +83,9 @@ pub struct RegisterRequest {
     initial_device_display_name: Option<String>,
     #[serde(default)]
     inhibit_login: bool,
+    /// The client supports refresh tokens: its access token will expire.
+    #[serde(default)]
+    refresh_token: bool,
 }
 
 #[derive(Deserialize)]
@@ -157,8 +164,8 @@ pub async fn register(app: &App, query: RegisterQuery, ip: Option<std::net::IpAd
     if body.inhibit_login {
         return Ok(json!({ "user_id": user_id }));
     }
-    let login = start_session(app, &user_id, body.device_id, body.initial_device_display_name, ip).await?;
-    Ok(login)
+    let device = NewDevice { device_id: body.device_id, display_name: body.initial_device_display_name, refreshable: body.refresh_token };
+    start_session(app, &user_id, device, ip).await
 }
 
 /// Creates an account (password hash already computed); false when the name is taken. A new
@@ -201,8 +208,13 @@ pub struct LoginRequest {
     identifier: Option<Value>,
     user: Option<String>,
     password: Option<String>,
+    /// The login token of `m.login.token`.
+    token: Option<String>,
     device_id: Option<String>,
     initial_device_display_name: Option<String>,
+    /// The client supports refresh tokens: its access token will expire.
+    #[serde(default)]
+    refresh_token: bool,
 }
 
 /// The localpart named by a login or UIA identifier (`m.id.user`, or the legacy `user` field).
@@ -238,8 +250,10 @@ pub async fn check_password(app: &App, localpart: &str, password: &str) -> ApiRe
 
 pub async fn login(app: &App, ip: Option<std::net::IpAddr>, body: LoginRequest) -> ApiResult<Value> {
     app.limit_logins(ip)?;
-    if body.login_type != "m.login.password" {
-        return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unsupported login type"));
+    match body.login_type.as_str() {
+        "m.login.password" => {}
+        "m.login.token" => return token_login(app, ip, body).await,
+        _ => return Err(MatrixError::new(StatusCode::BAD_REQUEST, "M_UNKNOWN", "Unsupported login type")),
     }
     let localpart = identified_localpart(app, body.identifier.as_ref(), body.user.as_deref())?;
     let password = body.password.ok_or_else(|| MatrixError::missing_param("password is required"))?;
@@ -252,40 +266,75 @@ pub async fn login(app: &App, ip: Option<std::net::IpAddr>, body: LoginRequest) 
     app.metrics.logins.with_label_values(&["password", outcome]).inc();
     checked?;
     let user_id = app.user_id(&localpart);
-    start_session(app, &user_id, body.device_id, body.initial_device_display_name, ip).await
+    let device = NewDevice { device_id: body.device_id, display_name: body.initial_device_display_name, refreshable: body.refresh_token };
+    start_session(app, &user_id, device, ip).await
 }
 
-/// Creates (or takes over) a device and issues it a fresh access token.
-async fn start_session(
-    app: &App,
-    user_id: &str,
+/// `m.login.token`: a login token from `POST /login/get_token`, spent by this login (403
+/// `M_FORBIDDEN` when it is unknown, expired or already spent, as the spec says).
+async fn token_login(app: &App, ip: Option<std::net::IpAddr>, body: LoginRequest) -> ApiResult<Value> {
+    let token = body.token.ok_or_else(|| MatrixError::missing_param("token is required"))?;
+    let spent = session_tokens::spend_login_token(app, &token).await;
+    let outcome = match &spent {
+        Ok(Some(_)) => "ok",
+        Ok(None) => "refused",
+        Err(_) => "error",
+    };
+    app.metrics.logins.with_label_values(&["token", outcome]).inc();
+    let user_id = spent?.ok_or_else(|| MatrixError::forbidden("Invalid login token"))?;
+    let localpart = haetae_matrix::ids::localpart(&user_id).unwrap_or_default().to_string();
+    let active = load_account(app, &localpart).await?.is_some_and(|account| account["deactivated"] != true);
+    if !active {
+        return Err(MatrixError::forbidden("Invalid login token"));
+    }
+    let device = NewDevice { device_id: body.device_id, display_name: body.initial_device_display_name, refreshable: body.refresh_token };
+    start_session(app, &user_id, device, ip).await
+}
+
+/// The device a login creates or takes over.
+struct NewDevice {
     device_id: Option<String>,
     display_name: Option<String>,
-    ip: Option<std::net::IpAddr>,
-) -> ApiResult<Value> {
-    let device_id = device_id.filter(|d| !d.is_empty() && d.len() <= 255).unwrap_or_else(|| random_string(10).to_uppercase());
-    let token_bytes: [u8; 32] = rand::rng().random();
-    let access_token = format!("hae_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token_bytes));
+    /// The client supports refresh tokens: an expiring access token and a refresh-token chain.
+    refreshable: bool,
+}
+
+/// Creates (or takes over) a device and issues it a fresh access token (and, when the client
+/// supports them, a refresh token).
+async fn start_session(app: &App, user_id: &str, new: NewDevice, ip: Option<std::net::IpAddr>) -> ApiResult<Value> {
+    let device_id = new.device_id.filter(|d| !d.is_empty() && d.len() <= 255).unwrap_or_else(|| random_string(10).to_uppercase());
+    let (access_token, expires_in_ms) = if new.refreshable {
+        let (token, lifetime_ms) = session_tokens::new_access_token(app);
+        (token, Some(lifetime_ms))
+    } else {
+        let token_bytes: [u8; 32] = rand::rng().random();
+        (format!("hae_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(token_bytes)), None)
+    };
     let hash = token_hash(&access_token);
-    let session = random_string(16);
+    let session = session_tokens::new_session_id();
     let record = json!({ "user_id": user_id, "device_id": device_id, "session": session });
     app.store.kv().put(Bucket::Tokens, &hash, serde_json::to_vec(&record).unwrap_or_default().into()).await?;
-    let mut replaced_token = None;
-    let device = json!({
-        "display_name": display_name,
+    let refresh_token = match new.refreshable {
+        true => Some(session_tokens::begin(app, user_id, &device_id, &session, &hash).await?),
+        false => None,
+    };
+    let mut replaced = None;
+    let mut device = json!({
+        "display_name": new.display_name,
         "token_hash": hash,
         "session": session,
         "created_ts": now_ms(),
         "last_seen_ts": now_ms(),
         "last_seen_ip": ip.map(|ip| ip.to_string()),
     });
+    if new.refreshable {
+        device["refresh"] = json!(true);
+    }
     app.store
         .kv()
         .modify(Bucket::Devices, user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
             let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
-            if let Some(old) = devices.get(&device_id) {
-                replaced_token = old["token_hash"].as_str().map(str::to_string);
-            }
+            replaced = devices.get(&device_id).cloned();
             let mut new_device = device.clone();
             if new_device["display_name"].is_null() {
                 new_device["display_name"] = devices[&device_id]["display_name"].clone();
@@ -295,15 +344,125 @@ async fn start_session(
         })
         .await?
         .ok();
-    if let Some(old) = replaced_token {
-        revoke_tokens(app, user_id, vec![old]).await?;
+    // The spec: a login naming an existing device invalidates the tokens it had, refresh
+    // tokens included.
+    if let Some(old) = replaced {
+        let mut revoked: Vec<String> = old["token_hash"].as_str().map(str::to_string).into_iter().collect();
+        if old["refresh"] == true
+            && let Some(old_session) = old["session"].as_str()
+        {
+            revoked.extend(session_tokens::end(app, old_session).await?);
+        }
+        revoke_tokens(app, user_id, revoked).await?;
     }
-    Ok(json!({
+    let mut answer = json!({
         "user_id": user_id,
         "access_token": access_token,
         "device_id": device_id,
         "home_server": app.config.server_name,
-    }))
+    });
+    if let (Some(refresh_token), Some(expires_in_ms)) = (refresh_token, expires_in_ms) {
+        answer["refresh_token"] = json!(refresh_token);
+        answer["expires_in_ms"] = json!(expires_in_ms);
+    }
+    Ok(answer)
+}
+
+#[derive(Deserialize)]
+pub struct RefreshRequest {
+    refresh_token: String,
+}
+
+/// 401 `M_UNKNOWN_TOKEN` for a refresh token that cannot be used (the session is over: the
+/// client must log in again).
+fn refresh_refused(message: &str) -> MatrixError {
+    MatrixError::new(StatusCode::UNAUTHORIZED, "M_UNKNOWN_TOKEN", message).with_extra(json!({ "soft_logout": false }))
+}
+
+/// Whether the user's device still belongs to this login session (a logout, a device deletion
+/// or a newer login with the same device id ends it).
+async fn device_bound(app: &App, user_id: &str, device_id: &str, session: &str) -> ApiResult<bool> {
+    let devices = load_devices(app, user_id).await?;
+    Ok(devices[device_id]["session"].as_str() == Some(session))
+}
+
+/// `POST /refresh`: a new access token and a new refresh token for a login that supports
+/// them, by one compare-and-set on the session's chain (any node, any DC). The replaced access
+/// token stops working at every node. The rules are [`crate::refresh_chain`]'s: within
+/// `oauth.refresh_grace_s` of a rotation the previous refresh token yields the same successor
+/// again and a spent one is refused; after it, a spent one logs the device out.
+pub async fn refresh(app: &App, body: RefreshRequest) -> ApiResult<Value> {
+    let presented = body.refresh_token;
+    let unknown = || refresh_refused("Unknown refresh token");
+    let session = session_tokens::session_of_refresh(&presented).ok_or_else(unknown)?.to_string();
+    let Some(record) = session_tokens::session(app, &session).await? else { return Err(unknown()) };
+    if record.revoked {
+        return Err(unknown());
+    }
+    let (user_id, device_id) = (record.user_id.clone(), record.device_id.clone());
+    if !device_bound(app, &user_id, &device_id, &session).await? {
+        let access = session_tokens::end(app, &session).await?;
+        revoke_tokens(app, &user_id, access).await?;
+        return Err(refresh_refused("The session has ended"));
+    }
+    let (access_token, expires_in_ms) = session_tokens::new_access_token(app);
+    let access_hash = token_hash(&access_token);
+    let grace_ms = app.config.oauth.refresh_grace_s.saturating_mul(1000);
+    let rotation = session_tokens::rotate(app, &session, &presented, &access_hash, grace_ms).await?;
+    let refresh_token = match (rotation.outcome, rotation.refresh_token) {
+        (Outcome::Reused, _) => {
+            tracing::warn!(%user_id, %device_id, "a spent refresh token was used again; the device is logged out");
+            remove_devices_where(app, &user_id, |id, device| id == device_id && device["session"].as_str() == Some(session.as_str())).await?;
+            let access = session_tokens::end(app, &session).await?;
+            revoke_tokens(app, &user_id, access).await?;
+            return Err(refresh_refused("The refresh token was already used; the session is logged out"));
+        }
+        (Outcome::Stale, _) => {
+            tracing::info!(%user_id, %device_id, "a refresh token replaced moments ago was presented again (a late copy of a request?); refused, the session stays");
+            return Err(unknown());
+        }
+        (_, None) => return Err(unknown()),
+        (_, Some(refresh_token)) => refresh_token,
+    };
+    let record = json!({ "user_id": user_id, "device_id": device_id, "session": session });
+    app.store.kv().put(Bucket::Tokens, &access_hash, serde_json::to_vec(&record).unwrap_or_default().into()).await?;
+    let bound = app
+        .store
+        .kv()
+        .modify(Bucket::Devices, &user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
+            let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
+            if devices[&device_id]["session"].as_str() != Some(session.as_str()) {
+                return Err(());
+            }
+            devices[&device_id]["token_hash"] = json!(access_hash);
+            devices[&device_id]["last_seen_ts"] = json!(now_ms());
+            Ok(Some(serde_json::to_vec(&devices).unwrap_or_default().into()))
+        })
+        .await?;
+    if bound.is_err() {
+        // Logged out while this refresh ran: the new token goes with the rest.
+        let mut access = session_tokens::end(app, &session).await?;
+        access.push(access_hash);
+        revoke_tokens(app, &user_id, access).await?;
+        return Err(refresh_refused("The session has ended"));
+    }
+    revoke_tokens(app, &user_id, rotation.replaced_access.into_iter().filter(|old| *old != access_hash).collect()).await?;
+    Ok(json!({ "access_token": access_token, "refresh_token": refresh_token, "expires_in_ms": expires_in_ms }))
+}
+
+#[derive(Deserialize)]
+pub struct LoginTokenRequest {
+    auth: Option<Value>,
+}
+
+/// `POST /v1/login/get_token`: after the password again (every time, as the spec requires), a
+/// single-use login token for another device of the same user. Rate-limited like logins.
+pub async fn get_login_token(app: &App, caller: &Caller, body: LoginTokenRequest) -> ApiResult<Value> {
+    app.limit_logins(caller.ip)?;
+    require_password(app, caller, body.auth.as_ref()).await?;
+    let (login_token, expires_in_ms) = session_tokens::issue_login_token(app, &caller.user_id).await?;
+    tracing::info!(user_id = %caller.user_id, device_id = %caller.device_id, "login token issued");
+    Ok(json!({ "login_token": login_token, "expires_in_ms": expires_in_ms }))
 }
 
 /// Deletes tokens from the bucket and tells every node to drop them from its cache.
@@ -335,26 +494,37 @@ pub async fn load_devices(app: &App, user_id: &str) -> ApiResult<Value> {
 
 /// Removes devices (all when `device_ids` is None) and revokes their tokens and keys.
 pub async fn remove_devices(app: &App, user_id: &str, device_ids: Option<&[String]>, keep: Option<&str>) -> ApiResult<()> {
+    remove_devices_where(app, user_id, |id, _| device_ids.is_none_or(|wanted| wanted.iter().any(|w| w == id)) && Some(id) != keep).await
+}
+
+/// Removes the devices `selected` picks and revokes their tokens (refresh chains included) and
+/// keys.
+async fn remove_devices_where(app: &App, user_id: &str, selected: impl Fn(&str, &Value) -> bool) -> ApiResult<()> {
     let mut revoked = Vec::new();
     let mut removed = Vec::new();
+    let mut sessions = Vec::new();
     app.store
         .kv()
         .modify(Bucket::Devices, user_id, |current| -> Result<Option<bytes::Bytes>, ()> {
             revoked.clear();
             removed.clear();
+            sessions.clear();
             let mut devices: Value = current.and_then(|c| serde_json::from_slice(c).ok()).unwrap_or_else(|| json!({}));
             let Some(map) = devices.as_object_mut() else {
                 return Ok(None);
             };
             let ids: Vec<String> = map.keys().cloned().collect();
             for id in ids {
-                let selected = device_ids.is_none_or(|wanted| wanted.contains(&id));
-                if selected
-                    && Some(id.as_str()) != keep
+                if map.get(&id).is_some_and(|device| selected(&id, device))
                     && let Some(device) = map.remove(&id)
                 {
                     if let Some(hash) = device["token_hash"].as_str() {
                         revoked.push(hash.to_string());
+                    }
+                    if device["refresh"] == true
+                        && let Some(session) = device["session"].as_str()
+                    {
+                        sessions.push(session.to_string());
                     }
                     removed.push(id);
                 }
@@ -369,6 +539,11 @@ pub async fn remove_devices(app: &App, user_id: &str, device_ids: Option<&[Strin
     if !removed.is_empty() {
         append_user_entry(app, user_id, Entry::KeysChanged).await?;
     }
+    for session in &sessions {
+        revoked.extend(session_tokens::end(app, session).await?);
+    }
+    revoked.sort();
+    revoked.dedup();
     revoke_tokens(app, user_id, revoked).await
 }
 

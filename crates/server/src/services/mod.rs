@@ -5,7 +5,8 @@
 //!
 //! - [`accounts`]: accounts, passwords, devices, access tokens, user-interactive auth, the
 //!   user's own log entries; [`account_extras`]: registration token validity, deleting a
-//!   profile field, mutual rooms.
+//!   profile field, mutual rooms; [`session_tokens`]: refresh-token chains and login tokens of
+//!   Matrix API logins (formats and records).
 //! - [`rooms`]: writing into rooms (event ids, idempotency, expected-sequence writes).
 //! - [`room_ops`]: what each room endpoint does: creating rooms, sending, state, single events,
 //!   context, history pages, members, aliases; [`membership`]: joins, invites, leaves, bans.
@@ -14,7 +15,8 @@
 //! - [`keys`], [`key_backup`]: end-to-end encryption keys and their server-side backup.
 //! - [`user_data`]: profiles, account data, filters, push rules, pushers, receipts, typing,
 //!   directories.
-//! - [`presence`], [`media`]: presence and the media repository.
+//! - [`presence`], [`media`]: presence and the media repository; [`url_preview`]: URL previews
+//!   (fetching only what may be fetched).
 //! - [`admin`]: the admin API's work (users, devices, rooms), for administrators only;
 //!   [`registration_tokens`]: the tokens registration may require; [`room_moderation`]:
 //!   blocking and deleting rooms (through the log, so every node agrees);
@@ -72,11 +74,13 @@ pub mod room_ops;
 pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
+pub mod session_tokens;
 pub mod spaces;
 pub mod sync;
 pub mod tags;
 pub mod thirdparty;
 pub mod timestamp;
+pub mod url_preview;
 pub mod user_data;
 
 use std::net::IpAddr;
@@ -115,6 +119,8 @@ pub struct App {
     presence: presence::PresenceCache,
     /// What this node counts for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// URL previews: answers cached per URL (bounded), fetch slots, TLS settings.
+    url_previews: url_preview::Previews,
 }
 
 pub type AppState = Arc<App>;
@@ -162,6 +168,7 @@ impl App {
             unread: BoundedMap::new(MAX_UNREAD_ENTRIES),
             presence: Default::default(),
             metrics: Default::default(),
+            url_previews: Default::default(),
         }
     }
 
