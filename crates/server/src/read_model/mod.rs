@@ -60,6 +60,9 @@ const MAX_RECENT_TXNS: usize = 200_000;
 /// Key changes remembered per partition; a sync from before them reports every user it shares a
 /// room with.
 const MAX_KEY_CHANGES: usize = 100_000;
+/// Event types that move a room up a sliding sync list (MSC4186's default bump types).
+pub const BUMP_EVENT_TYPES: [&str; 7] =
+    ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToDevice {
@@ -172,6 +175,10 @@ pub struct ReadModel {
     gate: RwLock<()>,
     /// The positions of the snapshot this model started from, if it did.
     loaded_snapshot: Mutex<Option<Vec<u64>>>,
+    /// Each room's bump stamp: the `origin_server_ts` of its latest event of a
+    /// [`BUMP_EVENT_TYPES`] type. Sliding sync orders a user's rooms by it without reading cold
+    /// rooms back. Bounded like the room table: one number per room the node knows.
+    bumps: RwLock<HashMap<String, u64>>,
 }
 
 impl ReadModel {
@@ -200,6 +207,7 @@ impl ReadModel {
             clock: AtomicU64::new(0),
             gate: RwLock::new(()),
             loaded_snapshot: Mutex::new(None),
+            bumps: RwLock::new(HashMap::new()),
         }
     }
 
@@ -301,6 +309,13 @@ impl ReadModel {
     /// directory or joinable by anyone (the rooms in memory are all visited).
     pub fn visit_listed_rooms(&self, visit: impl FnMut(&Room) -> bool) {
         self.visit_table(true, visit);
+    }
+
+    /// The bump stamp of each of `room_ids` (0: no bump event applied on this node), in one look
+    /// that reads no room.
+    pub fn bump_stamps(&self, room_ids: &[String]) -> Vec<u64> {
+        let bumps = self.bumps.read().expect("bumps lock");
+        room_ids.iter().map(|room_id| bumps.get(room_id).copied().unwrap_or(0)).collect()
     }
 
     /// `user_id`'s membership in `room_id`.
@@ -725,6 +740,14 @@ impl ReadModel {
                 membership_change = Some((state_key.to_string(), membership));
             }
             room.state.insert(event.clone());
+        }
+        if let Some(event_type) = event["type"].as_str()
+            && BUMP_EVENT_TYPES.contains(&event_type)
+        {
+            let stamp = event["origin_server_ts"].as_u64().unwrap_or(0);
+            let mut bumps = self.bumps.write().expect("bumps lock");
+            let bump = bumps.entry(room_id.to_string()).or_insert(0);
+            *bump = (*bump).max(stamp);
         }
         // Wake everyone who could see the room before or after this event.
         let mut audience = room.audience();

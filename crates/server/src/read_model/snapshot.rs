@@ -27,6 +27,10 @@ struct Snapshot {
     rooms: Vec<RoomSnapshot>,
     users: HashMap<String, User>,
     key_changes: Vec<KeyChanges>,
+    /// Rooms' bump stamps (absent from older snapshots: those rooms sort last until their next
+    /// bump event).
+    #[serde(default)]
+    bumps: HashMap<String, u64>,
 }
 
 /// What travels beside a snapshot's bytes.
@@ -91,6 +95,7 @@ impl ReadModel {
                 rooms,
                 users,
                 key_changes: self.key_changes.lock().expect("key changes lock").clone(),
+                bumps: self.bumps.read().expect("bumps lock").clone(),
             }
         };
         let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
@@ -147,6 +152,7 @@ impl ReadModel {
         *self.users.write().expect("users lock") =
             users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
         *self.key_changes.lock().expect("key changes lock") = snapshot.key_changes;
+        *self.bumps.write().expect("bumps lock") = snapshot.bumps;
         for (partition, position) in snapshot.positions.iter().enumerate() {
             self.applied[partition].send_replace(*position);
         }

@@ -289,3 +289,22 @@ fn cold_rooms_leave_memory_and_come_back_unchanged() {
     assert_eq!(restored.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
     assert_eq!(restored.with_room(&rooms[7], room_name), Some(Some("room 7".to_string())));
 }
+
+#[test]
+fn bump_stamps_follow_message_like_events_and_survive_snapshots() {
+    let model = ReadModel::new(2);
+    created_room(&model);
+    let room = vec!["!r:x".to_string(), "!unknown:x".to_string()];
+    assert_eq!(model.bump_stamps(&room), vec![1, 0], "the create event bumps; an unknown room has no stamp");
+    let mut message = ev("m.room.message", "@a:x", None, json!({"body": "hi"}));
+    message["origin_server_ts"] = json!(50);
+    put(&model, message);
+    let mut topic = ev("m.room.topic", "@a:x", Some(""), json!({"topic": "state does not bump"}));
+    topic["origin_server_ts"] = json!(90);
+    put(&model, topic);
+    assert_eq!(model.bump_stamps(&room), vec![50, 0]);
+    let (info, bytes) = model.snapshot();
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    assert_eq!(restored.bump_stamps(&room), vec![50, 0]);
+}
