@@ -267,3 +267,31 @@ async fn a_connection_continues_at_another_node() {
     let back = sliding(&a, &alice, Some(&pos_of(&next)), 0, &all_rooms(9, 5)).await.ok();
     assert!(back["rooms"].as_object().unwrap().is_empty(), "{back}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_and_typing_extensions() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let room_id = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    c.join(&bob, &room_id).await.ok();
+    let event_id = c.send_text(&alice, &room_id, "read me").await;
+    let mut body = all_rooms(9, 1);
+    body["extensions"] = json!({ "receipts": { "enabled": true }, "typing": { "enabled": true } });
+    let first = sliding(&c, &alice, None, 0, &body).await.ok();
+    assert!(first["extensions"]["receipts"]["rooms"].as_object().unwrap().is_empty(), "{first}");
+
+    c.post(&format!("/rooms/{}/receipt/m.read/{}", enc(&room_id), enc(&event_id)), &bob.token, json!({})).await.ok();
+    let next = sliding(&c, &alice, Some(&pos_of(&first)), 10_000, &body).await.ok();
+    let receipt = &next["extensions"]["receipts"]["rooms"][&room_id];
+    assert_eq!(receipt["type"], "m.receipt", "{next}");
+    assert!(receipt["content"][&event_id]["m.read"][&bob.user_id]["ts"].is_u64(), "{next}");
+
+    let typing_path = format!("/rooms/{}/typing/{}", enc(&room_id), enc(&bob.user_id));
+    c.put(&typing_path, &bob.token, json!({ "typing": true, "timeout": 20_000 })).await.ok();
+    let typing = sliding(&c, &alice, Some(&pos_of(&next)), 10_000, &body).await.ok();
+    let typists = &typing["extensions"]["typing"]["rooms"][&room_id]["content"]["user_ids"];
+    assert_eq!(typists, &json!([bob.user_id]), "{typing}");
+    assert!(typing["extensions"]["receipts"]["rooms"].as_object().unwrap().is_empty(), "no repeat: {typing}");
+}

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use super::events::client_event;
 use super::rooms::now_ms;
-use super::sync::{invite_state_of, room_token, unread_counts_of};
+use super::sync::{invite_state_of, receipt_event_for, room_token, unread_counts_of};
 use super::{App, Caller};
 use crate::error::{ApiResult, MatrixError};
 use crate::read_model::Membership;
@@ -111,6 +111,10 @@ pub struct Extensions {
     e2ee: Toggle,
     #[serde(default)]
     account_data: Toggle,
+    #[serde(default)]
+    receipts: Toggle,
+    #[serde(default)]
+    typing: Toggle,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -137,8 +141,8 @@ struct Connection {
     epoch: u64,
     /// The number the next `pos` gets.
     next: u64,
-    /// The latest positions handed out: `pos` number -> the event-log positions it reflects.
-    issued: VecDeque<(u64, Vec<u64>)>,
+    /// The latest positions handed out, oldest first.
+    issued: VecDeque<Issued>,
     /// Rooms this connection has shown -> (the `pos` number of the latest response that covered
     /// them, the position in the room's partition it covered them up to). A request from an
     /// older `pos` than that number gets the room in full again (its answer may have been lost),
@@ -152,10 +156,23 @@ struct Connection {
     last_used_ms: u64,
 }
 
+/// What one `pos` stands for.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+struct Issued {
+    number: u64,
+    /// The event-log positions (one per partition) the response reflected.
+    positions: Vec<u64>,
+    /// The node that answered and its typing serial then (typing is per node).
+    node: String,
+    typing: u64,
+}
+
 /// What the request's `pos` stands for.
 struct Since {
     number: u64,
     positions: Vec<u64>,
+    /// The typing serial the previous response reflected, if it came from this node.
+    typing: Option<u64>,
 }
 
 fn encode_pos(epoch: u64, number: u64) -> String {
@@ -208,14 +225,15 @@ pub async fn sync(app: &App, caller: &Caller, query: SlidingQuery, mut request: 
             let (epoch, number) = parse_pos(pos).ok_or_else(unknown_pos)?;
             let stored = kv.get(Bucket::SlidingSync, &key).await.map_err(kv_error)?.ok_or_else(unknown_pos)?;
             let connection: Connection = serde_json::from_slice(&stored.value).map_err(|_| unknown_pos())?;
-            let positions = connection
+            let issued = connection
                 .issued
                 .iter()
-                .find(|(n, _)| *n == number)
-                .map(|(_, positions)| positions.clone())
-                .filter(|positions| connection.epoch == epoch && positions.len() == app.model.partitions() as usize)
+                .find(|issued| issued.number == number)
+                .filter(|issued| connection.epoch == epoch && issued.positions.len() == app.model.partitions() as usize)
+                .cloned()
                 .ok_or_else(unknown_pos)?;
-            (connection, Some(Since { number, positions }))
+            let typing = (issued.node == app.node).then_some(issued.typing);
+            (connection, Some(Since { number, positions: issued.positions, typing }))
         }
         None => {
             forget_old_connections(app, caller).await;
@@ -289,7 +307,12 @@ async fn save(app: &App, key: &KeyPath, connection: Connection, since: Option<&S
             };
             let number = connection.next.max(1);
             connection.next = number + 1;
-            connection.issued.push_back((number, built.positions.clone()));
+            connection.issued.push_back(Issued {
+                number,
+                positions: built.positions.clone(),
+                node: app.node.clone(),
+                typing: built.typing,
+            });
             while connection.issued.len() > MAX_KEPT_POSITIONS {
                 connection.issued.pop_front();
             }
@@ -365,6 +388,8 @@ struct Built {
     /// Nothing for the client: a long poll keeps waiting.
     empty: bool,
     positions: Vec<u64>,
+    /// This node's typing serial the response reflects.
+    typing: u64,
     /// Rooms this response brings the client up to date with (sent, or in view with nothing
     /// new), with the position in their partition it covers.
     covered_rooms: Vec<(String, u64)>,
@@ -388,6 +413,11 @@ impl Wanted {
 async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection: &Connection, since: Option<&Since>) -> Built {
     // Positions first: everything up to them is applied; later events wait for the next request.
     let positions = app.model.positions();
+    // A copy of the (small) typing state, as `/sync` takes it.
+    let (typing_serial, typing_rooms, typing_room_serial) = {
+        let typing = app.model.typing.lock().expect("typing lock");
+        (typing.serial, typing.rooms.clone(), typing.room_serial.clone())
+    };
     let me = caller.user_id.as_str();
     let (memberships, direct): (Vec<(String, Membership)>, HashSet<String>) = app.model.with_user(me, |user| {
         let memberships = user
@@ -442,6 +472,8 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
     }
     let mut rooms = Map::new();
     let mut covered_rooms = Vec::new();
+    let mut receipts = Map::new();
+    let mut typing = Map::new();
     for (room_id, want) in &wanted {
         let Some((membership, bump)) = memberships.get(room_id.as_str()).copied() else { continue };
         let shown_upto = since
@@ -455,16 +487,37 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
             Membership::Invite => invited_room(app, me, room_id, &window),
             _ => joined_room(app, caller, room_id, want, &window).await,
         };
+        if membership == Membership::Join {
+            if request.extensions.receipts.enabled == Some(true)
+                && let Some(event) = room_receipts(app, me, room_id, &window, section.as_ref())
+            {
+                receipts.insert(room_id.clone(), event);
+            }
+            let typing_changed =
+                typing_room_serial.get(room_id).is_some_and(|serial| since.and_then(|s| s.typing).is_none_or(|s| *serial > s));
+            let typists: Vec<&String> = typing_rooms.get(room_id).map(|users| users.keys().collect()).unwrap_or_default();
+            let new_in_view = !window.known && !typists.is_empty();
+            if request.extensions.typing.enabled == Some(true) && (typing_changed || new_in_view) {
+                typing.insert(room_id.clone(), json!({ "type": "m.typing", "content": { "user_ids": typists } }));
+            }
+        }
         if let Some(section) = section {
             rooms.insert(room_id.clone(), section);
         }
     }
-    let (extensions, extensions_empty) = extensions(app, caller, request, since, &positions).await;
-    let empty = rooms.is_empty() && !counts_changed && extensions_empty;
+    let (mut extensions, extensions_empty) = extensions(app, caller, request, since, &positions).await;
+    let empty = rooms.is_empty() && !counts_changed && extensions_empty && receipts.is_empty() && typing.is_empty();
+    if request.extensions.receipts.enabled == Some(true) {
+        extensions["receipts"] = json!({ "rooms": receipts });
+    }
+    if request.extensions.typing.enabled == Some(true) {
+        extensions["typing"] = json!({ "rooms": typing });
+    }
     Built {
         response: json!({ "lists": lists, "rooms": rooms, "extensions": extensions }),
         empty,
         positions,
+        typing: typing_serial,
         covered_rooms,
         list_counts,
     }
@@ -497,6 +550,27 @@ fn order_by_recency(app: &App, me: &str, memberships: Vec<(String, Membership)>)
         .collect();
     ordered.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
     ordered
+}
+
+/// The receipts a room's view needs: the new ones for a room the connection has shown, else the
+/// caller's own and those on the events of the timeline sent.
+fn room_receipts(app: &App, me: &str, room_id: &str, window: &RoomWindow, section: Option<&Value>) -> Option<Value> {
+    let shown: HashSet<&str> = section
+        .and_then(|s| s["timeline"].as_array())
+        .map(|events| events.iter().filter_map(|e| e["event_id"].as_str()).collect())
+        .unwrap_or_default();
+    let receipts = app.model.with_room(room_id, |room| {
+        if window.known {
+            room.receipts_between(window.low, window.high).into_iter().cloned().collect::<Vec<_>>()
+        } else {
+            room.receipts_between(0, window.high)
+                .into_iter()
+                .filter(|r| r.user_id == me || shown.contains(r.event_id.as_str()))
+                .cloned()
+                .collect()
+        }
+    })?;
+    receipt_event_for(receipts, me)
 }
 
 /// The part of a room's history a response covers.

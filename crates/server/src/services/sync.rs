@@ -486,26 +486,7 @@ impl RoomSync<'_> {
     }
 
     fn receipt_event(&self, receipts: Vec<crate::read_model::Receipt>) -> Option<Value> {
-        if receipts.is_empty() {
-            return None;
-        }
-        let mut content = Map::new();
-        for receipt in receipts {
-            let mut body = json!({ "ts": receipt.ts });
-            if let Some(thread) = &receipt.thread_id {
-                body["thread_id"] = json!(thread);
-            }
-            // Private receipts are shown only to their owner.
-            if receipt.receipt_type == "m.read.private" && receipt.user_id != self.caller.user_id {
-                continue;
-            }
-            let entry = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
-            entry[&receipt.receipt_type][&receipt.user_id] = body;
-        }
-        if content.is_empty() {
-            return None;
-        }
-        Some(json!({ "type": "m.receipt", "content": content }))
+        receipt_event_for(receipts, &self.caller.user_id)
     }
 
     /// Notifications and highlights after the caller's read receipt, counted over the events
@@ -598,6 +579,27 @@ impl RoomSync<'_> {
         let (timeline, state) = self.timeline_and_state(self.high.min(leave_seq), (self.low + 1).max(news.visible_from), false).await;
         Some(json!({ "timeline": timeline, "state": { "events": state }, "account_data": { "events": [] } }))
     }
+}
+
+/// The `m.receipt` event `viewer` sees of `receipts` (private ones only their owner's).
+pub(super) fn receipt_event_for(receipts: Vec<crate::read_model::Receipt>, viewer: &str) -> Option<Value> {
+    let mut content = Map::new();
+    for receipt in receipts {
+        let mut body = json!({ "ts": receipt.ts });
+        if let Some(thread) = &receipt.thread_id {
+            body["thread_id"] = json!(thread);
+        }
+        // Private receipts are shown only to their owner.
+        if receipt.receipt_type == "m.read.private" && receipt.user_id != viewer {
+            continue;
+        }
+        let entry = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
+        entry[&receipt.receipt_type][&receipt.user_id] = body;
+    }
+    if content.is_empty() {
+        return None;
+    }
+    Some(json!({ "type": "m.receipt", "content": content }))
 }
 
 /// What an invited (or knocking) user sees of a room they are not in: some of its state,
