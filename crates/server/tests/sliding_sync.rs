@@ -295,3 +295,38 @@ async fn receipts_and_typing_extensions() {
     assert_eq!(typists, &json!([bob.user_id]), "{typing}");
     assert!(typing["extensions"]["receipts"]["rooms"].as_object().unwrap().is_empty(), "no repeat: {typing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_back_in_range_has_no_gap_and_a_retried_pos_is_answered_again() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let mut rooms = Vec::new();
+    for name in ["a", "b", "c"] {
+        let room_id = c.create_room(&alice, json!({ "name": name })).await;
+        c.send_text(&alice, &room_id, &format!("in {name}")).await;
+        rooms.push(room_id);
+    }
+    let (a, b) = (rooms[0].clone(), rooms[1].clone());
+    // The range holds c and b; a message in a pushes b out of it.
+    let first = sliding(&c, &alice, None, 0, &all_rooms(1, 5)).await.ok();
+    assert_eq!(by_bump(&first), vec![rooms[2].clone(), b.clone()], "{first}");
+    c.send_text(&alice, &a, "a to the top").await;
+    let second = sliding(&c, &alice, Some(&pos_of(&first)), 0, &all_rooms(1, 5)).await.ok();
+    assert_eq!(by_bump(&second), vec![a.clone()], "{second}");
+    // Out of range, b changes its topic (state does not bump), then a message brings it back:
+    // its timeline holds both, from where the connection last showed it.
+    let topic = c.put(&format!("/rooms/{}/state/m.room.topic/", enc(&b)), &alice.token, json!({ "topic": "meanwhile" })).await.ok();
+    let topic_id = topic["event_id"].as_str().unwrap().to_string();
+    let third = sliding(&c, &alice, Some(&pos_of(&second)), 0, &all_rooms(1, 5)).await.ok();
+    assert!(third["rooms"].get(&b).is_none(), "b is out of range: {third}");
+    let message_id = c.send_text(&alice, &b, "b is back").await;
+    let fourth = sliding(&c, &alice, Some(&pos_of(&third)), 0, &all_rooms(1, 5)).await.ok();
+    assert_eq!(timeline_ids(&fourth, &b), vec![topic_id, message_id.clone()], "{fourth}");
+    assert!(fourth["rooms"][&b].get("initial").is_none(), "{fourth}");
+
+    // The client lost that answer and asks again from the same pos: b comes again, in full.
+    let retried = sliding(&c, &alice, Some(&pos_of(&third)), 0, &all_rooms(1, 5)).await.ok();
+    assert_eq!(retried["rooms"][&b]["initial"], true, "{retried}");
+    assert!(timeline_ids(&retried, &b).contains(&message_id), "{retried}");
+}
