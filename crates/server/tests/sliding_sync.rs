@@ -329,4 +329,14 @@ async fn a_room_back_in_range_has_no_gap_and_a_retried_pos_is_answered_again() {
     let retried = sliding(&c, &alice, Some(&pos_of(&third)), 0, &all_rooms(1, 5)).await.ok();
     assert_eq!(retried["rooms"][&b]["initial"], true, "{retried}");
     assert!(timeline_ids(&retried, &b).contains(&message_id), "{retried}");
+
+    // Leaving a room the connection has shown: it comes once more, up to the leave, and the list
+    // no longer counts it; then it is gone.
+    c.post(&format!("/rooms/{}/leave", enc(&a)), &alice.token, json!({})).await.ok();
+    let left = sliding(&c, &alice, Some(&pos_of(&retried)), 0, &all_rooms(1, 5)).await.ok();
+    assert_eq!(left["lists"]["all_rooms"]["count"], 2, "{left}");
+    let last = left["rooms"][&a]["timeline"].as_array().and_then(|t| t.last().cloned()).unwrap_or_default();
+    assert_eq!((last["type"].as_str(), last["content"]["membership"].as_str()), (Some("m.room.member"), Some("leave")), "{left}");
+    let after = sliding(&c, &alice, Some(&pos_of(&left)), 0, &all_rooms(1, 5)).await.ok();
+    assert!(after["rooms"].get(&a).is_none(), "{after}");
 }

@@ -319,6 +319,9 @@ async fn save(app: &App, key: &KeyPath, connection: Connection, since: Option<&S
             for (room_id, upto) in &built.covered_rooms {
                 connection.rooms.insert(room_id.clone(), (number, *upto));
             }
+            for room_id in &built.left_rooms {
+                connection.rooms.remove(room_id);
+            }
             if connection.rooms.len() > MAX_ROOMS_PER_CONNECTION {
                 let mut by_age: Vec<(u64, String)> = connection.rooms.iter().map(|(r, (n, _))| (*n, r.clone())).collect();
                 by_age.sort();
@@ -393,6 +396,8 @@ struct Built {
     /// Rooms this response brings the client up to date with (sent, or in view with nothing
     /// new), with the position in their partition it covers.
     covered_rooms: Vec<(String, u64)>,
+    /// Rooms the caller left that this response shows for the last time.
+    left_rooms: Vec<String>,
     list_counts: BTreeMap<String, u64>,
 }
 
@@ -419,14 +424,21 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
         (typing.serial, typing.rooms.clone(), typing.room_serial.clone())
     };
     let me = caller.user_id.as_str();
-    let (memberships, direct): (Vec<(String, Membership)>, HashSet<String>) = app.model.with_user(me, |user| {
-        let memberships = user
+    let (memberships, direct, left) = app.model.with_user(me, |user| {
+        let memberships: Vec<(String, Membership)> = user
             .rooms
             .iter()
             .filter(|(_, m)| matches!(m, Membership::Join | Membership::Invite))
             .map(|(r, m)| (r.clone(), *m))
             .collect();
-        let direct = user
+        // Rooms the connection has shown that the caller has since left (or was removed from).
+        let left: Vec<String> = connection
+            .rooms
+            .keys()
+            .filter(|room_id| matches!(user.rooms.get(*room_id), Some(Membership::Leave | Membership::Ban) | None))
+            .cloned()
+            .collect();
+        let direct: HashSet<String> = user
             .account_data
             .get("m.direct")
             .and_then(|(_, content)| content.as_object())
@@ -434,7 +446,7 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
                 by_user.values().filter_map(Value::as_array).flatten().filter_map(Value::as_str).map(str::to_string).collect()
             })
             .unwrap_or_default();
-        (memberships, direct)
+        (memberships, direct, left)
     });
     let ordered = order_by_recency(app, me, memberships);
     let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
@@ -505,6 +517,29 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
             rooms.insert(room_id.clone(), section);
         }
     }
+    // A room the caller left is sent once more, up to their leave, so the client sees them go;
+    // then the connection forgets it.
+    let left_limit = request.lists.values().filter_map(|l| l.timeline_limit).max().unwrap_or(1);
+    for room_id in &left {
+        let Some((_, upto)) = connection.rooms.get(room_id) else { continue };
+        if since.is_none() {
+            continue;
+        }
+        let p = app.model.partition_of(room_id) as usize;
+        let (leave_seq, left_at) = app
+            .model
+            .with_room(room_id, |room| {
+                let left_at = room.state.get("m.room.member", me).and_then(|event| event["origin_server_ts"].as_u64());
+                (room.membership_seq(me), left_at.unwrap_or(0))
+            })
+            .unwrap_or((None, 0));
+        let high = positions[p].min(leave_seq.unwrap_or(positions[p]));
+        let window = RoomWindow { low: (*upto).min(high), high, known: true, bump: left_at };
+        let want = Wanted { timeline_limit: left_limit, required_state: BTreeSet::new() };
+        if let Some(section) = joined_room(app, caller, room_id, &want, &window).await {
+            rooms.insert(room_id.clone(), section);
+        }
+    }
     let (mut extensions, extensions_empty) = extensions(app, caller, request, since, &positions).await;
     let empty = rooms.is_empty() && !counts_changed && extensions_empty && receipts.is_empty() && typing.is_empty();
     if request.extensions.receipts.enabled == Some(true) {
@@ -519,6 +554,7 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
         positions,
         typing: typing_serial,
         covered_rooms,
+        left_rooms: left,
         list_counts,
     }
 }
@@ -645,7 +681,7 @@ async fn joined_room(app: &App, caller: &Caller, room_id: &str, want: &Wanted, w
     let num_live = if window.known { shown.len() } else { 0 };
     let lazy = want.required_state.iter().any(|(t, k)| (t == "m.room.member" || t == "*") && k == "$LAZY");
     let senders: HashSet<&str> = shown.iter().map(|item| &*item.sender).collect();
-    let (required_state, name, heroes, joined_count, invited_count) = app.model.with_room(room_id, |room| {
+    let (required_state, name, avatar, heroes, joined_count, invited_count) = app.model.with_room(room_id, |room| {
         let required_state: Vec<Value> = room
             .state
             .refs()
@@ -664,6 +700,7 @@ async fn joined_room(app: &App, caller: &Caller, room_id: &str, want: &Wanted, w
             .map(|event| event.parse())
             .collect();
         let name = room.state.content("m.room.name", "").and_then(|c| c["name"].as_str().map(str::to_string));
+        let avatar = room.state.content("m.room.avatar", "").and_then(|c| c["url"].as_str().map(str::to_string));
         let heroes: Vec<Value> = if name.is_none() {
             room.state
                 .members("join")
@@ -685,7 +722,7 @@ async fn joined_room(app: &App, caller: &Caller, room_id: &str, want: &Wanted, w
         } else {
             Vec::new()
         };
-        (required_state, name, heroes, room.state.member_count("join"), room.state.member_count("invite"))
+        (required_state, name, avatar, heroes, room.state.member_count("join"), room.state.member_count("invite"))
     })?;
     let (notification_count, highlight_count) = unread_counts_of(app, caller, room_id, window.high);
     let mut section = json!({
@@ -705,6 +742,9 @@ async fn joined_room(app: &App, caller: &Caller, room_id: &str, want: &Wanted, w
     }
     if let Some(name) = name {
         section["name"] = json!(name);
+    }
+    if let Some(avatar) = avatar {
+        section["avatar"] = json!(avatar);
     }
     if !heroes.is_empty() {
         section["heroes"] = json!(heroes);
