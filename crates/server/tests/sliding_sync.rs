@@ -43,7 +43,8 @@ fn pos_of(response: &Value) -> String {
 /// Room ids of a response ordered as a client orders them: by bump stamp, most recent first.
 fn by_bump(response: &Value) -> Vec<String> {
     let rooms = response["rooms"].as_object().cloned().unwrap_or_default();
-    let mut rooms: Vec<(u64, String)> = rooms.iter().map(|(id, room)| (room["bump_stamp"].as_u64().unwrap_or(0), id.clone())).collect();
+    let mut rooms: Vec<(u64, String)> =
+        rooms.iter().map(|(id, room)| (room["bump_stamp"].as_u64().unwrap_or(0), id.clone())).collect();
     rooms.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
     rooms.into_iter().map(|(_, id)| id).collect()
 }
@@ -158,9 +159,13 @@ async fn invites_lazy_members_and_dms() {
     c.send_text(&bob, &room_id, "from bob").await;
     let dm = c.create_room(&alice, json!({ "preset": "trusted_private_chat", "is_direct": true })).await;
     c.invite(&alice, &dm, &carol.user_id).await;
-    c.put(&format!("/user/{}/account_data/m.direct", enc(&carol.user_id)), &carol.token, json!({ alice.user_id.clone(): [dm.clone()] }))
-        .await
-        .ok();
+    c.put(
+        &format!("/user/{}/account_data/m.direct", enc(&carol.user_id)),
+        &carol.token,
+        json!({ alice.user_id.clone(): [dm.clone()] }),
+    )
+    .await
+    .ok();
 
     let body = json!({
         "conn_id": "lists",
@@ -206,9 +211,7 @@ async fn to_device_and_e2ee_extensions() {
     let bob = c.register("bob").await;
     let room_id = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
     c.join(&bob, &room_id).await.ok();
-    let otk = |user: &User, id: &str| {
-        json!({ format!("signed_curve25519:{id}"): { "key": format!("otk-{id}"), "signatures": { user.user_id.clone(): { format!("ed25519:{}", user.device_id): "s" } } } })
-    };
+    let otk = |user: &User, id: &str| json!({ format!("signed_curve25519:{id}"): { "key": format!("otk-{id}"), "signatures": { user.user_id.clone(): { format!("ed25519:{}", user.device_id): "s" } } } });
     c.post("/keys/upload", &alice.token, json!({ "one_time_keys": otk(&alice, "AAAA") })).await.ok();
     let body = |since: Option<&str>| {
         let mut to_device = json!({ "enabled": true });
@@ -316,7 +319,8 @@ async fn a_room_back_in_range_has_no_gap_and_a_retried_pos_is_answered_again() {
     assert_eq!(by_bump(&second), vec![a.clone()], "{second}");
     // Out of range, b changes its topic (state does not bump), then a message brings it back:
     // its timeline holds both, from where the connection last showed it.
-    let topic = c.put(&format!("/rooms/{}/state/m.room.topic/", enc(&b)), &alice.token, json!({ "topic": "meanwhile" })).await.ok();
+    let topic =
+        c.put(&format!("/rooms/{}/state/m.room.topic/", enc(&b)), &alice.token, json!({ "topic": "meanwhile" })).await.ok();
     let topic_id = topic["event_id"].as_str().unwrap().to_string();
     let third = sliding(&c, &alice, Some(&pos_of(&second)), 0, &all_rooms(1, 5)).await.ok();
     assert!(third["rooms"].get(&b).is_none(), "b is out of range: {third}");

@@ -299,11 +299,9 @@ async fn save(app: &App, key: &KeyPath, connection: Connection, since: Option<&S
                     stored
                 }
                 (None, false) => return Err(unknown_pos()),
-                (_, true) => Connection {
-                    epoch: template.epoch,
-                    subscriptions: template.subscriptions.clone(),
-                    ..Connection::default()
-                },
+                (_, true) => {
+                    Connection { epoch: template.epoch, subscriptions: template.subscriptions.clone(), ..Connection::default() }
+                }
             };
             let number = connection.next.max(1);
             connection.next = number + 1;
@@ -488,9 +486,7 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
     let mut typing = Map::new();
     for (room_id, want) in &wanted {
         let Some((membership, bump)) = memberships.get(room_id.as_str()).copied() else { continue };
-        let shown_upto = since
-            .and_then(|s| connection.rooms.get(room_id).filter(|(n, _)| *n <= s.number))
-            .map(|(_, upto)| *upto);
+        let shown_upto = since.and_then(|s| connection.rooms.get(room_id).filter(|(n, _)| *n <= s.number)).map(|(_, upto)| *upto);
         let p = app.model.partition_of(room_id) as usize;
         let high = positions[p];
         let window = RoomWindow { low: shown_upto.unwrap_or(0).min(high), high, known: shown_upto.is_some(), bump };
@@ -753,7 +749,13 @@ async fn joined_room(app: &App, caller: &Caller, room_id: &str, want: &Wanted, w
 }
 
 /// The extensions' data, and whether it holds nothing new for the client.
-async fn extensions(app: &App, caller: &Caller, request: &SlidingRequest, since: Option<&Since>, positions: &[u64]) -> (Value, bool) {
+async fn extensions(
+    app: &App,
+    caller: &Caller,
+    request: &SlidingRequest,
+    since: Option<&Since>,
+    positions: &[u64],
+) -> (Value, bool) {
     let me = caller.user_id.as_str();
     let user_partition = app.model.partition_of(me) as usize;
     let user_low = since.map(|s| s.positions[user_partition]).unwrap_or(0);
@@ -772,7 +774,8 @@ async fn extensions(app: &App, caller: &Caller, request: &SlidingRequest, since:
                 .map(|m| (m.seq, m.event.clone()))
                 .collect()
         });
-        let next_batch = if messages.len() == limit { messages.last().map(|(seq, _)| *seq).unwrap_or(user_high) } else { user_high };
+        let next_batch =
+            if messages.len() == limit { messages.last().map(|(seq, _)| *seq).unwrap_or(user_high) } else { user_high };
         empty &= messages.is_empty();
         let events: Vec<Value> = messages.into_iter().map(|(_, event)| event).collect();
         extensions.insert("to_device".into(), json!({ "next_batch": next_batch.to_string(), "events": events }));
