@@ -46,10 +46,13 @@ pub enum Bucket {
     /// id of the incident open for that failure; ("notices", id, kind) -> a notice's progress;
     /// ("node", name) -> the node's last health check (its write probe)
     Incidents,
+    /// sliding sync connections: (user, device, connection id) -> what the connection has sent
+    /// and the positions its `pos` tokens stand for; expired by JetStream after a week unused
+    SlidingSync,
 }
 
 impl Bucket {
-    pub const ALL: [Bucket; 14] = [
+    pub const ALL: [Bucket; 15] = [
         Bucket::Accounts,
         Bucket::Devices,
         Bucket::Tokens,
@@ -64,6 +67,7 @@ impl Bucket {
         Bucket::RoomKeys,
         Bucket::Reports,
         Bucket::Incidents,
+        Bucket::SlidingSync,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -82,6 +86,7 @@ impl Bucket {
             Bucket::RoomKeys => "haetae_room_keys",
             Bucket::Reports => "haetae_reports",
             Bucket::Incidents => "haetae_incidents",
+            Bucket::SlidingSync => "haetae_sliding_sync",
         }
     }
 
@@ -89,6 +94,7 @@ impl Bucket {
     fn max_age(self) -> Duration {
         match self {
             Bucket::OauthGrants => Duration::from_secs(24 * 3600),
+            Bucket::SlidingSync => Duration::from_secs(7 * 24 * 3600),
             _ => Duration::ZERO,
         }
     }

@@ -44,7 +44,7 @@ async fn well_known(State(app): State<AppState>, headers: HeaderMap) -> Json<Val
 async fn versions() -> Json<Value> {
     Json(json!({
         "versions": ["r0.6.1", "v1.1", "v1.2", "v1.3", "v1.4", "v1.5", "v1.6", "v1.7", "v1.8", "v1.9", "v1.10", "v1.11"],
-        "unstable_features": {}
+        "unstable_features": { "org.matrix.simplified_msc3575": true }
     }))
 }
 

@@ -34,6 +34,7 @@ pub mod reports;
 pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
+pub mod sliding_sync;
 pub mod spaces;
 pub mod sync;
 pub mod tags;
@@ -57,6 +58,7 @@ pub fn router(app: AppState) -> Router {
     router = rooms::routes(router);
     router = membership::routes(router);
     router = sync::routes(router);
+    router = sliding_sync::routes(router);
     router = user_data::routes(router);
     router = keys::routes(router);
     router = media::routes(router);

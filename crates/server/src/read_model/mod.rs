@@ -69,6 +69,9 @@ pub const BLOCKED_ROOM: &str = "This room has been blocked on this server";
 pub fn is_join(event: &Value) -> bool {
     event["type"] == "m.room.member" && event["content"]["membership"] == "join"
 }
+/// Event types that move a room up a sliding sync list (MSC4186's default bump types).
+pub const BUMP_EVENT_TYPES: [&str; 7] =
+    ["m.room.create", "m.room.message", "m.room.encrypted", "m.sticker", "m.call.invite", "m.poll.start", "m.beacon_info"];
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ToDevice {
@@ -184,6 +187,10 @@ pub struct ReadModel {
     gate: RwLock<()>,
     /// The positions of the snapshot this model started from, if it did.
     loaded_snapshot: Mutex<Option<Vec<u64>>>,
+    /// Each room's bump stamp: the `origin_server_ts` of its latest event of a
+    /// [`BUMP_EVENT_TYPES`] type. Sliding sync orders a user's rooms by it without reading cold
+    /// rooms back. Bounded like the room table: one number per room the node knows.
+    bumps: RwLock<HashMap<String, u64>>,
 }
 
 impl ReadModel {
@@ -213,6 +220,7 @@ impl ReadModel {
             clock: AtomicU64::new(0),
             gate: RwLock::new(()),
             loaded_snapshot: Mutex::new(None),
+            bumps: RwLock::new(HashMap::new()),
         }
     }
 
@@ -319,6 +327,13 @@ impl ReadModel {
     /// directory or joinable by anyone (the rooms in memory are all visited).
     pub fn visit_listed_rooms(&self, visit: impl FnMut(&Room) -> bool) {
         self.visit_table(true, visit);
+    }
+
+    /// The bump stamp of each of `room_ids` (0: no bump event applied on this node), in one look
+    /// that reads no room.
+    pub fn bump_stamps(&self, room_ids: &[String]) -> Vec<u64> {
+        let bumps = self.bumps.read().expect("bumps lock");
+        room_ids.iter().map(|room_id| bumps.get(room_id).copied().unwrap_or(0)).collect()
     }
 
     /// `user_id`'s membership in `room_id`.
@@ -645,6 +660,7 @@ impl ReadModel {
         };
         self.window_bytes.fetch_sub(freed as i64, Ordering::Relaxed);
         self.count_room_bytes(-(base as isize));
+        self.bumps.write().expect("bumps lock").remove(room_id);
         for user_id in &users {
             let user = self.user_handle(user_id);
             let mut user = user.write().expect("user lock");
@@ -795,6 +811,14 @@ impl ReadModel {
                 membership_change = Some((state_key.to_string(), membership));
             }
             room.state.insert(event.clone());
+        }
+        if let Some(event_type) = event["type"].as_str()
+            && BUMP_EVENT_TYPES.contains(&event_type)
+        {
+            let stamp = event["origin_server_ts"].as_u64().unwrap_or(0);
+            let mut bumps = self.bumps.write().expect("bumps lock");
+            let bump = bumps.entry(room_id.to_string()).or_insert(0);
+            *bump = (*bump).max(stamp);
         }
         // Wake everyone who could see the room before or after this event.
         let mut audience = room.audience();

@@ -31,6 +31,10 @@ struct Snapshot {
     /// Blocked rooms and the administrator who blocked each (rooms the model may not know).
     #[serde(default)]
     blocked_rooms: HashMap<String, String>,
+    /// Rooms' bump stamps (absent from older snapshots: those rooms sort last until their next
+    /// bump event).
+    #[serde(default)]
+    bumps: HashMap<String, u64>,
 }
 
 /// What travels beside a snapshot's bytes.
@@ -96,6 +100,7 @@ impl ReadModel {
                 users,
                 key_changes: self.key_changes.lock().expect("key changes lock").clone(),
                 blocked_rooms: self.blocked_rooms.lock().expect("blocked rooms lock").clone(),
+                bumps: self.bumps.read().expect("bumps lock").clone(),
             }
         };
         let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
@@ -153,6 +158,7 @@ impl ReadModel {
             users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
         *self.key_changes.lock().expect("key changes lock") = snapshot.key_changes;
         *self.blocked_rooms.lock().expect("blocked rooms lock") = snapshot.blocked_rooms;
+        *self.bumps.write().expect("bumps lock") = snapshot.bumps;
         for (partition, position) in snapshot.positions.iter().enumerate() {
             self.applied[partition].send_replace(*position);
         }

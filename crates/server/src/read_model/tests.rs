@@ -323,3 +323,22 @@ fn a_block_refuses_joins_outlives_a_purge_and_is_kept_in_snapshots() {
     apply(&restored, Entry::RoomBlocked { blocked: false, by: "@admin:x".into() });
     assert_eq!(restored.blocked_by("!r:x"), None);
 }
+
+#[test]
+fn bump_stamps_follow_message_like_events_and_survive_snapshots() {
+    let model = ReadModel::new(2);
+    created_room(&model);
+    let room = vec!["!r:x".to_string(), "!unknown:x".to_string()];
+    assert_eq!(model.bump_stamps(&room), vec![1, 0], "the create event bumps; an unknown room has no stamp");
+    let mut message = ev("m.room.message", "@a:x", None, json!({"body": "hi"}));
+    message["origin_server_ts"] = json!(50);
+    put(&model, message);
+    let mut topic = ev("m.room.topic", "@a:x", Some(""), json!({"topic": "state does not bump"}));
+    topic["origin_server_ts"] = json!(90);
+    put(&model, topic);
+    assert_eq!(model.bump_stamps(&room), vec![50, 0]);
+    let (info, bytes) = model.snapshot();
+    let restored = ReadModel::new(2);
+    restored.load_snapshot(&info, &bytes).unwrap();
+    assert_eq!(restored.bump_stamps(&room), vec![50, 0]);
+}

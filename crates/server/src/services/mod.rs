@@ -11,7 +11,8 @@
 //! - [`room_ops`]: what each room endpoint does: creating rooms, sending, state, single events,
 //!   context, history pages, members, aliases; [`membership`]: joins, invites, leaves, bans.
 //! - [`events`]: how stored events are shown to a client.
-//! - [`sync`]: `/sync` and its tokens.
+//! - [`sync`]: `/sync` and its tokens; [`sliding_sync`]: simplified sliding sync (MSC4186), its
+//!   connections kept in a replicated bucket.
 //! - [`keys`], [`key_backup`]: end-to-end encryption keys and their server-side backup.
 //! - [`user_data`]: profiles, account data, filters, push rules, pushers, receipts, typing,
 //!   directories.
@@ -75,6 +76,7 @@ pub mod room_upgrade;
 pub mod rooms;
 pub mod search;
 pub mod session_tokens;
+pub mod sliding_sync;
 pub mod spaces;
 pub mod sync;
 pub mod tags;

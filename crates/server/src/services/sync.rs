@@ -486,26 +486,7 @@ impl RoomSync<'_> {
     }
 
     fn receipt_event(&self, receipts: Vec<crate::read_model::Receipt>) -> Option<Value> {
-        if receipts.is_empty() {
-            return None;
-        }
-        let mut content = Map::new();
-        for receipt in receipts {
-            let mut body = json!({ "ts": receipt.ts });
-            if let Some(thread) = &receipt.thread_id {
-                body["thread_id"] = json!(thread);
-            }
-            // Private receipts are shown only to their owner.
-            if receipt.receipt_type == "m.read.private" && receipt.user_id != self.caller.user_id {
-                continue;
-            }
-            let entry = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
-            entry[&receipt.receipt_type][&receipt.user_id] = body;
-        }
-        if content.is_empty() {
-            return None;
-        }
-        Some(json!({ "type": "m.receipt", "content": content }))
+        receipt_event_for(receipts, &self.caller.user_id)
     }
 
     /// Notifications and highlights after the caller's read receipt, counted over the events
@@ -579,28 +560,7 @@ impl RoomSync<'_> {
             if !self.initial && !changed {
                 return None;
             }
-            let mut events: Vec<Value> = [
-                "m.room.create",
-                "m.room.join_rules",
-                "m.room.name",
-                "m.room.avatar",
-                "m.room.canonical_alias",
-                "m.room.encryption",
-                "m.room.topic",
-            ]
-            .iter()
-            .filter_map(|t| room.state.get(t, ""))
-            .map(|event| stripped(&event))
-            .collect();
-            if let Some(invite) = room.state.get("m.room.member", &self.caller.user_id) {
-                if let Some(inviter) = invite["sender"].as_str()
-                    && inviter != self.caller.user_id
-                    && let Some(member) = room.state.get("m.room.member", inviter)
-                {
-                    events.push(stripped(&member));
-                }
-                events.push(stripped(&invite));
-            }
+            let events = invite_state_of(room, &self.caller.user_id);
             Some(json!({ key: { "events": events } }))
         })?
     }
@@ -619,6 +579,76 @@ impl RoomSync<'_> {
         let (timeline, state) = self.timeline_and_state(self.high.min(leave_seq), (self.low + 1).max(news.visible_from), false).await;
         Some(json!({ "timeline": timeline, "state": { "events": state }, "account_data": { "events": [] } }))
     }
+}
+
+/// The `m.receipt` event `viewer` sees of `receipts` (private ones only their owner's).
+pub(super) fn receipt_event_for(receipts: Vec<crate::read_model::Receipt>, viewer: &str) -> Option<Value> {
+    let mut content = Map::new();
+    for receipt in receipts {
+        let mut body = json!({ "ts": receipt.ts });
+        if let Some(thread) = &receipt.thread_id {
+            body["thread_id"] = json!(thread);
+        }
+        // Private receipts are shown only to their owner.
+        if receipt.receipt_type == "m.read.private" && receipt.user_id != viewer {
+            continue;
+        }
+        let entry = content.entry(receipt.event_id.clone()).or_insert_with(|| json!({}));
+        entry[&receipt.receipt_type][&receipt.user_id] = body;
+    }
+    if content.is_empty() {
+        return None;
+    }
+    Some(json!({ "type": "m.receipt", "content": content }))
+}
+
+/// What an invited (or knocking) user sees of a room they are not in: some of its state,
+/// stripped, with their own membership event (and their inviter's).
+pub(super) fn invite_state_of(room: &crate::read_model::Room, user_id: &str) -> Vec<Value> {
+    let mut events: Vec<Value> = [
+        "m.room.create",
+        "m.room.join_rules",
+        "m.room.name",
+        "m.room.avatar",
+        "m.room.canonical_alias",
+        "m.room.encryption",
+        "m.room.topic",
+    ]
+    .iter()
+    .filter_map(|t| room.state.get(t, ""))
+    .map(|event| stripped(&event))
+    .collect();
+    if let Some(invite) = room.state.get("m.room.member", user_id) {
+        if let Some(inviter) = invite["sender"].as_str()
+            && inviter != user_id
+            && let Some(member) = room.state.get("m.room.member", inviter)
+        {
+            events.push(stripped(&member));
+        }
+        events.push(stripped(&invite));
+    }
+    events
+}
+
+/// The caller's unread notification and highlight counts in `room_id` up to position `high`
+/// (as `/sync` counts them, sharing its memo).
+pub(super) fn unread_counts_of(app: &App, caller: &Caller, room_id: &str, high: u64) -> (u64, u64) {
+    let filter = Filter::default();
+    let context = RoomSync {
+        app,
+        caller,
+        room_id,
+        low: 0,
+        high,
+        initial: true,
+        full_state: false,
+        filter: &filter,
+        typing: Vec::new(),
+        typing_changed: false,
+        user_low: 0,
+        user_high: 0,
+    };
+    context.unread_counts()
 }
 
 #[cfg(test)]
