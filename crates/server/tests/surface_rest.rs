@@ -588,6 +588,30 @@ async fn reserved_media_ids_take_one_upload() {
     expect_missing_token(&c, Method::POST, "/_matrix/media/v1/create", Some(json!({}))).await;
 }
 
+/// Two uploads racing for one reserved id at two nodes: one stores its file, the other is told
+/// the id is taken; never both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_uploads_racing_for_a_reserved_id_at_two_nodes_store_one_file() {
+    let server = TestServer::start().await;
+    let other = Node::start(&server.nats, test_config()).await;
+    let (a, b) = (server.client(), other.client());
+    let alice = a.register("alice").await;
+    for round in 0..5 {
+        let created = a.post("/_matrix/media/v1/create", &alice.token, json!({})).await.ok();
+        let uri = created["content_uri"].as_str().unwrap().to_string();
+        let media_id = uri.strip_prefix("mxc://test.local/").expect("an mxc URI of this server").to_string();
+        let upload = format!("/_matrix/media/v3/upload/test.local/{media_id}");
+        let (first, second) = tokio::join!(
+            a.raw(Method::PUT, &upload, Some(&alice.token), "text/plain", format!("a{round}").into_bytes()),
+            b.raw(Method::PUT, &upload, Some(&alice.token), "text/plain", format!("b{round}").into_bytes()),
+        );
+        let statuses = [first.status, second.status];
+        assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "round {round}: {statuses:?}");
+        let refused = if first.status == 200 { &second } else { &first };
+        assert!(matches!(refused.errcode(), "M_CANNOT_OVERWRITE_MEDIA" | "M_NOT_FOUND"), "round {round}: {}", refused.errcode());
+    }
+}
+
 // ---- what Schemathesis found ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

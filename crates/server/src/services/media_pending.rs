@@ -30,6 +30,11 @@ struct Reservation {
     /// Set while the file is being stored: a second upload to the same id is refused.
     #[serde(default)]
     uploading: bool,
+    /// Who set `uploading`: a random id, so that two uploads racing for the id never write the
+    /// same bytes (the store counts a compare-and-set that finds its own bytes already there as
+    /// a retry that landed, and both would be told they took the id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    claim: Option<String>,
 }
 
 fn now_ms() -> u64 {
@@ -62,7 +67,7 @@ pub async fn create(app: &App, user_id: &str) -> ApiResult<Value> {
     let media_id = random_string(24);
     let expires_at_ms = now + UNUSED_LIFETIME_MS;
     let record =
-        serde_json::to_vec(&Reservation { user_id: user_id.to_string(), expires_at_ms, uploading: false }).unwrap_or_default();
+        serde_json::to_vec(&Reservation { user_id: user_id.to_string(), expires_at_ms, uploading: false, claim: None }).unwrap_or_default();
     kv.create(Bucket::Meta, &KeyPath::new(&[PENDING, &media_id]), record.clone().into()).await?;
     kv.put(Bucket::Meta, &KeyPath::new(&[PENDING_BY_USER, user_id, &media_id]), record.into()).await?;
     Ok(json!({ "content_uri": format!("mxc://{}/{media_id}", app.config.server_name), "unused_expires_at": expires_at_ms }))
@@ -109,6 +114,7 @@ pub async fn upload(app: &App, user_id: &str, server: &str, media_id: &str, byte
     }
     // Taken by compare-and-set: of two uploads racing for the id, one stores its file.
     reservation.uploading = true;
+    reservation.claim = Some(format!("{:016x}", rand::random::<u64>()));
     let taken = serde_json::to_vec(&reservation).unwrap_or_default();
     match kv.update(Bucket::Meta, &key, taken.into(), stored.revision).await {
         Ok(_) => {}
@@ -119,6 +125,7 @@ pub async fn upload(app: &App, user_id: &str, server: &str, media_id: &str, byte
     if let Err(error) = app.store.media().put(media_id, bytes, &meta).await {
         // Give the id back so the client can retry.
         reservation.uploading = false;
+        reservation.claim = None;
         let record = serde_json::to_vec(&reservation).unwrap_or_default();
         let _ = kv.put(Bucket::Meta, &key, record.into()).await;
         return Err(error.into());
