@@ -37,11 +37,7 @@ const FAMILY_ID_CHARS: usize = 24;
 /// Whether `token` is an OAuth access token whose lifetime is over. Tokens of other kinds
 /// (password logins) never expire here.
 pub fn access_token_expired(token: &str) -> bool {
-    let Some(rest) = token.strip_prefix(ACCESS_PREFIX) else { return false };
-    match rest.split_once('_').and_then(|(expiry, _)| expiry.parse::<u64>().ok()) {
-        Some(expiry_s) => now_s() >= expiry_s,
-        None => true,
-    }
+    crate::services::session_tokens::expired_with_prefix(token, ACCESS_PREFIX)
 }
 
 /// The expiry and family of a sign-in access token.

@@ -35,7 +35,14 @@ pub const MAX_SESSION_ACCESS: usize = 3;
 /// Whether `token` is an expiring login access token whose lifetime is over. Other tokens never
 /// expire here.
 pub fn access_token_expired(token: &str) -> bool {
-    let Some(rest) = token.strip_prefix(ACCESS_PREFIX) else { return false };
+    expired_with_prefix(token, ACCESS_PREFIX)
+}
+
+/// Whether `token`, of the form `<prefix><unix s>_<secret>`, has passed its expiry (an
+/// unreadable expiry counts as passed); false for a token without `prefix`. Shared with the
+/// OAuth provider's access tokens.
+pub fn expired_with_prefix(token: &str, prefix: &str) -> bool {
+    let Some(rest) = token.strip_prefix(prefix) else { return false };
     match rest.split_once('_').and_then(|(expiry, _)| expiry.parse::<u64>().ok()) {
         Some(expiry_s) => now_s() >= expiry_s,
         None => true,
