@@ -5,8 +5,7 @@
 //! checksum are the server's business. A snapshot is an optimisation: a missing one is `None`.
 
 use async_nats::jetstream::{self, object_store};
-use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::{ConnectError, StoreConfig};
 
@@ -27,17 +26,16 @@ impl Snapshots {
         Ok(Snapshots { objects: crate::media::open_object_store(js, config, BUCKET).await? })
     }
 
-    /// Replaces the deployment's snapshot with `bytes`; `description` travels with it (readable
+    /// Replaces the deployment's snapshot with what `reader` yields (streamed in chunks: a
+    /// snapshot of many rooms is hundreds of megabytes); `description` travels with it (readable
     /// without fetching the bytes, see [`Snapshots::description`]).
-    pub async fn put(&self, bytes: Bytes, description: &str) -> Result<(), SnapshotError> {
+    pub async fn put(&self, reader: &mut (impl AsyncRead + Unpin), description: &str) -> Result<(), SnapshotError> {
         let meta = object_store::ObjectMetadata {
             name: OBJECT.to_string(),
             description: Some(description.to_string()),
             ..Default::default()
         };
-        // Read straight from the bytes: a snapshot of many rooms is tens of megabytes.
-        let mut reader = std::io::Cursor::new(bytes);
-        self.objects.put(meta, &mut reader).await.map_err(|e| SnapshotError(e.to_string()))?;
+        self.objects.put(meta, reader).await.map_err(|e| SnapshotError(e.to_string()))?;
         Ok(())
     }
 
@@ -50,15 +48,15 @@ impl Snapshots {
         }
     }
 
-    /// The current snapshot's bytes, if there is one.
-    pub async fn get(&self) -> Result<Option<Bytes>, SnapshotError> {
+    /// Copies the current snapshot's bytes into `out` (streamed); false if there is none.
+    pub async fn get_into(&self, out: &mut (impl AsyncWrite + Unpin)) -> Result<bool, SnapshotError> {
         let mut object = match self.objects.get(OBJECT).await {
             Ok(object) => object,
-            Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Ok(None),
+            Err(error) if error.kind() == object_store::GetErrorKind::NotFound => return Ok(false),
             Err(error) => return Err(SnapshotError(error.to_string())),
         };
-        let mut bytes = Vec::new();
-        object.read_to_end(&mut bytes).await.map_err(|e| SnapshotError(e.to_string()))?;
-        Ok(Some(Bytes::from(bytes)))
+        tokio::io::copy(&mut object, out).await.map_err(|e| SnapshotError(e.to_string()))?;
+        out.flush().await.map_err(|e| SnapshotError(e.to_string()))?;
+        Ok(true)
     }
 }

@@ -93,6 +93,11 @@ impl Spill {
     }
 }
 
+/// Whether the directories must see `room`: published, or joinable by anyone.
+pub(super) fn listed(room: &Room) -> bool {
+    room.published || room.state.join_rule() == "public"
+}
+
 impl ReadModel {
     /// The handle of `room_id`, reading it back into memory if it is cold.
     pub(super) fn room_handle(&self, room_id: &str) -> Option<Arc<RwLock<Room>>> {
@@ -211,7 +216,7 @@ impl ReadModel {
         }
         let room = handle.read().expect("room lock");
         let bytes = serde_json::to_vec(&room.to_snapshot()).map_err(std::io::Error::other)?;
-        let listed = room.published || room.state.join_rule() == "public";
+        let listed = listed(&room);
         let (window, base) = (room.window_bytes(), room.base_bytes());
         drop(room);
         let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
@@ -268,18 +273,62 @@ impl ReadModel {
         self.room_bytes.fetch_add(grown as i64, Ordering::Relaxed);
     }
 
-    /// The snapshots of every room, hot and cold, and the estimated bytes of the hot rooms'
-    /// state and indexes.
-    pub(super) fn all_room_snapshots(&self) -> Vec<RoomSnapshot> {
+    /// What a snapshot needs of the room table, taken while the model stands still (under the
+    /// snapshot gate): a copy of every hot room (at most their share of the cache budget) and
+    /// where each cold room's bytes sit, in a handle of the spill file as it is now. The spill
+    /// file is append-only and its compaction writes a new file, so those bytes stay as they
+    /// were while the snapshot is written after the gate is released.
+    pub(super) fn room_table_for_snapshot(&self) -> std::io::Result<(Vec<RoomSnapshot>, ColdRooms)> {
         let table = self.rooms.read().expect("rooms lock");
-        let mut rooms: Vec<RoomSnapshot> = table.hot.values().map(|room| room.read().expect("room lock").to_snapshot()).collect();
-        let spill = self.spill.lock().expect("spill lock");
-        for (room_id, cold) in &table.cold {
-            match spill.read(cold).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
-                Ok(snapshot) => rooms.push(snapshot),
-                Err(error) => tracing::error!(%room_id, %error, "cannot read a cold room back for the snapshot"),
-            }
+        let hot: Vec<RoomSnapshot> = table.hot.values().map(|room| room.read().expect("room lock").to_snapshot()).collect();
+        let places: Vec<(u64, u32)> = table.cold.values().map(|cold| (cold.offset, cold.len)).collect();
+        let file = match &self.spill.lock().expect("spill lock").file {
+            Some(file) => Some(file.try_clone()?),
+            None => None,
+        };
+        if file.is_none() && !places.is_empty() {
+            return Err(std::io::Error::other("cold rooms without a spill file"));
         }
-        rooms
+        Ok((hot, ColdRooms { file, places }))
+    }
+
+    /// Writes `bytes` (a room's snapshot JSON) to the spill file as a cold room; for loading a
+    /// snapshot whose rooms do not all fit the budget.
+    pub(super) fn spill_room(&self, bytes: &[u8], listed: bool) -> std::io::Result<ColdRoom> {
+        let len = u32::try_from(bytes.len()).map_err(std::io::Error::other)?;
+        let offset = self.spill.lock().expect("spill lock").append(bytes)?;
+        Ok(ColdRoom { offset, len, listed })
+    }
+}
+
+impl ReadModel {
+    /// Marks spilled rooms' bytes dead (a snapshot load that did not complete).
+    pub(super) fn release_spilled<'a>(&self, rooms: impl Iterator<Item = &'a ColdRoom>) {
+        let mut spill = self.spill.lock().expect("spill lock");
+        for cold in rooms {
+            spill.release(cold);
+        }
+    }
+}
+
+/// The cold rooms' bytes as they were when a snapshot was taken.
+pub(super) struct ColdRooms {
+    file: Option<File>,
+    places: Vec<(u64, u32)>,
+}
+
+impl ColdRooms {
+    pub fn len(&self) -> usize {
+        self.places.len()
+    }
+
+    /// Each cold room's snapshot JSON, one at a time.
+    pub fn bytes(&self) -> impl Iterator<Item = std::io::Result<Vec<u8>>> + '_ {
+        self.places.iter().map(|(offset, len)| {
+            let file = self.file.as_ref().ok_or_else(|| std::io::Error::other("no spill file"))?;
+            let mut bytes = vec![0u8; *len as usize];
+            file.read_exact_at(&mut bytes, *offset)?;
+            Ok(bytes)
+        })
     }
 }

@@ -2,16 +2,25 @@
 //! starting node loads it and replays only the log after it.
 //!
 //! Stored format, versioned: `description` (read without the bytes) is JSON `{"format", "positions",
-//! "sha256", "bytes"}`; the bytes are the JSON of [`Snapshot`]. A node that finds another format,
+//! "sha256", "bytes"}`; the bytes are JSON lines: a [`Header`], then one line per user
+//! (`[user_id, user]`), then one line per room ([`RoomSnapshot`]). A node that finds another format,
 //! another partition count or a checksum that does not match says so and replays the log instead.
 //! Windows of recent events are not in it: they are a cache, read back from the log on demand.
+//!
+//! Lines, so that neither side holds the whole model twice: the writer copies the hot rooms (at
+//! most their share of the cache budget) while the model stands still and streams the cold rooms'
+//! bytes from the spill file; the loader reads one room at a time and sends the rooms past the
+//! budget straight to the spill file, cold. A node's memory while it writes or loads a snapshot
+//! is its budget plus one room, whatever the number of rooms.
 
 use std::collections::HashMap;
+use std::io::{BufRead, Write};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::cold::ColdRoom;
 use super::room::{Room, RoomSnapshot};
 use super::{KeyChanges, ReadModel, User};
 
@@ -19,22 +28,23 @@ use super::{KeyChanges, ReadModel, User};
 /// directory visibility); a format-1 snapshot has no relation index, so it is refused and the log
 /// replayed, rather than loaded with relations missing. 3: the blocked rooms (a format-2 snapshot
 /// may have been written by a version that skipped a block entry, so it is replayed instead).
-pub const SNAPSHOT_FORMAT: u32 = 3;
+/// 4: JSON lines instead of one document (and every room's bump stamp, which format 3 could
+/// lack).
+pub const SNAPSHOT_FORMAT: u32 = 4;
 
+/// The first line of a snapshot: everything but the users and the rooms, and how many of each
+/// follow.
 #[derive(Serialize, Deserialize)]
-struct Snapshot {
+struct Header {
     format: u32,
     positions: Vec<u64>,
-    rooms: Vec<RoomSnapshot>,
-    users: HashMap<String, User>,
     key_changes: Vec<KeyChanges>,
     /// Blocked rooms and the administrator who blocked each (rooms the model may not know).
-    #[serde(default)]
     blocked_rooms: HashMap<String, String>,
-    /// Rooms' bump stamps (absent from older snapshots: those rooms sort last until their next
-    /// bump event).
-    #[serde(default)]
+    /// Rooms' bump stamps.
     bumps: HashMap<String, u64>,
+    users: usize,
+    rooms: usize,
 }
 
 /// What travels beside a snapshot's bytes.
@@ -75,72 +85,207 @@ pub enum SnapshotLoadError {
     NotEmpty,
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+/// A writer that hashes and counts what passes through it.
+struct Hashing<W> {
+    inner: W,
+    sha: Sha256,
+    bytes: usize,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.sha.update(&buf[..written]);
+        self.bytes += written;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A reader that hashes what it hands out, line by line.
+struct Lines<R> {
+    inner: R,
+    sha: Sha256,
+    line: Vec<u8>,
+}
+
+impl<R: BufRead> Lines<R> {
+    /// The next line without its newline; None at the end.
+    fn next(&mut self) -> Result<Option<&[u8]>, SnapshotLoadError> {
+        self.line.clear();
+        let read = self.inner.read_until(b'\n', &mut self.line).map_err(|e| SnapshotLoadError::Corrupt(e.to_string()))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        self.sha.update(&self.line);
+        Ok(Some(self.line.strip_suffix(b"\n").unwrap_or(&self.line)))
+    }
+
+    fn expect<T: for<'de> Deserialize<'de>>(&mut self, what: &str) -> Result<T, SnapshotLoadError> {
+        let line = self.next()?.ok_or_else(|| SnapshotLoadError::Corrupt(format!("the snapshot ends before {what}")))?;
+        serde_json::from_slice(line).map_err(|e| SnapshotLoadError::Corrupt(format!("{what}: {e}")))
+    }
+
+    /// The checksum of everything, once the rest is read.
+    fn finish(mut self) -> Result<String, SnapshotLoadError> {
+        let mut buffer = vec![0u8; 64 * 1024];
+        loop {
+            match self.inner.read(&mut buffer) {
+                Ok(0) => return Ok(hex(self.sha.finalize().as_slice())),
+                Ok(read) => self.sha.update(&buffer[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(error) => return Err(SnapshotLoadError::Corrupt(error.to_string())),
+            }
+        }
+    }
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn line<W: Write>(out: &mut W, value: &impl Serialize) -> std::io::Result<()> {
+    serde_json::to_writer(&mut *out, value).map_err(std::io::Error::other)?;
+    out.write_all(b"\n")
 }
 
 impl ReadModel {
-    /// The model as it stands, with the positions it reflects. Applying waits while the model is
-    /// copied (not while it is serialized).
-    pub fn snapshot(&self) -> (SnapshotInfo, Vec<u8>) {
-        let snapshot = {
+    /// Writes the model as it stands, with the positions it reflects, to `out`. Applying waits
+    /// while the hot rooms and the users are copied (not while anything is serialized).
+    pub fn write_snapshot(&self, out: impl Write) -> std::io::Result<SnapshotInfo> {
+        let (header, users, hot, cold) = {
             let _gate = self.gate.write().expect("snapshot gate");
-            let rooms: Vec<RoomSnapshot> = self.all_room_snapshots();
-            let users: HashMap<String, User> = self
+            let (hot, cold) = self.room_table_for_snapshot()?;
+            let users: Vec<(String, User)> = self
                 .users
                 .read()
                 .expect("users lock")
                 .iter()
                 .map(|(id, user)| (id.clone(), user.read().expect("user lock").clone()))
                 .collect();
-            Snapshot {
+            let header = Header {
                 format: SNAPSHOT_FORMAT,
                 positions: self.positions(),
-                rooms,
-                users,
                 key_changes: self.key_changes.lock().expect("key changes lock").clone(),
                 blocked_rooms: self.blocked_rooms.lock().expect("blocked rooms lock").clone(),
                 bumps: self.bumps.read().expect("bumps lock").clone(),
-            }
+                users: users.len(),
+                rooms: hot.len() + cold.len(),
+            };
+            (header, users, hot, cold)
         };
-        let bytes = serde_json::to_vec(&snapshot).unwrap_or_default();
-        let info = SnapshotInfo {
-            format: SNAPSHOT_FORMAT,
-            positions: snapshot.positions,
-            sha256: sha256_hex(&bytes),
-            bytes: bytes.len(),
-        };
+        let mut out = Hashing { inner: std::io::BufWriter::new(out), sha: Sha256::new(), bytes: 0 };
+        line(&mut out, &header)?;
+        for user in users {
+            line(&mut out, &user)?;
+        }
+        for room in hot {
+            line(&mut out, &room)?;
+        }
+        for bytes in cold.bytes() {
+            out.write_all(&bytes?)?;
+            out.write_all(b"\n")?;
+        }
+        out.flush()?;
+        Ok(SnapshotInfo { format: SNAPSHOT_FORMAT, positions: header.positions, sha256: hex(out.sha.finalize().as_slice()), bytes: out.bytes })
+    }
+
+    /// The model as it stands, in memory (tests and small models).
+    pub fn snapshot(&self) -> (SnapshotInfo, Vec<u8>) {
+        let mut bytes = Vec::new();
+        let info = self.write_snapshot(&mut bytes).expect("writing to memory");
         (info, bytes)
     }
 
-    /// Loads a snapshot into this (empty) model; afterwards the model is at the snapshot's
-    /// positions and the tails continue from there.
+    /// Loads a snapshot held in memory; see [`ReadModel::load_snapshot_from`].
     pub fn load_snapshot(&self, info: &SnapshotInfo, bytes: &[u8]) -> Result<(), SnapshotLoadError> {
+        self.load_snapshot_from(info, bytes)
+    }
+
+    /// Loads a snapshot into this (empty) model, reading it one line at a time; afterwards the
+    /// model is at the snapshot's positions and the tails continue from there. Rooms beyond the
+    /// hot rooms' budget go to the spill file as they are read. Nothing is installed unless the
+    /// whole snapshot was read and its checksum matches.
+    pub fn load_snapshot_from(&self, info: &SnapshotInfo, reader: impl BufRead) -> Result<(), SnapshotLoadError> {
         if info.format != SNAPSHOT_FORMAT {
             return Err(SnapshotLoadError::Format { found: info.format });
         }
         if info.positions.len() != self.partitions as usize {
             return Err(SnapshotLoadError::Partitions { found: info.positions.len(), expected: self.partitions });
         }
-        if sha256_hex(bytes) != info.sha256 {
-            return Err(SnapshotLoadError::Checksum);
-        }
-        let snapshot: Snapshot = serde_json::from_slice(bytes).map_err(|e| SnapshotLoadError::Corrupt(e.to_string()))?;
-        if snapshot.format != SNAPSHOT_FORMAT {
-            return Err(SnapshotLoadError::Format { found: snapshot.format });
-        }
-        if snapshot.positions != info.positions || snapshot.key_changes.len() != self.partitions as usize {
-            return Err(SnapshotLoadError::Corrupt("positions disagree with the description".into()));
-        }
-        let _gate = self.gate.write().expect("snapshot gate");
         if self.positions().iter().any(|p| *p > 0) {
             return Err(SnapshotLoadError::NotEmpty);
         }
-        let mut users = snapshot.users;
-        let mut rooms = HashMap::new();
-        let mut room_bytes = 0usize;
-        for room in snapshot.rooms {
-            let room = Room::from_snapshot(room);
+        let mut lines = Lines { inner: reader, sha: Sha256::new(), line: Vec::new() };
+        let mut cold = HashMap::new();
+        let read = self.read_snapshot(info, &mut lines, &mut cold);
+        // A damaged snapshot is called so, whatever part of it failed to parse.
+        let checked = match lines.finish() {
+            Ok(sum) if sum != info.sha256 => Err(SnapshotLoadError::Checksum),
+            Ok(_) => read,
+            Err(error) => read.and(Err(error)),
+        };
+        let (header, users, hot, hot_bytes) = match checked {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.release_spilled(cold.values());
+                return Err(error);
+            }
+        };
+        let _gate = self.gate.write().expect("snapshot gate");
+        if self.positions().iter().any(|p| *p > 0) {
+            self.release_spilled(cold.values());
+            return Err(SnapshotLoadError::NotEmpty);
+        }
+        {
+            let mut table = self.rooms.write().expect("rooms lock");
+            table.hot = hot;
+            table.cold = cold;
+        }
+        self.count_room_bytes(hot_bytes as isize);
+        *self.users.write().expect("users lock") =
+            users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
+        *self.key_changes.lock().expect("key changes lock") = header.key_changes;
+        *self.blocked_rooms.lock().expect("blocked rooms lock") = header.blocked_rooms;
+        *self.bumps.write().expect("bumps lock") = header.bumps;
+        for (partition, position) in header.positions.iter().enumerate() {
+            self.applied[partition].send_replace(*position);
+        }
+        *self.loaded_snapshot.lock().expect("snapshot lock") = Some(header.positions);
+        Ok(())
+    }
+
+    /// Reads the snapshot's lines: the header, the users, and the rooms (into memory while they
+    /// fit nine tenths of the hot rooms' budget, to the spill file, `cold`, past it).
+    #[allow(clippy::type_complexity)]
+    fn read_snapshot(
+        &self,
+        info: &SnapshotInfo,
+        lines: &mut Lines<impl BufRead>,
+        cold: &mut HashMap<String, ColdRoom>,
+    ) -> Result<(Header, HashMap<String, User>, HashMap<String, Arc<RwLock<Room>>>, usize), SnapshotLoadError> {
+        let header: Header = lines.expect("the header")?;
+        if header.format != SNAPSHOT_FORMAT {
+            return Err(SnapshotLoadError::Format { found: header.format });
+        }
+        if header.positions != info.positions || header.key_changes.len() != self.partitions as usize {
+            return Err(SnapshotLoadError::Corrupt("positions disagree with the description".into()));
+        }
+        let mut users: HashMap<String, User> = HashMap::with_capacity(header.users);
+        for _ in 0..header.users {
+            let (user_id, user): (String, User) = lines.expect("a user")?;
+            users.insert(user_id, user);
+        }
+        let mut hot = HashMap::new();
+        let mut hot_bytes = 0usize;
+        let hot_budget = self.budget.room_bytes / 10 * 9;
+        for _ in 0..header.rooms {
+            let line = lines.next()?.ok_or_else(|| SnapshotLoadError::Corrupt("the snapshot ends before its last room".into()))?;
+            let snapshot: RoomSnapshot = serde_json::from_slice(line).map_err(|e| SnapshotLoadError::Corrupt(format!("a room: {e}")))?;
+            let room = Room::from_snapshot(snapshot);
             for member in room.state.member_refs() {
                 if let (user_id, Some(membership)) = (member.state_key, member.membership) {
                     let user = users.entry(user_id.to_string()).or_default();
@@ -149,20 +294,17 @@ impl ReadModel {
                     }
                 }
             }
-            room_bytes += room.base_bytes();
-            rooms.insert(room.room_id.clone(), Arc::new(RwLock::new(room)));
+            let bytes = room.base_bytes();
+            if hot_bytes + bytes <= hot_budget {
+                hot_bytes += bytes;
+                hot.insert(room.room_id.clone(), Arc::new(RwLock::new(room)));
+            } else {
+                let place = self
+                    .spill_room(line, super::cold::listed(&room))
+                    .map_err(|e| SnapshotLoadError::Corrupt(format!("cannot write a cold room to the spill file: {e}")))?;
+                cold.insert(room.room_id.clone(), place);
+            }
         }
-        self.rooms.write().expect("rooms lock").hot = rooms;
-        self.count_room_bytes(room_bytes as isize);
-        *self.users.write().expect("users lock") =
-            users.into_iter().map(|(id, user)| (id, Arc::new(RwLock::new(user)))).collect();
-        *self.key_changes.lock().expect("key changes lock") = snapshot.key_changes;
-        *self.blocked_rooms.lock().expect("blocked rooms lock") = snapshot.blocked_rooms;
-        *self.bumps.write().expect("bumps lock") = snapshot.bumps;
-        for (partition, position) in snapshot.positions.iter().enumerate() {
-            self.applied[partition].send_replace(*position);
-        }
-        *self.loaded_snapshot.lock().expect("snapshot lock") = Some(snapshot.positions);
-        Ok(())
+        Ok((header, users, hot, hot_bytes))
     }
 }

@@ -288,6 +288,38 @@ fn cold_rooms_leave_memory_and_come_back_unchanged() {
     assert_eq!(restored.room_counts().0, 200);
     assert_eq!(restored.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
     assert_eq!(restored.with_room(&rooms[7], room_name), Some(Some("room 7".to_string())));
+
+    // Loaded under the small budget, the rooms past it go straight to the spill file: the load
+    // never holds them all. Every room, member and public listing is there all the same, and a
+    // snapshot of that model (mostly cold rooms) loads again.
+    let small = ReadModel::with_budget(2, budget);
+    small.load_snapshot(&info, &bytes).unwrap();
+    let (hot, cold, _, _) = small.room_counts();
+    assert_eq!(hot + cold, 200);
+    assert!(cold > 150, "hot {hot} cold {cold}");
+    assert!(!small.over_budget());
+    assert!(small.with_user("@a:x", |u| u.rooms.len()) == 200);
+    let mut public = 0;
+    small.visit_listed_rooms(|room| {
+        public += usize::from(room.state.join_rule() == "public");
+        true
+    });
+    assert_eq!(public, 20);
+    let (again, again_bytes) = small.snapshot();
+    assert_eq!(again.positions, info.positions);
+    let third = ReadModel::with_budget(2, budget);
+    third.load_snapshot(&again, &again_bytes).unwrap();
+    for (i, room) in rooms.iter().enumerate() {
+        assert_eq!(third.with_room(room, room_name), Some(Some(format!("room {i}"))));
+        assert_eq!(third.membership(room, "@a:x"), Some(Membership::Join));
+    }
+    assert_eq!(third.with_room(cold_room, |r| r.chunk_ref(0).map(|c| c.events)), Some(Some(6)));
+    // A snapshot cut short is refused whole, and the model stays empty.
+    let cut = &again_bytes[..again_bytes.len() / 2];
+    let empty = ReadModel::with_budget(2, budget);
+    assert!(empty.load_snapshot(&again, cut).is_err());
+    assert_eq!(empty.room_counts().0 + empty.room_counts().1, 0);
+    assert_eq!(empty.positions(), vec![0, 0]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! read-ahead while a consumer cannot be created), typing notices, the cache-budget evictor and
 //! the snapshot writer; and start-up from the latest snapshot plus the log after it.
 
+use std::io::{BufReader, Seek, SeekFrom};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -9,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::{App, AppState};
 use crate::StartError;
-use crate::read_model::snapshot::SnapshotInfo;
+use crate::read_model::snapshot::{SnapshotInfo, SnapshotLoadError};
 
 /// Loads the latest snapshot, starts every worker into `workers` and returns once the model has
 /// applied everything the log held at start (or `catch_up_timeout` passed).
@@ -214,15 +215,33 @@ async fn load_snapshot(app: &App) {
         tracing::warn!("the read-model snapshot has an unreadable description; replaying the event log from the start");
         return;
     };
-    let bytes = match snapshots.get().await {
-        Ok(Some(bytes)) => bytes,
-        Ok(None) => return,
+    // Through a temporary file: the snapshot is read one room at a time, never held whole.
+    let file = match tempfile::tempfile() {
+        Ok(file) => file,
+        Err(error) => {
+            tracing::warn!(%error, "cannot create a temporary file for the read-model snapshot; replaying the event log from the start");
+            return;
+        }
+    };
+    let mut download = tokio::fs::File::from_std(file);
+    match snapshots.get_into(&mut download).await {
+        Ok(true) => {}
+        Ok(false) => return,
         Err(error) => {
             tracing::warn!(%error, "cannot read the read-model snapshot; replaying the event log from the start");
             return;
         }
-    };
-    match app.model.load_snapshot(&info, &bytes) {
+    }
+    let mut file = download.into_std().await;
+    let model = app.model.clone();
+    let load_info = info.clone();
+    let loaded = tokio::task::spawn_blocking(move || {
+        file.seek(SeekFrom::Start(0)).map_err(|e| SnapshotLoadError::Corrupt(e.to_string()))?;
+        model.load_snapshot_from(&load_info, BufReader::with_capacity(256 * 1024, file))
+    })
+    .await
+    .unwrap_or_else(|error| Err(SnapshotLoadError::Corrupt(error.to_string())));
+    match loaded {
         Ok(()) => tracing::info!(
             positions = ?info.positions,
             bytes = info.bytes,
@@ -282,19 +301,29 @@ pub async fn write_snapshot_if_behind(app: &AppState) {
     }
     let started = Instant::now();
     let model = app.model.clone();
-    match tokio::task::spawn_blocking(move || model.snapshot()).await {
-        Ok((info, bytes)) => {
-            let size = bytes.len();
-            match app.store.snapshots().put(bytes::Bytes::from(bytes), &info.describe()).await {
+    // Written to a temporary file and streamed from it: never a second copy of the model in memory.
+    let written = tokio::task::spawn_blocking(move || -> std::io::Result<(SnapshotInfo, std::fs::File)> {
+        let mut file = tempfile::tempfile()?;
+        let info = model.write_snapshot(&mut file)?;
+        file.seek(SeekFrom::Start(0))?;
+        Ok((info, file))
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|written| written);
+    match written {
+        Ok((info, file)) => {
+            let mut reader = tokio::fs::File::from_std(file);
+            match app.store.snapshots().put(&mut reader, &info.describe()).await {
                 Ok(()) => tracing::info!(
                     positions = ?info.positions,
-                    bytes = size,
+                    bytes = info.bytes,
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "wrote a read-model snapshot"
                 ),
                 Err(error) => tracing::warn!(%error, "cannot write a read-model snapshot"),
             }
         }
-        Err(error) => tracing::warn!(%error, "snapshot task failed"),
+        Err(error) => tracing::warn!(%error, "cannot write a read-model snapshot"),
     }
 }
