@@ -241,3 +241,67 @@ async fn rooms_beyond_the_budget_go_cold_and_come_back() {
     let last = c.get(&format!("/rooms/{}/messages?dir=b&limit=1", enc(first)), &alice.token).await.ok();
     assert_eq!(bodies(&last["chunk"]), vec!["bob was here".to_string()]);
 }
+
+/// The unread notification count of `user` in `room_id`, from an initial sync.
+async fn notification_count(c: &Client, user: &User, room_id: &str) -> Value {
+    let sync = c.sync(user, None, 0).await;
+    sync["rooms"]["join"][room_id]["unread_notifications"]["notification_count"].clone()
+}
+
+/// Unread counts past a room's window: a member who read the room long ago (a read receipt) and
+/// one who only sent long ago see every message since counted, on the node that applied them,
+/// on a node started later from a snapshot, and after one more message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unread_counts_reach_past_the_window_and_survive_a_restart() {
+    let nats = Nats::start().await;
+    let node = Node::start(&nats, history_config()).await;
+    let c = node.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let carol = c.register("carol").await;
+    let room_id = c.create_room(&alice, json!({ "preset": "public_chat" })).await;
+    c.join(&bob, &room_id).await.ok();
+    c.join(&carol, &room_id).await.ok();
+    // Bob reads up to his own first message; Carol says something and never reads.
+    let read_upto = c.send_text(&bob, &room_id, "bob was here").await;
+    c.post(&format!("/rooms/{}/receipt/m.read/{}", enc(&room_id), enc(&read_upto)), &bob.token, json!({})).await.ok();
+    c.send_text(&carol, &room_id, "carol was here").await;
+    let sent = fill(&c, &alice, &room_id).await;
+    assert_eq!(sent.len(), MESSAGES);
+    // Bob: everything after his receipt (Carol's message and Alice's); Carol: Alice's.
+    let (bob_unread, carol_unread) = (MESSAGES as u64 + 1, MESSAGES as u64);
+    assert_eq!(notification_count(&c, &bob, &room_id).await, json!(bob_unread));
+    assert_eq!(notification_count(&c, &carol, &room_id).await, json!(carol_unread));
+
+    // From a snapshot, on a node whose windows start empty.
+    let store = nats.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let description = store.snapshots().description().await.unwrap();
+        let covers = description
+            .as_deref()
+            .and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse)
+            .map_or(0, |info| info.entries());
+        if covers as usize >= MESSAGES {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot covering the history was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    node.stop().await;
+    let node = Node::start(&nats, history_config()).await;
+    let c = node.client();
+    let health = c.request(reqwest::Method::GET, "/health", None, None).await.ok();
+    assert!(health["started_from_snapshot"].is_array(), "{health}");
+    let (bob, carol) = (c.login(&bob).await, c.login(&carol).await);
+    assert_eq!(notification_count(&c, &bob, &room_id).await, json!(bob_unread));
+    assert_eq!(notification_count(&c, &carol, &room_id).await, json!(carol_unread));
+    c.send_text(&alice, &room_id, "one more").await;
+    assert_eq!(notification_count(&c, &bob, &room_id).await, json!(bob_unread + 1));
+    // Reading the latest message clears the count.
+    let latest = c.send_text(&alice, &room_id, "the latest").await;
+    c.post(&format!("/rooms/{}/receipt/m.read/{}", enc(&room_id), enc(&latest)), &carol.token, json!({})).await.ok();
+    assert_eq!(notification_count(&c, &carol, &room_id).await, json!(0));
+    assert_eq!(notification_count(&c, &bob, &room_id).await, json!(bob_unread + 2));
+    node.stop().await;
+}

@@ -510,7 +510,13 @@ impl ReadModel {
                 if room.state.membership(&user_id) != Some("join") {
                     return Vec::new();
                 }
-                room.record_receipt(Receipt { seq, user_id, receipt_type, event_id, ts, thread_id });
+                let target = match position_of(&event_id) {
+                    Some((p, target)) if p == room.partition => Some(target),
+                    Some(_) => None,
+                    None => room.window_find(&event_id).map(|item| item.seq),
+                };
+                let notify_mark = target.and_then(|target| room.notify_mark_at(target));
+                room.record_receipt(Receipt { seq, user_id, receipt_type, event_id, ts, thread_id, notify_mark });
                 room.audience()
             }
             Entry::DirectoryVisibility { visibility } => {
@@ -824,7 +830,9 @@ impl ReadModel {
         let mut audience = room.audience();
         let txn_key = txn.as_ref().map(|t| t.key.clone()).filter(|k| !k.is_empty());
         let base_before = room.base_bytes();
-        let grown = room.push_event(TimelineItem::new(seq, event, prev, txn));
+        let mut item = TimelineItem::new(seq, event, prev, txn);
+        item.notify = notifies_by_default(&item.event, &room.state);
+        let grown = room.push_event(item);
         self.window_bytes.fetch_add(grown as i64, Ordering::Relaxed);
         self.count_room_bytes(room.base_bytes() as isize - base_before as isize);
         room.touch(self.tick());
@@ -906,3 +914,20 @@ impl ReadModel {
 
 #[cfg(test)]
 mod tests;
+
+/// Whether `event` notifies a member other than its sender under the default push rules. Their
+/// notify outcome depends on who is asked only for an invite of that user and for mentions in
+/// events no other rule covers; it is evaluated once per event, for a user who is nobody, and
+/// counts unread notifications beyond a room's window (`Room::notify_mark_at`).
+fn notifies_by_default(event: &Value, state: &haetae_matrix::state::RoomState) -> bool {
+    const NOBODY: &str = "@\u{0}:.";
+    static RULES: std::sync::OnceLock<Value> = std::sync::OnceLock::new();
+    let rules = RULES.get_or_init(|| haetae_matrix::push::default_ruleset(NOBODY));
+    let context = haetae_matrix::push::PushContext {
+        user_id: NOBODY,
+        display_name: None,
+        member_count: state.joined_count(),
+        power_levels: state.power_levels(),
+    };
+    haetae_matrix::push::evaluate(rules, event, &context).notify
+}

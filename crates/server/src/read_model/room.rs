@@ -88,6 +88,9 @@ pub struct TimelineItem {
     pub redacted_because: Option<Arc<Value>>,
     /// What the item costs in memory, estimated once (see [`TimelineItem::bytes`]).
     estimated_bytes: usize,
+    /// Notifies under the default push rules (set for events applied into the window; see
+    /// [`Room::notify_mark_at`]).
+    pub notify: bool,
 }
 
 impl TimelineItem {
@@ -108,6 +111,7 @@ impl TimelineItem {
             // of RSS per 400-byte event.
             estimated_bytes: 300 + event.to_string().len() * 6,
             event: Arc::new(event),
+            notify: false,
         }
     }
 
@@ -142,6 +146,10 @@ pub struct Receipt {
     pub event_id: String,
     pub ts: u64,
     pub thread_id: Option<String>,
+    /// Events up to the receipt's target that notify under the default push rules, when the
+    /// target was in the window as the receipt was applied (see [`Room::notify_mark_at`]).
+    #[serde(default)]
+    pub notify_mark: Option<u64>,
 }
 
 pub struct Room {
@@ -158,8 +166,9 @@ pub struct Room {
     /// Positions of the state events that became current, per (type, state key), oldest first:
     /// the state at any earlier position is found from them. Grows with state changes only.
     state_history: HashMap<(String, String), Vec<u64>>,
-    /// Sequence of each user's latest event in the room (it marks what they have read).
-    last_sent: HashMap<String, u64>,
+    /// Each user's latest event in the room (it marks what they have read): its position, and
+    /// the room's events up to it that notify under the default push rules.
+    last_sent: HashMap<String, (u64, u64)>,
     /// The latest receipt per (user, type, thread), and the same keyed by position.
     receipts: HashMap<ReceiptKey, Receipt>,
     receipts_by_seq: BTreeMap<u64, ReceiptKey>,
@@ -179,6 +188,11 @@ pub struct Room {
     window_bytes: usize,
     /// Position of the newest timeline event no longer in the window (0: none).
     evicted_upto: u64,
+    /// Timeline events that notify under the default push rules: all of them, and those up to
+    /// `evicted_upto`. With the marks in `last_sent` and the receipts they count a user's unread
+    /// notifications beyond the window without reading it back (`notifications_since`).
+    notify_total: u64,
+    notify_evicted: u64,
     /// Clock tick of the last read or write, for the window evictor (least recently used first).
     last_used: AtomicU64,
     /// Listed in the published room directory (`/publicRooms`).
@@ -223,6 +237,8 @@ impl Room {
             window: VecDeque::new(),
             window_bytes: 0,
             evicted_upto: 0,
+            notify_total: 0,
+            notify_evicted: 0,
             last_used: AtomicU64::new(0),
             published: false,
             relations: RelationIndex::default(),
@@ -289,7 +305,8 @@ impl Room {
             self.base_bytes += STATE_EVENT_BYTES + STATE_TEXT_FACTOR * item.bytes() / 6;
         }
         self.base_bytes += EVENT_INDEX_BYTES;
-        self.last_sent.insert(item.sender.to_string(), item.seq);
+        self.notify_total += u64::from(item.notify);
+        self.last_sent.insert(item.sender.to_string(), (item.seq, self.notify_total));
         self.index_relation(&item);
         let added = item.bytes();
         self.window_bytes += added;
@@ -359,6 +376,7 @@ impl Room {
                 let bytes = item.bytes();
                 self.window_bytes = self.window_bytes.saturating_sub(bytes);
                 self.evicted_upto = item.seq;
+                self.notify_evicted += u64::from(item.notify);
                 bytes
             }
             None => 0,
@@ -422,7 +440,29 @@ impl Room {
     }
 
     pub fn last_sent(&self, user_id: &str) -> Option<u64> {
+        self.last_sent.get(user_id).map(|(seq, _)| *seq)
+    }
+
+    /// `user_id`'s latest event and its notification mark (see [`Room::notify_mark_at`]).
+    pub fn last_sent_mark(&self, user_id: &str) -> Option<(u64, u64)> {
         self.last_sent.get(user_id).copied()
+    }
+
+    /// How many timeline events at or before `seq` notify under the default push rules, if the
+    /// window reaches back to `seq` (the only events whose flags the room holds).
+    pub fn notify_mark_at(&self, seq: u64) -> Option<u64> {
+        if seq < self.evicted_upto {
+            return None;
+        }
+        let later = self.window_between(seq, u64::MAX).filter(|item| item.notify).count() as u64;
+        Some(self.notify_total.saturating_sub(later))
+    }
+
+    /// Events after a read position whose mark is `mark` and up to the window's start that
+    /// notify under the default push rules (the window's own events are counted by the caller,
+    /// under the user's rules).
+    pub fn notifications_before_window(&self, mark: u64) -> u64 {
+        self.notify_evicted.saturating_sub(mark)
     }
 
     /// Receipts recorded at positions `low < seq <= high` (latest per user, type and thread).
@@ -528,6 +568,7 @@ impl Room {
             last_event_seq: self.last_event_seq,
             published: self.published,
             relations: self.relations.to_snapshot(),
+            notify_total: self.notify_total,
         }
     }
 
@@ -555,6 +596,8 @@ impl Room {
         room.relations = RelationIndex::from_snapshot(snapshot.relations);
         // Nothing in memory yet: everything up to the snapshot is read back from the log.
         room.evicted_upto = snapshot.last_event_seq;
+        room.notify_total = snapshot.notify_total;
+        room.notify_evicted = snapshot.notify_total;
         room.base_bytes = room.estimate_bytes();
         room
     }
@@ -589,7 +632,7 @@ pub struct RoomSnapshot {
     memberships: HashMap<String, Vec<(u64, Membership)>>,
     #[serde(default)]
     state_history: Vec<(String, String, Vec<u64>)>,
-    last_sent: HashMap<String, u64>,
+    last_sent: HashMap<String, (u64, u64)>,
     receipts: Vec<Receipt>,
     redactions: Vec<(u64, Value)>,
     skipped: Vec<u64>,
@@ -600,4 +643,6 @@ pub struct RoomSnapshot {
     published: bool,
     #[serde(default)]
     relations: Vec<RelationSnapshot>,
+    #[serde(default)]
+    notify_total: u64,
 }

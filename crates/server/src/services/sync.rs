@@ -489,8 +489,10 @@ impl RoomSync<'_> {
         receipt_event_for(receipts, &self.caller.user_id)
     }
 
-    /// Notifications and highlights after the caller's read receipt, counted over the events
-    /// this node holds in the room's recent window (at most its size per count).
+    /// Notifications and highlights after the caller's read receipt. The window's events are
+    /// evaluated under the caller's push rules; older ones are counted from the room's
+    /// notification marks when the caller has the default rules (highlights, and every count
+    /// under rules of their own, look at the window only).
     fn unread_counts(&self) -> (u64, u64) {
         let me = self.caller.user_id.as_str();
         let (stored_rules, rules_seq) = self.app.model.with_user(me, |user| match user.account_data.get("m.push_rules") {
@@ -498,25 +500,33 @@ impl RoomSync<'_> {
             None => (None, 0),
         });
         let counted = self.app.model.with_room(self.room_id, |room| {
-            let read_seq = room
+            let read = room
                 .receipts_of(me)
                 .filter(|r| r.receipt_type == "m.read" || r.receipt_type == "m.read.private")
                 .filter_map(|r| match position_of(&r.event_id) {
-                    Some((_, seq)) => Some(seq),
-                    None => room.window_find(&r.event_id).map(|item| item.seq),
+                    Some((_, seq)) => Some((seq, r.notify_mark)),
+                    None => room.window_find(&r.event_id).map(|item| (item.seq, r.notify_mark)),
                 })
-                .max()
-                .unwrap_or(0);
+                .max_by_key(|(seq, _)| *seq);
             // The caller's own latest event also marks everything before it as read.
-            let own_seq = room.last_sent(me).unwrap_or(0);
-            let after = read_seq.max(own_seq);
+            let own = room.last_sent_mark(me).map(|(seq, mark)| (seq, Some(mark)));
+            let (after, after_mark) = read.into_iter().chain(own).max_by_key(|(seq, _)| *seq).unwrap_or((0, Some(0)));
             // Counted before (same read position and rules): only the events since then are new.
             let memo_key = (me.to_string(), self.room_id.to_string());
             let memo =
                 self.app.unread.get(&memo_key).filter(|m| m.after == after && m.rules_seq == rules_seq && m.upto <= self.high);
             let (from_seq, mut notifications, mut highlights) = match memo {
                 Some(m) => (m.upto + 1, m.notifications, m.highlights),
-                None => (after + 1, 0, 0),
+                None => {
+                    let evicted = room.evicted_upto();
+                    let before_window = match after_mark {
+                        Some(mark) if stored_rules.is_none() && after < evicted && self.high >= evicted => {
+                            room.notifications_before_window(mark)
+                        }
+                        _ => 0,
+                    };
+                    (after + 1, before_window, 0)
+                }
             };
             let mut new_events =
                 room.window_between(from_seq.saturating_sub(1), self.high).filter(|item| &*item.sender != me).peekable();
