@@ -78,6 +78,9 @@ impl ChunkCache {
     }
 }
 
+/// Window events copied per hold of a room's lock while a page is gathered.
+const MAX_BATCH: usize = 128;
+
 /// A page of timeline events.
 #[derive(Debug, Default)]
 pub struct Page {
@@ -142,18 +145,31 @@ impl ReadModel {
         if limit == 0 || before <= floor {
             return Ok(page);
         }
-        let Some((window, evicted_upto)) = self.with_room(room_id, |room| {
-            let window: Vec<TimelineItem> = room.window_between(floor.saturating_sub(1), before - 1).map(|i| room.shown(i)).collect();
-            (window, room.evicted_upto())
-        }) else {
-            return Ok(page);
-        };
-        for item in window.into_iter().rev() {
-            if page.offer(item, limit, &keep) {
+        // The window newest first, a page's worth at a time (`keep` runs outside the room's
+        // lock): a page costs what it shows, not the window's size.
+        let mut below = before;
+        let evicted_upto = loop {
+            let batch_size = limit.clamp(8, MAX_BATCH);
+            let Some((batch, evicted_upto)) = self.with_room(room_id, |room| {
+                let batch: Vec<TimelineItem> =
+                    room.window_between(floor.saturating_sub(1), below - 1).rev().take(batch_size).map(|i| room.shown(i)).collect();
+                (batch, room.evicted_upto())
+            }) else {
+                return Ok(page);
+            };
+            let Some(last) = batch.last().map(|item| item.seq) else { break evicted_upto };
+            for item in batch {
+                if page.offer(item, limit, &keep) {
+                    return Ok(page);
+                }
+            }
+            below = last;
+            if below <= floor {
                 return Ok(page);
             }
-        }
-        let upper = (before - 1).min(evicted_upto);
+        };
+        // Below what the window gave (it may have lost events to eviction meanwhile).
+        let upper = (below - 1).min(evicted_upto);
         if evicted_upto == 0 || upper < floor {
             return Ok(page);
         }
@@ -241,16 +257,21 @@ impl ReadModel {
                 k += 1;
             }
         }
-        let low = from.max(evicted_upto + 1);
-        let window: Vec<TimelineItem> = self
-            .with_room(room_id, |room| room.window_between(low - 1, ceiling).map(|i| room.shown(i)).collect())
-            .unwrap_or_default();
-        for item in window {
-            if page.offer(item, limit, &keep) {
-                return Ok(page);
+        // Then the window, oldest first, a page's worth at a time.
+        let mut after = from.max(evicted_upto + 1) - 1;
+        loop {
+            let batch_size = limit.clamp(8, MAX_BATCH);
+            let batch: Vec<TimelineItem> = self
+                .with_room(room_id, |room| room.window_between(after, ceiling).take(batch_size).map(|i| room.shown(i)).collect())
+                .unwrap_or_default();
+            let Some(last) = batch.last().map(|item| item.seq) else { return Ok(page) };
+            for item in batch {
+                if page.offer(item, limit, &keep) {
+                    return Ok(page);
+                }
             }
+            after = last;
         }
-        Ok(page)
     }
 
     /// The timeline event at `seq` in `room_id`, as shown; None if there is none.
