@@ -1,6 +1,7 @@
 //! The chat workload: `users` users in `rooms` rooms of `room_size` members; `concurrency` senders
 //! send as fast as acknowledgements come back (or at `rate_per_s` in total) for `duration`; every
-//! member long-polls `/sync` and records when each message reaches it.
+//! member long-polls `/sync` (or simplified sliding sync, [`Receiver`]) and records when each
+//! message reaches it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,28 @@ pub struct ChatConfig {
     pub duration: Duration,
     /// Size of each message body, bytes.
     pub body_bytes: usize,
+    /// How members receive.
+    pub receiver: Receiver,
+}
+
+/// How the members of the chat workload receive messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receiver {
+    /// Long-polling `/sync` with a `since` token.
+    #[default]
+    Sync,
+    /// Long-polling simplified sliding sync (MSC4186) with one list over all their rooms.
+    SlidingSync,
+}
+
+impl Receiver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Receiver::Sync => "/sync",
+            Receiver::SlidingSync => "sliding sync",
+        }
+    }
 }
 
 impl Default for ChatConfig {
@@ -39,6 +62,7 @@ impl Default for ChatConfig {
             rate_per_s: None,
             duration: Duration::from_secs(10),
             body_bytes: 64,
+            receiver: Receiver::Sync,
         }
     }
 }
@@ -127,6 +151,10 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         let stop = stop.clone();
         let delivery_ms = delivery_ms.clone();
         let delivered = delivered.clone();
+        if config.receiver == Receiver::SlidingSync {
+            receivers.push(tokio::spawn(receive_by_sliding_sync(client, stop, delivery_ms, delivered, index)));
+            continue;
+        }
         receivers.push(tokio::spawn(async move {
             let mut since = match client.sync(None, 0).await {
                 Ok(response) => response["next_batch"].as_str().map(str::to_string),
@@ -250,6 +278,48 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         delivered: delivered.load(Ordering::Relaxed),
         expected_deliveries: expected.load(Ordering::Relaxed),
         client_cpu_share: cpu_used / duration_s,
+    }
+}
+
+/// A member receiving over simplified sliding sync: one connection with one list over all its
+/// rooms (a chat member is in a few), long-polled with `pos`; each message's latency is taken
+/// when the response carrying it is read.
+async fn receive_by_sliding_sync(
+    mut client: Client,
+    stop: Arc<AtomicBool>,
+    delivery_ms: Arc<Mutex<Vec<f64>>>,
+    delivered: Arc<AtomicU64>,
+    index: usize,
+) {
+    let body = json!({
+        "conn_id": format!("chat-{index}-{}", now_us()),
+        "lists": { "all": { "ranges": [[0, 99]], "timeline_limit": 100, "required_state": [] } },
+    });
+    let me = client.user_id.clone();
+    let mut pos: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let timeout_ms = if pos.is_some() { 1000 } else { 0 };
+        let Ok(response) = client.sliding_sync(&body, pos.as_deref(), timeout_ms).await else {
+            // An unknown position (or a failed request): start the connection over.
+            pos = None;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let received_us = now_us();
+        let mut latencies = Vec::new();
+        for room in response["rooms"].as_object().into_iter().flat_map(|rooms| rooms.values()) {
+            for event in room["timeline"].as_array().into_iter().flatten() {
+                if event["sender"] == me.as_str() {
+                    continue;
+                }
+                if let Some(sent_us) = event["content"]["haetae_sent_us"].as_u64() {
+                    latencies.push(received_us.saturating_sub(sent_us) as f64 / 1000.0);
+                }
+            }
+        }
+        delivered.fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        delivery_ms.lock().expect("latency lock").extend(latencies);
+        pos = response["pos"].as_str().map(str::to_string).or(pos);
     }
 }
 
