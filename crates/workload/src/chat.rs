@@ -136,6 +136,9 @@ pub async fn populate(config: &ChatConfig, progress: &(dyn Fn(&str) + Sync)) -> 
 /// Runs the chat workload on a population and reports what it measured.
 pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn Fn(&str) + Sync)) -> ChatReport {
     let stop = Arc::new(AtomicBool::new(false));
+    // Transaction ids are unique per run: a second run on the same population sends anew rather
+    // than being answered as a retry of the first.
+    let run_tag = now_us();
     let delivery_ms: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let delivered = Arc::new(AtomicU64::new(0));
     // Receivers: every member of some room long-polls sync.
@@ -152,7 +155,7 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         let delivery_ms = delivery_ms.clone();
         let delivered = delivered.clone();
         if config.receiver == Receiver::SlidingSync {
-            receivers.push(tokio::spawn(receive_by_sliding_sync(client, stop, delivery_ms, delivered, index)));
+            receivers.push(tokio::spawn(receive_by_sliding_sync(client, stop, delivery_ms, delivered, run_tag)));
             continue;
         }
         receivers.push(tokio::spawn(async move {
@@ -218,7 +221,7 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
                 let (room_id, members) = &rooms[(worker + sequence as usize * config_step(worker)) % rooms.len()];
                 let sender = members[sequence as usize % members.len()];
                 let client = clients.entry(sender).or_insert_with(|| population_clients[sender].clone());
-                let txn_id = format!("w{worker}-{sequence}");
+                let txn_id = format!("r{run_tag}-w{worker}-{sequence}");
                 sequence += 1;
                 let content = json!({ "msgtype": "m.text", "body": body, "haetae_sent_us": now_us() });
                 let start = Instant::now();
@@ -283,16 +286,17 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
 
 /// A member receiving over simplified sliding sync: one connection with one list over all its
 /// rooms (a chat member is in a few), long-polled with `pos`; each message's latency is taken
-/// when the response carrying it is read.
+/// when the response carrying it is read. A new connection's first response shows each room's
+/// latest events, so only messages sent since this run began (`run_started_us`) count.
 async fn receive_by_sliding_sync(
     mut client: Client,
     stop: Arc<AtomicBool>,
     delivery_ms: Arc<Mutex<Vec<f64>>>,
     delivered: Arc<AtomicU64>,
-    index: usize,
+    run_started_us: u64,
 ) {
     let body = json!({
-        "conn_id": format!("chat-{index}-{}", now_us()),
+        "conn_id": format!("chat-{run_started_us}"),
         "lists": { "all": { "ranges": [[0, 99]], "timeline_limit": 100, "required_state": [] } },
     });
     let me = client.user_id.clone();
@@ -312,7 +316,7 @@ async fn receive_by_sliding_sync(
                 if event["sender"] == me.as_str() {
                     continue;
                 }
-                if let Some(sent_us) = event["content"]["haetae_sent_us"].as_u64() {
+                if let Some(sent_us) = event["content"]["haetae_sent_us"].as_u64().filter(|sent_us| *sent_us >= run_started_us) {
                     latencies.push(received_us.saturating_sub(sent_us) as f64 / 1000.0);
                 }
             }
