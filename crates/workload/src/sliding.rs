@@ -85,7 +85,10 @@ pub fn first_range_request(conn_id: &str) -> Value {
     })
 }
 
-pub async fn run_first_range(config: &FirstRangeConfig, progress: &(dyn Fn(&str) + Sync)) -> Result<Vec<FirstRangeRow>, WorkloadError> {
+pub async fn run_first_range(
+    config: &FirstRangeConfig,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<Vec<FirstRangeRow>, WorkloadError> {
     if config.endpoints.is_empty() || config.room_counts.is_empty() || config.connections == 0 {
         return Err(WorkloadError::Invalid("need endpoints, room counts and connections".into()));
     }
@@ -97,7 +100,12 @@ pub async fn run_first_range(config: &FirstRangeConfig, progress: &(dyn Fn(&str)
     Ok(rows)
 }
 
-async fn measure_rooms(config: &FirstRangeConfig, run: &str, rooms: usize, progress: &(dyn Fn(&str) + Sync)) -> Result<FirstRangeRow, WorkloadError> {
+async fn measure_rooms(
+    config: &FirstRangeConfig,
+    run: &str,
+    rooms: usize,
+    progress: &(dyn Fn(&str) + Sync),
+) -> Result<FirstRangeRow, WorkloadError> {
     let started = Instant::now();
     let mut user = Client::register(http_client(), config.endpoints.clone(), &format!("slide_{run}_{rooms}"), PASSWORD).await?;
     progress(&format!("{rooms} rooms: creating them, {} at once", config.setup_concurrency));

@@ -103,7 +103,12 @@ pub async fn sliding(args: SlidingArgs) -> Result<(), String> {
     let population = chat::populate(&chat_config, &progress).await.map_err(|e| e.to_string())?;
     let mut delivery = Vec::new();
     for receiver in [Receiver::Sync, Receiver::SlidingSync] {
-        progress(&format!("chat at {} msg/s for {} s, members receiving over {}", args.chat_rate, args.chat_duration_s, receiver.name()));
+        progress(&format!(
+            "chat at {} msg/s for {} s, members receiving over {}",
+            args.chat_rate,
+            args.chat_duration_s,
+            receiver.name()
+        ));
         let config = ChatConfig { receiver, ..chat_config.clone() };
         let report = chat::run(&config, &population, &progress).await;
         delivery.push(Delivery { receiver, rate_per_s: args.chat_rate, report });
@@ -111,24 +116,39 @@ pub async fn sliding(args: SlidingArgs) -> Result<(), String> {
 
     println!(
         "| first range ([[{}, {}]], timeline_limit 1, m.room.name + own member; {} fresh connections, {} incremental) | setup: rooms created, s (rooms/s) | first range p50 ms | p99 ms | max ms | incremental p50 ms | p99 ms | rooms returned / list count | response bytes | notes |",
-        sliding::FIRST_RANGE.0, sliding::FIRST_RANGE.1, args.connections, args.incrementals
+        sliding::FIRST_RANGE.0,
+        sliding::FIRST_RANGE.1,
+        args.connections,
+        args.incrementals
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---|---:|---|");
     for row in &first_range {
         println!(
             "| {} rooms | {:.1} ({:.0}/s) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} / {} | {} | {}/{} incremental responses carried the new message; CPU: {} |",
-            thousands(row.rooms as u64), row.setup_s, row.rooms_per_s,
-            row.first_range.p50_ms, row.first_range.p99_ms, row.first_range.max_ms,
-            row.incremental.p50_ms, row.incremental.p99_ms,
-            row.rooms_returned, row.list_count, row.response_bytes,
-            row.incremental_with_message, row.incremental.count, row.cpu.describe(),
+            thousands(row.rooms as u64),
+            row.setup_s,
+            row.rooms_per_s,
+            row.first_range.p50_ms,
+            row.first_range.p99_ms,
+            row.first_range.max_ms,
+            row.incremental.p50_ms,
+            row.incremental.p99_ms,
+            row.rooms_returned,
+            row.list_count,
+            row.response_bytes,
+            row.incremental_with_message,
+            row.incremental.count,
+            row.cpu.describe(),
         );
     }
     if let Some(ratio) = &ratio {
         println!(
             "| ratio {} / {} | | {:.2} | {:.2} | | {:.2} | | | | |",
-            thousands(ratio.rooms.0 as u64), thousands(ratio.rooms.1 as u64),
-            ratio.first_range_p50, ratio.first_range_p99, ratio.incremental_p50,
+            thousands(ratio.rooms.0 as u64),
+            thousands(ratio.rooms.1 as u64),
+            ratio.first_range_p50,
+            ratio.first_range_p99,
+            ratio.incremental_p50,
         );
     }
     println!();
@@ -141,9 +161,15 @@ pub async fn sliding(args: SlidingArgs) -> Result<(), String> {
         let report = &row.report;
         println!(
             "| members long-poll {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {}/{} | {} |",
-            row.receiver.name(), report.acknowledged_per_s, report.send_latency.p50_ms,
-            report.delivery_latency.p50_ms, report.delivery_latency.p99_ms, report.delivery_latency.max_ms,
-            report.delivered, report.expected_deliveries, report.failed,
+            row.receiver.name(),
+            report.acknowledged_per_s,
+            report.send_latency.p50_ms,
+            report.delivery_latency.p50_ms,
+            report.delivery_latency.p99_ms,
+            report.delivery_latency.max_ms,
+            report.delivered,
+            report.expected_deliveries,
+            report.failed,
         );
     }
     progress(&format!("whole run {:.0} s", started.elapsed().as_secs_f64()));

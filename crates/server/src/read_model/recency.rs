@@ -196,7 +196,10 @@ impl RoomRecency {
             None => by_invite,
             Some(want_dm) => {
                 let keep_invite = ListFilter { is_invite: filter.is_invite, is_dm: None };
-                let dms = direct.iter().filter(|room_id| self.rooms.contains_key(*room_id) && self.keeps(keep_invite, direct, room_id)).count();
+                let dms = direct
+                    .iter()
+                    .filter(|room_id| self.rooms.contains_key(*room_id) && self.keeps(keep_invite, direct, room_id))
+                    .count();
                 if want_dm { dms } else { by_invite - dms }
             }
         };
@@ -217,7 +220,10 @@ impl RoomRecency {
     fn find(&self, stamp: u64, room_id: &str) -> (usize, usize) {
         let key = (Reverse(stamp), room_id);
         let block = self.blocks.partition_point(|entries| entries.last().is_some_and(|last| (last.0, last.1.as_str()) < key));
-        let at = self.blocks.get(block).and_then(|entries| entries.binary_search_by(|entry| (entry.0, entry.1.as_str()).cmp(&key)).ok());
+        let at = self
+            .blocks
+            .get(block)
+            .and_then(|entries| entries.binary_search_by(|entry| (entry.0, entry.1.as_str()).cmp(&key)).ok());
         (block, at.expect("a room in the map is in the order"))
     }
 
