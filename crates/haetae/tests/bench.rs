@@ -125,3 +125,43 @@ fn history_one_room_grows_and_measures_every_checkpoint() {
 fn history_many_rooms_grows_and_measures_every_checkpoint() {
     history("many-rooms");
 }
+
+/// `bench sliding` small: a row per room count and the ratio row; each user's list counts its
+/// rooms and the first range returns up to 20 of them; every incremental response carries the
+/// new message; both delivery rows (over /sync and over sliding sync) deliver every message.
+#[test]
+fn sliding_sync_first_range_and_delivery() {
+    let (table, report) = bench(&[
+        "sliding", "--rooms", "3,25", "--connections", "4", "--incrementals", "3", "--chat-users", "4", "--chat-rooms", "2",
+        "--chat-room-size", "2", "--chat-rate", "20", "--chat-concurrency", "2", "--chat-duration-s", "1",
+    ]);
+    assert!(table.contains("| 3 rooms |"), "{table}");
+    assert!(table.contains("| 25 rooms |"), "{table}");
+    assert!(table.contains("| ratio 25 / 3 |"), "{table}");
+    assert!(table.contains("| members long-poll /sync |") && table.contains("| members long-poll sliding sync |"), "{table}");
+    // Two tables: header, separator and rows (two room counts and the ratio; two receivers).
+    assert_eq!(row_count(&table), 5 + 4, "{table}");
+    let rows = report["first_range"].as_array().expect("first_range rows");
+    assert_eq!(rows.len(), 2);
+    for (row, rooms) in rows.iter().zip([3, 25]) {
+        assert_eq!(row["rooms"], rooms, "{row}");
+        assert_eq!(row["list_count"], rooms, "{row}");
+        assert_eq!(row["rooms_returned"], rooms.min(20), "{row}");
+        assert_eq!(row["first_range"]["count"], 4, "{row}");
+        assert_eq!(row["incremental"]["count"], 3, "{row}");
+        assert_eq!(row["incremental_with_message"], 3, "{row}");
+        assert!(row["first_range"]["p50_ms"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(row["setup_s"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    assert!(report["ratio"]["first_range_p50"].as_f64().unwrap() > 0.0, "{report}");
+    let delivery = report["delivery"].as_array().expect("delivery rows");
+    assert_eq!(delivery.len(), 2);
+    for (row, receiver) in delivery.iter().zip(["sync", "sliding_sync"]) {
+        assert_eq!(row["receiver"], receiver, "{row}");
+        let chat = &row["report"];
+        assert!(chat["acknowledged"].as_u64().unwrap() > 0, "{chat}");
+        assert_eq!(chat["failed"], 0, "{chat}");
+        assert_eq!(chat["delivered"], chat["expected_deliveries"], "every message reached its receiver: {chat}");
+        assert!(chat["delivery_latency"]["p99_ms"].as_f64().unwrap() > 0.0, "{chat}");
+    }
+}

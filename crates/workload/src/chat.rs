@@ -1,6 +1,7 @@
 //! The chat workload: `users` users in `rooms` rooms of `room_size` members; `concurrency` senders
 //! send as fast as acknowledgements come back (or at `rate_per_s` in total) for `duration`; every
-//! member long-polls `/sync` and records when each message reaches it.
+//! member long-polls `/sync` (or simplified sliding sync, [`Receiver`]) and records when each
+//! message reaches it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -26,6 +27,28 @@ pub struct ChatConfig {
     pub duration: Duration,
     /// Size of each message body, bytes.
     pub body_bytes: usize,
+    /// How members receive.
+    pub receiver: Receiver,
+}
+
+/// How the members of the chat workload receive messages.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Receiver {
+    /// Long-polling `/sync` with a `since` token.
+    #[default]
+    Sync,
+    /// Long-polling simplified sliding sync (MSC4186) with one list over all their rooms.
+    SlidingSync,
+}
+
+impl Receiver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Receiver::Sync => "/sync",
+            Receiver::SlidingSync => "sliding sync",
+        }
+    }
 }
 
 impl Default for ChatConfig {
@@ -39,6 +62,7 @@ impl Default for ChatConfig {
             rate_per_s: None,
             duration: Duration::from_secs(10),
             body_bytes: 64,
+            receiver: Receiver::Sync,
         }
     }
 }
@@ -112,6 +136,9 @@ pub async fn populate(config: &ChatConfig, progress: &(dyn Fn(&str) + Sync)) -> 
 /// Runs the chat workload on a population and reports what it measured.
 pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn Fn(&str) + Sync)) -> ChatReport {
     let stop = Arc::new(AtomicBool::new(false));
+    // Transaction ids are unique per run: a second run on the same population sends anew rather
+    // than being answered as a retry of the first.
+    let run_tag = now_us();
     let delivery_ms: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
     let delivered = Arc::new(AtomicU64::new(0));
     // Receivers: every member of some room long-polls sync.
@@ -127,6 +154,10 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         let stop = stop.clone();
         let delivery_ms = delivery_ms.clone();
         let delivered = delivered.clone();
+        if config.receiver == Receiver::SlidingSync {
+            receivers.push(tokio::spawn(receive_by_sliding_sync(client, stop, delivery_ms, delivered, run_tag)));
+            continue;
+        }
         receivers.push(tokio::spawn(async move {
             let mut since = match client.sync(None, 0).await {
                 Ok(response) => response["next_batch"].as_str().map(str::to_string),
@@ -190,7 +221,7 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
                 let (room_id, members) = &rooms[(worker + sequence as usize * config_step(worker)) % rooms.len()];
                 let sender = members[sequence as usize % members.len()];
                 let client = clients.entry(sender).or_insert_with(|| population_clients[sender].clone());
-                let txn_id = format!("w{worker}-{sequence}");
+                let txn_id = format!("r{run_tag}-w{worker}-{sequence}");
                 sequence += 1;
                 let content = json!({ "msgtype": "m.text", "body": body, "haetae_sent_us": now_us() });
                 let start = Instant::now();
@@ -250,6 +281,49 @@ pub async fn run(config: &ChatConfig, population: &Population, progress: &(dyn F
         delivered: delivered.load(Ordering::Relaxed),
         expected_deliveries: expected.load(Ordering::Relaxed),
         client_cpu_share: cpu_used / duration_s,
+    }
+}
+
+/// A member receiving over simplified sliding sync: one connection with one list over all its
+/// rooms (a chat member is in a few), long-polled with `pos`; each message's latency is taken
+/// when the response carrying it is read. A new connection's first response shows each room's
+/// latest events, so only messages sent since this run began (`run_started_us`) count.
+async fn receive_by_sliding_sync(
+    mut client: Client,
+    stop: Arc<AtomicBool>,
+    delivery_ms: Arc<Mutex<Vec<f64>>>,
+    delivered: Arc<AtomicU64>,
+    run_started_us: u64,
+) {
+    let body = json!({
+        "conn_id": format!("chat-{run_started_us}"),
+        "lists": { "all": { "ranges": [[0, 99]], "timeline_limit": 100, "required_state": [] } },
+    });
+    let me = client.user_id.clone();
+    let mut pos: Option<String> = None;
+    while !stop.load(Ordering::Relaxed) {
+        let timeout_ms = if pos.is_some() { 1000 } else { 0 };
+        let Ok(response) = client.sliding_sync(&body, pos.as_deref(), timeout_ms).await else {
+            // An unknown position (or a failed request): start the connection over.
+            pos = None;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let received_us = now_us();
+        let mut latencies = Vec::new();
+        for room in response["rooms"].as_object().into_iter().flat_map(|rooms| rooms.values()) {
+            for event in room["timeline"].as_array().into_iter().flatten() {
+                if event["sender"] == me.as_str() {
+                    continue;
+                }
+                if let Some(sent_us) = event["content"]["haetae_sent_us"].as_u64().filter(|sent_us| *sent_us >= run_started_us) {
+                    latencies.push(received_us.saturating_sub(sent_us) as f64 / 1000.0);
+                }
+            }
+        }
+        delivered.fetch_add(latencies.len() as u64, Ordering::Relaxed);
+        delivery_ms.lock().expect("latency lock").extend(latencies);
+        pos = response["pos"].as_str().map(str::to_string).or(pos);
     }
 }
 

@@ -167,7 +167,20 @@ impl Client {
         }
         self.request("GET", &path, None, Some(Duration::from_millis(timeout_ms) + self.request_timeout)).await
     }
+
+    /// One simplified sliding sync request (MSC4186, the path matrix-rust-sdk uses): `body` names
+    /// the connection (`conn_id`), lists and room subscriptions; `pos` continues a connection.
+    pub async fn sliding_sync(&mut self, body: &Value, pos: Option<&str>, timeout_ms: u64) -> Result<Value, ClientError> {
+        let mut path = format!("{SLIDING_SYNC_PATH}?timeout={timeout_ms}");
+        if let Some(pos) = pos {
+            path.push_str(&format!("&pos={}", encode(pos)));
+        }
+        self.request("POST", &path, Some(body), Some(Duration::from_millis(timeout_ms) + self.request_timeout)).await
+    }
 }
+
+/// Where simplified sliding sync is served (the unstable path clients use today).
+pub const SLIDING_SYNC_PATH: &str = "/_matrix/client/unstable/org.matrix.simplified_msc3575/sync";
 
 /// Percent-encodes a path segment.
 pub fn encode(segment: &str) -> String {

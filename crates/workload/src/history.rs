@@ -486,6 +486,7 @@ pub async fn run(config: &HistoryConfig, node: &mut dyn NodeControl, progress: &
         rate_per_s: None,
         duration: config.chat_duration,
         body_bytes: config.body_bytes,
+        ..ChatConfig::default()
     };
     // Events the setup made: the initial-sync rooms' creation state (about seven per room).
     // Grows with each checkpoint's chat (its rooms' creation state and its messages).

@@ -2,6 +2,7 @@
 //! Without `--url` it starts a local single-node haetae (embedded nats-server) to measure.
 
 mod history;
+mod sliding;
 mod synapse;
 mod workloads;
 
@@ -30,6 +31,10 @@ pub enum Workload {
     /// Grow a server's history (one room to 1M events, or 10,000 rooms × 100) and measure memory,
     /// restart, /sync, /event, /messages, /context and chat latency at checkpoints.
     History(history::HistoryArgs),
+    /// Simplified sliding sync: a user in 20 and in 5,000 rooms opening the room list (first
+    /// range, fresh connections, then incremental requests), and the chat workload's delivery
+    /// over sliding sync beside the same over /sync.
+    Sliding(sliding::SlidingArgs),
 }
 
 /// The chat workload's shape, shared by `chat` and `compare`.
@@ -155,6 +160,7 @@ pub fn run(workload: Workload) -> Result<(), String> {
             Workload::InitialSync(args) => workloads::initial_sync(args).await,
             Workload::Idle(args) => workloads::idle(args).await,
             Workload::History(args) => history::history(args).await,
+            Workload::Sliding(args) => sliding::sliding(args).await,
         }
     })
 }

@@ -23,21 +23,21 @@ pub struct Target {
     pid: Option<u32>,
     /// Registrations and joins in flight at once during setup.
     #[arg(long, default_value_t = 16)]
-    setup_concurrency: usize,
+    pub(super) setup_concurrency: usize,
     /// Write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
 /// The homeserver a workload talks to; a local node is stopped when this is dropped.
-struct Server {
-    endpoints: Vec<String>,
-    process: Option<Process>,
+pub(super) struct Server {
+    pub(super) endpoints: Vec<String>,
+    pub(super) process: Option<Process>,
     _local: Option<LocalNode>,
 }
 
 impl Target {
-    async fn server(&self) -> Result<Server, String> {
+    pub(super) async fn server(&self) -> Result<Server, String> {
         if !self.urls.is_empty() {
             return Ok(Server { endpoints: self.urls.clone(), process: self.pid.map(|pid| Process { pid }), _local: None });
         }
@@ -52,7 +52,7 @@ impl Target {
         Ok(Server { endpoints: vec![node.url.clone()], process, _local: Some(node) })
     }
 
-    fn write_json(&self, report: &impl serde::Serialize) -> Result<(), String> {
+    pub(super) fn write_json(&self, report: &impl serde::Serialize) -> Result<(), String> {
         if let Some(path) = &self.json {
             let text = serde_json::to_string_pretty(report).map_err(|e| e.to_string())?;
             std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
@@ -61,7 +61,7 @@ impl Target {
     }
 }
 
-fn progress(line: &str) {
+pub(super) fn progress(line: &str) {
     eprintln!("bench: {line}");
 }
 

@@ -10,6 +10,7 @@
 //! - [`history`]: older events read back from the log by position, cached under a byte budget.
 //! - [`event_ids`]: event ids derived from positions (finding an event by id needs no index).
 //! - [`relations`]: relations by target position and threads by latest reply, per room.
+//! - [`recency`]: each user's joined and invited rooms by bump stamp, for sliding sync lists.
 //! - [`snapshot`]: the model written to and loaded from the snapshot store.
 //!
 //! Locks are per room and per user: applying one partition, building one user's sync and
@@ -27,6 +28,7 @@
 pub mod cold;
 pub mod event_ids;
 pub mod history;
+pub mod recency;
 pub mod relations;
 pub mod room;
 pub mod snapshot;
@@ -86,6 +88,9 @@ pub struct User {
     /// when a snapshot is loaded).
     #[serde(skip)]
     pub rooms: BTreeMap<String, Membership>,
+    /// The joined and invited rooms of `rooms` by recency, changed with it (rebuilt like it).
+    #[serde(skip)]
+    pub recency: recency::RoomRecency,
     pub account_data: HashMap<String, (u64, Value)>,
     pub room_account_data: HashMap<String, HashMap<String, (u64, Value)>>,
     pub to_device: VecDeque<ToDevice>,
@@ -671,6 +676,7 @@ impl ReadModel {
             let user = self.user_handle(user_id);
             let mut user = user.write().expect("user lock");
             user.rooms.remove(room_id);
+            user.recency.remove(room_id);
             user.forgotten.remove(room_id);
             user.room_account_data.remove(room_id);
         }
@@ -808,6 +814,7 @@ impl ReadModel {
         }
         let mut prev = prev_content;
         let mut membership_change = None;
+        let member_ts = event["origin_server_ts"].as_u64().unwrap_or(0);
         if let (Some(event_type), Some(state_key)) = (event["type"].as_str(), event["state_key"].as_str()) {
             if prev.is_none() {
                 prev = room.state.content(event_type, state_key);
@@ -818,6 +825,7 @@ impl ReadModel {
             }
             room.state.insert(event.clone());
         }
+        let mut bumped = None;
         if let Some(event_type) = event["type"].as_str()
             && BUMP_EVENT_TYPES.contains(&event_type)
         {
@@ -825,6 +833,7 @@ impl ReadModel {
             let mut bumps = self.bumps.write().expect("bumps lock");
             let bump = bumps.entry(room_id.to_string()).or_insert(0);
             *bump = (*bump).max(stamp);
+            bumped = Some(*bump);
         }
         // Wake everyone who could see the room before or after this event.
         let mut audience = room.audience();
@@ -837,15 +846,20 @@ impl ReadModel {
         self.count_room_bytes(room.base_bytes() as isize - base_before as isize);
         room.touch(self.tick());
         drop(room);
+        if let Some(stamp) = bumped {
+            self.bump_members(room_id, stamp, &audience);
+        }
         if let Some(key) = txn_key {
             self.remember_txn(&key, room_id, seq);
         }
         if let Some((user_id, membership)) = membership_change {
+            let room_stamp = self.bump_stamp(room_id);
             let user = self.user_handle(&user_id);
             let mut user = user.write().expect("user lock");
             if membership != Membership::Leave || !user.forgotten.contains(room_id) {
                 user.rooms.insert(room_id.to_string(), membership);
             }
+            user.recency.place(room_id, membership, room_stamp, member_ts);
             if matches!(membership, Membership::Join | Membership::Invite) {
                 user.forgotten.remove(room_id);
             }

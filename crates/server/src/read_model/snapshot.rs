@@ -290,7 +290,10 @@ impl ReadModel {
                 if let (user_id, Some(membership)) = (member.state_key, member.membership) {
                     let user = users.entry(user_id.to_string()).or_default();
                     if !user.forgotten.contains(&room.room_id) {
-                        user.rooms.insert(room.room_id.clone(), super::Membership::parse(membership));
+                        let membership = super::Membership::parse(membership);
+                        user.rooms.insert(room.room_id.clone(), membership);
+                        let stamp = snapshot.bumps.get(&room.room_id).copied().unwrap_or(0);
+                        super::recency::place_loaded(&mut user.recency, &room, user_id, membership, stamp);
                     }
                 }
             }

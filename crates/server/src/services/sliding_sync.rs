@@ -26,7 +26,8 @@ use super::rooms::now_ms;
 use super::sync::{invite_state_of, receipt_event_for, room_token, unread_counts_of};
 use super::{App, Caller};
 use crate::error::{ApiResult, MatrixError};
-use crate::read_model::Membership;
+use crate::read_model::recency::{ListFilter, ListView};
+use crate::read_model::{Membership, User};
 use crate::read_model::event_ids::position_of;
 
 /// Connections kept per device; a new one beyond it drops the least recently used.
@@ -422,13 +423,7 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
         (typing.serial, typing.rooms.clone(), typing.room_serial.clone())
     };
     let me = caller.user_id.as_str();
-    let (memberships, direct, left) = app.model.with_user(me, |user| {
-        let memberships: Vec<(String, Membership)> = user
-            .rooms
-            .iter()
-            .filter(|(_, m)| matches!(m, Membership::Join | Membership::Invite))
-            .map(|(r, m)| (r.clone(), *m))
-            .collect();
+    let (views, memberships, left) = app.model.with_user(me, |user| {
         // Rooms the connection has shown that the caller has since left (or was removed from).
         let left: Vec<String> = connection
             .rooms
@@ -444,37 +439,25 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
                 by_user.values().filter_map(Value::as_array).flatten().filter_map(Value::as_str).map(str::to_string).collect()
             })
             .unwrap_or_default();
-        (memberships, direct, left)
+        let (views, memberships) = lists_by_recency(user, request, connection, &direct);
+        (views, memberships, left)
     });
-    let ordered = order_by_recency(app, me, memberships);
     let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
     let mut lists = Map::new();
     let mut list_counts = BTreeMap::new();
     let mut counts_changed = false;
-    for (name, list) in &request.lists {
-        let rooms: Vec<&(String, Membership, u64)> = ordered
-            .iter()
-            .filter(|(room_id, membership, _)| {
-                let invite = *membership == Membership::Invite;
-                list.filters.is_invite.is_none_or(|want| want == invite)
-                    && list.filters.is_dm.is_none_or(|want| want == direct.contains(room_id))
-            })
-            .collect();
-        let count = rooms.len() as u64;
+    for ((name, list), view) in request.lists.iter().zip(views) {
+        let count = view.count;
         counts_changed |= since.is_none() || connection.list_counts.get(name) != Some(&count);
         list_counts.insert(name.clone(), count);
         lists.insert(name.clone(), json!({ "count": count }));
-        for (start, end) in &list.ranges {
-            let end = (*end).min(count.saturating_sub(1));
-            for (room_id, _, _) in rooms.iter().skip(*start as usize).take((end + 1).saturating_sub(*start) as usize) {
-                if wanted.len() >= MAX_ROOMS_PER_RESPONSE && !wanted.contains_key(room_id) {
-                    break;
-                }
-                wanted.entry(room_id.clone()).or_default().add(list.timeline_limit, &list.required_state);
+        for room_id in view.rooms {
+            if wanted.len() >= MAX_ROOMS_PER_RESPONSE && !wanted.contains_key(&room_id) {
+                break;
             }
+            wanted.entry(room_id).or_default().add(list.timeline_limit, &list.required_state);
         }
     }
-    let memberships: BTreeMap<&str, (Membership, u64)> = ordered.iter().map(|(r, m, b)| (r.as_str(), (*m, *b))).collect();
     for (room_id, config) in &connection.subscriptions {
         if memberships.contains_key(room_id.as_str()) && (wanted.len() < MAX_ROOMS_PER_RESPONSE || wanted.contains_key(room_id)) {
             wanted.entry(room_id.clone()).or_default().add(config.timeline_limit, &config.required_state);
@@ -555,33 +538,32 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
     }
 }
 
-/// The caller's rooms, most recently bumped first (ties by room id), with their bump stamps.
-/// Joined rooms are ordered by the read model's stamps alone (no room is read); an invite is
-/// bumped by the invite itself (a user has few invites).
-fn order_by_recency(app: &App, me: &str, memberships: Vec<(String, Membership)>) -> Vec<(String, Membership, u64)> {
-    let room_ids: Vec<String> = memberships.iter().map(|(r, _)| r.clone()).collect();
-    let stamps = app.model.bump_stamps(&room_ids);
-    let mut ordered: Vec<(String, Membership, u64)> = memberships
-        .into_iter()
-        .zip(stamps)
-        .map(|((room_id, membership), stamp)| {
-            let stamp = if membership == Membership::Invite {
-                let invited_at = app
-                    .model
-                    .with_room(&room_id, |room| {
-                        room.state.get("m.room.member", me).and_then(|event| event["origin_server_ts"].as_u64())
-                    })
-                    .flatten()
-                    .unwrap_or(0);
-                stamp.max(invited_at)
-            } else {
-                stamp
-            };
-            (room_id, membership, stamp)
+/// Each list's count and rooms in its ranges, from the caller's recency index (the first rooms
+/// of a list cost the same at 20 rooms as at 5,000: no sort of every room), and the membership
+/// and bump stamp of each room in view or subscribed to. Joined rooms are ordered by their
+/// rooms' stamps; an invite is bumped by the invite itself.
+fn lists_by_recency(
+    user: &User,
+    request: &SlidingRequest,
+    connection: &Connection,
+    direct: &HashSet<String>,
+) -> (Vec<ListView>, BTreeMap<String, (Membership, u64)>) {
+    let views: Vec<ListView> = request
+        .lists
+        .values()
+        .map(|list| {
+            let filter = ListFilter { is_invite: list.filters.is_invite, is_dm: list.filters.is_dm };
+            user.recency.list(filter, direct, &list.ranges, MAX_ROOMS_PER_RESPONSE)
         })
         .collect();
-    ordered.sort_by(|a, b| b.2.cmp(&a.2).then_with(|| a.0.cmp(&b.0)));
-    ordered
+    let in_view = views.iter().flat_map(|view| view.rooms.iter()).chain(connection.subscriptions.keys());
+    let memberships = in_view
+        .filter_map(|room_id| {
+            let (stamp, invite) = user.recency.get(room_id)?;
+            Some((room_id.clone(), (if invite { Membership::Invite } else { Membership::Join }, stamp)))
+        })
+        .collect();
+    (views, memberships)
 }
 
 /// The receipts a room's view needs: the new ones for a room the connection has shown, else the
