@@ -292,7 +292,7 @@ impl ReadModel {
                     if !user.forgotten.contains(&room.room_id) {
                         let membership = super::Membership::parse(membership);
                         user.rooms.insert(room.room_id.clone(), membership);
-                        let stamp = snapshot.bumps.get(&room.room_id).copied().unwrap_or(0);
+                        let stamp = header.bumps.get(&room.room_id).copied().unwrap_or(0);
                         super::recency::place_loaded(&mut user.recency, &room, user_id, membership, stamp);
                     }
                 }
