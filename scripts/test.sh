@@ -2,7 +2,8 @@
 # Runs every test haetae has, from a fresh clone:
 #   1. unit and integration tests (real nats-server processes, started by the tests)
 #   2. client-library compatibility: matrix-nio and matrix-js-sdk against a server started here,
-#      and the OAuth 2.0 API driven by Authlib
+#      matrix-rust-sdk (a test program in tests/rust-sdk) against the same server and against a
+#      three-DC deployment whose node it kills mid-sync, and the OAuth 2.0 API driven by Authlib
 #   3. a real browser client (Hydrogen in headless Chromium) against the same server, and the
 #      browser logging in to the demo service (tests/oauth/demo_rp.py) with haetae
 #   4. Schemathesis over the Matrix Client-Server API's OpenAPI definitions against the same
@@ -53,6 +54,8 @@ curl -sf "$BASE/_matrix/client/versions" >/dev/null || { cat "$WORK/haetae.log";
 failed=0
 step "client-library compatibility against $BASE"
 tests/compat/run.sh "$BASE" || failed=1
+step "matrix-rust-sdk (Element X's engine) over simplified sliding sync against $BASE, and a node killed mid-sync"
+tests/rust-sdk/run.sh "$BASE" || failed=1
 step "OAuth 2.0 API with Authlib against $BASE"
 tests/oauth/run.sh "$BASE" || failed=1
 step "browser end-to-end (Hydrogen, headless Chromium) against $BASE"

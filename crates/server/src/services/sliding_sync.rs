@@ -145,16 +145,48 @@ struct Connection {
     /// The latest positions handed out, oldest first.
     issued: VecDeque<Issued>,
     /// Rooms this connection has shown -> (the `pos` number of the latest response that covered
-    /// them, the position in the room's partition it covered them up to). A request from an
-    /// older `pos` than that number gets the room in full again (its answer may have been lost),
-    /// so no request leaves a gap in a room's timeline, even when the room left the list's range
-    /// for a while.
+    /// them, the position in the room's partition it covered them up to). A room's window starts
+    /// where the request's `pos` had it, so no request leaves a gap in a room's timeline, even
+    /// when the room left the list's range for a while.
     rooms: BTreeMap<String, (u64, u64)>,
+    /// The coverings of those rooms before the latest, oldest first (at most
+    /// [`MAX_KEPT_POSITIONS`] each, and only while a kept position needs them). A request from an
+    /// older `pos` (a retry of a lost answer, or one the client cancelled and sent again, as
+    /// matrix-rust-sdk does when it changes its room subscriptions) continues each room from what
+    /// that `pos` had: no event twice, no room sent in full again.
+    #[serde(default)]
+    earlier: BTreeMap<String, Vec<(u64, u64)>>,
     /// Each list's room count as last sent.
     list_counts: BTreeMap<String, u64>,
     /// Room subscriptions (sticky until unsubscribed).
     subscriptions: BTreeMap<String, RoomConfig>,
     last_used_ms: u64,
+}
+
+impl Connection {
+    /// How far the response numbered `number` (or an earlier one) covered the room, if any did.
+    fn shown_upto(&self, room_id: &str, number: u64) -> Option<u64> {
+        let (latest, upto) = self.rooms.get(room_id)?;
+        if *latest <= number {
+            return Some(*upto);
+        }
+        let earlier = self.earlier.get(room_id)?;
+        earlier.iter().rev().find(|(covered, _)| *covered <= number).map(|(_, upto)| *upto)
+    }
+
+    /// Drops the earlier coverings no kept position can ask for: one is needed while the
+    /// covering after it is later than the oldest kept position.
+    fn forget_unneeded_coverings(&mut self) {
+        let oldest = self.issued.front().map(|issued| issued.number).unwrap_or(0);
+        let rooms = &self.rooms;
+        self.earlier.retain(|room_id, earlier| {
+            let Some((latest, _)) = rooms.get(room_id) else { return false };
+            let nexts: Vec<u64> = earlier.iter().skip(1).map(|(n, _)| *n).chain([*latest]).collect();
+            let mut nexts = nexts.into_iter();
+            earlier.retain(|_| nexts.next().is_some_and(|next| next > oldest));
+            !earlier.is_empty()
+        });
+    }
 }
 
 /// What one `pos` stands for.
@@ -316,7 +348,13 @@ async fn save(app: &App, key: &KeyPath, connection: Connection, since: Option<&S
                 connection.issued.pop_front();
             }
             for (room_id, upto) in &built.covered_rooms {
-                connection.rooms.insert(room_id.clone(), (number, *upto));
+                if let Some(previous) = connection.rooms.insert(room_id.clone(), (number, *upto)) {
+                    let earlier = connection.earlier.entry(room_id.clone()).or_default();
+                    earlier.push(previous);
+                    if earlier.len() > MAX_KEPT_POSITIONS {
+                        earlier.remove(0);
+                    }
+                }
             }
             for room_id in &built.left_rooms {
                 connection.rooms.remove(room_id);
@@ -329,6 +367,7 @@ async fn save(app: &App, key: &KeyPath, connection: Connection, since: Option<&S
                     connection.rooms.remove(&room_id);
                 }
             }
+            connection.forget_unneeded_coverings();
             connection.list_counts = built.list_counts.clone();
             connection.last_used_ms = now_ms();
             Ok(Some(serde_json::to_vec(&connection).unwrap_or_default().into()))
@@ -469,7 +508,7 @@ async fn build(app: &App, caller: &Caller, request: &SlidingRequest, connection:
     let mut typing = Map::new();
     for (room_id, want) in &wanted {
         let Some((membership, bump)) = memberships.get(room_id.as_str()).copied() else { continue };
-        let shown_upto = since.and_then(|s| connection.rooms.get(room_id).filter(|(n, _)| *n <= s.number)).map(|(_, upto)| *upto);
+        let shown_upto = since.and_then(|s| connection.shown_upto(room_id, s.number));
         let p = app.model.partition_of(room_id) as usize;
         let high = positions[p];
         let window = RoomWindow { low: shown_upto.unwrap_or(0).min(high), high, known: shown_upto.is_some(), bump };
