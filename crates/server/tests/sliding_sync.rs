@@ -116,6 +116,10 @@ async fn lists_by_recency_and_incremental_responses() {
     let restarted = sliding(&c, &alice, None, 0, &all_rooms(9, 5)).await.ok();
     assert_eq!(restarted["rooms"].as_object().unwrap().len(), 3);
     sliding(&c, &alice, Some(&pos_of(&next)), 0, &all_rooms(9, 5)).await.expect_err(400, "M_UNKNOWN_POS");
+    // A list with more ranges than the server walks is refused, not served.
+    let mut many_ranges = all_rooms(9, 5);
+    many_ranges["lists"]["all_rooms"]["ranges"] = json!((0..101).map(|i| [i, i]).collect::<Vec<_>>());
+    sliding(&c, &alice, None, 0, &many_ranges).await.expect_err(400, "M_INVALID_PARAM");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -40,6 +40,8 @@ const MAX_ROOMS_PER_CONNECTION: usize = 5_000;
 const MAX_KEPT_POSITIONS: usize = 4;
 /// Lists per request.
 const MAX_LISTS: usize = 50;
+/// Ranges per list.
+const MAX_RANGES: usize = 100;
 /// Room subscriptions a connection holds.
 const MAX_SUBSCRIPTIONS: usize = 500;
 /// Rooms in one response (over all lists and subscriptions).
@@ -236,6 +238,9 @@ pub async fn sync(app: &App, caller: &Caller, query: SlidingQuery, mut request: 
     }
     if request.lists.len() > MAX_LISTS {
         return Err(MatrixError::invalid_param(format!("at most {MAX_LISTS} lists")));
+    }
+    if request.lists.values().any(|l| l.ranges.len() > MAX_RANGES) {
+        return Err(MatrixError::invalid_param(format!("at most {MAX_RANGES} ranges per list")));
     }
     if request.room_subscriptions.len() > MAX_SUBSCRIPTIONS {
         return Err(MatrixError::invalid_param(format!("at most {MAX_SUBSCRIPTIONS} room subscriptions")));
