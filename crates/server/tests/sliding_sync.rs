@@ -355,3 +355,53 @@ async fn a_room_back_in_range_has_no_gap_and_a_retried_pos_is_answered_again() {
     let after = sliding(&c, &alice, Some(&pos_of(&left)), 0, &all_rooms(1, 5)).await.ok();
     assert!(after["rooms"].get(&a).is_none(), "{after}");
 }
+
+/// Lists filtered by room type: `not_room_types` leaves spaces out of a room list (counted and
+/// ranged), `room_types` keeps only them, and `null` names rooms without a type; an invite to a
+/// space counts as a space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lists_filtered_by_room_type() {
+    let server = TestServer::start().await;
+    let c = server.client();
+    let alice = c.register("alice").await;
+    let bob = c.register("bob").await;
+    let space = c.create_room(&alice, json!({ "name": "a space", "creation_content": { "type": "m.space" } })).await;
+    let chat = c.create_room(&alice, json!({ "name": "a chat" })).await;
+    let other = c.create_room(&bob, json!({ "name": "bob's space", "creation_content": { "type": "m.space" } })).await;
+    c.invite(&bob, &other, &alice.user_id).await;
+    let list = |filters: Value| {
+        json!({
+            "conn_id": "types",
+            "lists": { "rooms": { "ranges": [[0, 9]], "timeline_limit": 1, "filters": filters } },
+        })
+    };
+    let names = |response: &Value| {
+        let mut ids: Vec<String> = response["rooms"].as_object().unwrap().keys().cloned().collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    let no_spaces = sliding(&c, &alice, None, 0, &list(json!({ "not_room_types": ["m.space"] }))).await.ok();
+    assert_eq!(no_spaces["lists"]["rooms"]["count"], 1, "{no_spaces}");
+    assert_eq!(names(&no_spaces), vec![chat.clone()]);
+    let spaces = sliding(&c, &alice, None, 0, &list(json!({ "room_types": ["m.space"] }))).await.ok();
+    assert_eq!(spaces["lists"]["rooms"]["count"], 2, "{spaces}");
+    assert_eq!(names(&spaces), sorted(vec![space.clone(), other.clone()]));
+    let untyped = sliding(&c, &alice, None, 0, &list(json!({ "room_types": [null] }))).await.ok();
+    assert_eq!(untyped["lists"]["rooms"]["count"], 1, "{untyped}");
+    assert_eq!(names(&untyped), vec![chat.clone()]);
+    let space_invites = sliding(&c, &alice, None, 0, &list(json!({ "room_types": ["m.space"], "is_invite": true }))).await.ok();
+    assert_eq!(space_invites["lists"]["rooms"]["count"], 1, "{space_invites}");
+    assert_eq!(names(&space_invites), vec![other.clone()]);
+    let everything = sliding(&c, &alice, None, 0, &list(json!({}))).await.ok();
+    assert_eq!(everything["lists"]["rooms"]["count"], 3, "{everything}");
+    // Joining the space keeps it a space; leaving takes it out of every list.
+    c.join(&alice, &other).await.ok();
+    let joined = sliding(&c, &alice, None, 0, &list(json!({ "not_room_types": ["m.space"] }))).await.ok();
+    assert_eq!(joined["lists"]["rooms"]["count"], 1, "{joined}");
+    let too_many: Vec<Value> = (0..51).map(|i| json!(format!("t{i}"))).collect();
+    sliding(&c, &alice, None, 0, &list(json!({ "not_room_types": too_many }))).await.expect_err(400, "M_INVALID_PARAM");
+}

@@ -845,6 +845,7 @@ impl ReadModel {
         self.window_bytes.fetch_add(grown as i64, Ordering::Relaxed);
         self.count_room_bytes(room.base_bytes() as isize - base_before as isize);
         room.touch(self.tick());
+        let room_type = if membership_change.is_some() { room.room_type() } else { None };
         drop(room);
         if let Some(stamp) = bumped {
             self.bump_members(room_id, stamp, &audience);
@@ -860,6 +861,7 @@ impl ReadModel {
                 user.rooms.insert(room_id.to_string(), membership);
             }
             user.recency.place(room_id, membership, room_stamp, member_ts);
+            user.recency.set_type(room_id, room_type.as_deref());
             if matches!(membership, Membership::Join | Membership::Invite) {
                 user.forgotten.remove(room_id);
             }

@@ -32,11 +32,29 @@ type Place = (Reverse<u64>, String);
 
 /// What a sliding sync list keeps of the caller's rooms.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct ListFilter {
+pub struct ListFilter<'a> {
     /// Only invites (true) or only joined rooms (false).
     pub is_invite: Option<bool>,
     /// Only rooms in the user's `m.direct` (true) or only the others (false).
     pub is_dm: Option<bool>,
+    /// Rooms by their type (`m.room.create`'s `content.type`; None for a room without one).
+    pub types: Option<&'a TypeFilter>,
+}
+
+/// A list's `room_types` and `not_room_types`.
+#[derive(Clone, Debug, Default)]
+pub struct TypeFilter {
+    /// Only these types, if given.
+    pub room_types: Option<Vec<Option<String>>>,
+    /// None of these types.
+    pub not_room_types: Vec<Option<String>>,
+}
+
+impl TypeFilter {
+    fn allows(&self, room_type: Option<&str>) -> bool {
+        let named = |types: &[Option<String>]| types.iter().any(|t| t.as_deref() == room_type);
+        !named(&self.not_room_types) && self.room_types.as_deref().is_none_or(named)
+    }
 }
 
 /// A list's answer: how many rooms match it and, in order, those in its ranges.
@@ -56,6 +74,9 @@ pub struct RoomRecency {
     rooms: HashMap<String, (u64, bool)>,
     /// Invites among `rooms`, so an `is_invite` list counts without a walk.
     invites: usize,
+    /// The type of each of those rooms that has one (spaces, mostly: few), so a list filtered by
+    /// type counts by walking these, not every room.
+    types: HashMap<String, String>,
 }
 
 impl RoomRecency {
@@ -123,6 +144,18 @@ impl RoomRecency {
         self.take(room_id);
     }
 
+    /// Records the type of a room the user is in (None: a room without one).
+    pub fn set_type(&mut self, room_id: &str, room_type: Option<&str>) {
+        match room_type {
+            Some(room_type) if self.rooms.contains_key(room_id) => {
+                self.types.insert(room_id.to_string(), room_type.to_string());
+            }
+            _ => {
+                self.types.remove(room_id);
+            }
+        }
+    }
+
     /// Rooms from rank `rank` on, newest first, with their stamps.
     pub fn iter_from(&self, rank: usize) -> impl Iterator<Item = (&str, u64)> {
         let mut block = 0;
@@ -157,7 +190,7 @@ impl RoomRecency {
             }
         }
         let mut rooms = Vec::new();
-        if filter.is_invite.is_none() && filter.is_dm.is_none() {
+        if filter.is_invite.is_none() && filter.is_dm.is_none() && filter.types.is_none() {
             for (start, end) in merged {
                 let room_ids = self.iter_from(start).take(end - start + 1).take(max_rooms - rooms.len().min(max_rooms));
                 rooms.extend(room_ids.map(|(room_id, _)| room_id.to_string()));
@@ -183,10 +216,28 @@ impl RoomRecency {
 
     fn keeps(&self, filter: ListFilter, direct: &HashSet<String>, room_id: &str) -> bool {
         let invite = self.rooms.get(room_id).is_some_and(|(_, invite)| *invite);
-        filter.is_invite.is_none_or(|want| want == invite) && filter.is_dm.is_none_or(|want| want == direct.contains(room_id))
+        filter.is_invite.is_none_or(|want| want == invite)
+            && filter.is_dm.is_none_or(|want| want == direct.contains(room_id))
+            && filter.types.is_none_or(|types| types.allows(self.types.get(room_id).map(String::as_str)))
     }
 
     fn count(&self, filter: ListFilter, direct: &HashSet<String>) -> u64 {
+        let Some(types) = filter.types else { return self.count_untyped(filter, direct) };
+        let others = ListFilter { types: None, ..filter };
+        // Rooms with a type are few: count them one by one, and the rooms without one as the
+        // rest of the count.
+        let typed = |allowed: bool| {
+            self.types
+                .iter()
+                .filter(|(room_id, room_type)| {
+                    types.allows(Some(room_type.as_str())) == allowed && self.keeps(others, direct, room_id)
+                })
+                .count() as u64
+        };
+        if types.allows(None) { self.count_untyped(others, direct) - typed(false) } else { typed(true) }
+    }
+
+    fn count_untyped(&self, filter: ListFilter, direct: &HashSet<String>) -> u64 {
         let by_invite = match filter.is_invite {
             None => self.rooms.len(),
             Some(true) => self.invites,
@@ -195,7 +246,7 @@ impl RoomRecency {
         let count = match filter.is_dm {
             None => by_invite,
             Some(want_dm) => {
-                let keep_invite = ListFilter { is_invite: filter.is_invite, is_dm: None };
+                let keep_invite = ListFilter { is_invite: filter.is_invite, is_dm: None, types: None };
                 let dms = direct
                     .iter()
                     .filter(|room_id| self.rooms.contains_key(*room_id) && self.keeps(keep_invite, direct, room_id))
@@ -212,6 +263,7 @@ impl RoomRecency {
         if invite {
             self.invites -= 1;
         }
+        self.types.remove(room_id);
         let (block, at) = self.find(stamp, room_id);
         Some((invite, self.remove_at(block, at)))
     }
@@ -304,6 +356,7 @@ impl ReadModel {
 pub(super) fn place_loaded(recency: &mut RoomRecency, room: &Room, user_id: &str, membership: Membership, room_stamp: u64) {
     let member_ts = room.state.get("m.room.member", user_id).and_then(|event| event["origin_server_ts"].as_u64()).unwrap_or(0);
     recency.place(&room.room_id, membership, room_stamp, member_ts);
+    recency.set_type(&room.room_id, room.room_type().as_deref());
 }
 
 #[cfg(test)]
@@ -346,9 +399,9 @@ mod tests {
         assert_eq!(recency.get("!b"), None);
         assert_eq!(order(&recency).iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(), ["!a", "!c", "!d"]);
         recency.place("!e", Membership::Invite, 0, 60);
-        let view = recency.list(ListFilter { is_invite: Some(true), is_dm: None }, &none, &[(0, 9)], 500);
+        let view = recency.list(ListFilter { is_invite: Some(true), ..ListFilter::default() }, &none, &[(0, 9)], 500);
         assert_eq!(view, ListView { count: 1, rooms: vec!["!e".to_string()] });
-        let view = recency.list(ListFilter { is_invite: Some(false), is_dm: None }, &none, &[(1, 1)], 500);
+        let view = recency.list(ListFilter { is_invite: Some(false), ..ListFilter::default() }, &none, &[(1, 1)], 500);
         assert_eq!(view, ListView { count: 3, rooms: vec!["!c".to_string()] });
     }
 
@@ -375,15 +428,38 @@ mod tests {
         assert_eq!(view.rooms, [999, 998, 997, 996, 499, 498, 1, 0].map(name));
         assert_eq!(recency.list(all, &HashSet::new(), &[(0, 999)], 20).rooms.len(), 20, "at most max_rooms");
         assert_eq!(recency.list(all, &HashSet::new(), &[(1000, 1010), (5, 2)], 20).rooms, Vec::<String>::new());
-        let invites = recency.list(ListFilter { is_invite: Some(true), is_dm: None }, &HashSet::new(), &[(1, 2)], 500);
+        let invites = recency.list(ListFilter { is_invite: Some(true), ..ListFilter::default() }, &HashSet::new(), &[(1, 2)], 500);
         assert_eq!((invites.count, invites.rooms), (100, vec![name(980), name(970)]));
         let direct: HashSet<String> = ["!0990", "!0500", "!0003", "!9999"].iter().map(|r| r.to_string()).collect();
-        let dms = recency.list(ListFilter { is_invite: None, is_dm: Some(true) }, &direct, &[(0, 1)], 500);
+        let dms = recency.list(ListFilter { is_invite: None, is_dm: Some(true), types: None }, &direct, &[(0, 1)], 500);
         assert_eq!((dms.count, dms.rooms), (3, vec![name(990), name(500)]));
-        let joined_dms = recency.list(ListFilter { is_invite: Some(false), is_dm: Some(true) }, &direct, &[(0, 9)], 500);
+        let joined_dms = recency.list(ListFilter { is_invite: Some(false), is_dm: Some(true), types: None }, &direct, &[(0, 9)], 500);
         assert_eq!((joined_dms.count, joined_dms.rooms), (1, vec![name(3)]), "!0990 and !0500 are invites");
-        let others = recency.list(ListFilter { is_invite: None, is_dm: Some(false) }, &direct, &[(0, 0)], 500);
+        let others = recency.list(ListFilter { is_invite: None, is_dm: Some(false), types: None }, &direct, &[(0, 0)], 500);
         assert_eq!((others.count, others.rooms), (997, vec![name(999)]));
+
+        // Three spaces, one of them an invite: counted from the typed rooms alone.
+        for i in [999, 980, 3] {
+            recency.set_type(&name(i), Some("m.space"));
+        }
+        let spaces = TypeFilter { room_types: Some(vec![Some("m.space".into())]), not_room_types: Vec::new() };
+        let no_spaces = TypeFilter { room_types: None, not_room_types: vec![Some("m.space".into())] };
+        let list = |filter: ListFilter, ranges: &[(u64, u64)]| recency.list(filter, &direct, ranges, 500);
+        let view = list(ListFilter { types: Some(&no_spaces), ..ListFilter::default() }, &[(0, 499)]);
+        assert_eq!(view.count, 997);
+        assert_eq!(view.rooms.len(), 500);
+        assert!(![name(999), name(980), name(3)].iter().any(|space| view.rooms.contains(space)));
+        let view = list(ListFilter { types: Some(&spaces), ..ListFilter::default() }, &[(0, 9)]);
+        assert_eq!((view.count, view.rooms), (3, vec![name(999), name(980), name(3)]));
+        let view = list(ListFilter { is_invite: Some(true), types: Some(&spaces), ..ListFilter::default() }, &[(0, 9)]);
+        assert_eq!((view.count, view.rooms), (1, vec![name(980)]));
+        let view = list(ListFilter { is_dm: Some(true), types: Some(&no_spaces), ..ListFilter::default() }, &[(0, 9)]);
+        assert_eq!((view.count, view.rooms), (2, vec![name(990), name(500)]), "!0003 is a space");
+        // A room the user leaves takes its type with it.
+        recency.remove(&name(999));
+        recency.set_type(&name(999), Some("m.space"));
+        let view = recency.list(ListFilter { types: Some(&spaces), ..ListFilter::default() }, &direct, &[(0, 9)], 500);
+        assert_eq!(view.count, 2);
     }
 
     fn apply(model: &ReadModel, room_id: &str, event: Value) {

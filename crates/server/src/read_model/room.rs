@@ -443,6 +443,11 @@ impl Room {
         self.last_sent.get(user_id).map(|(seq, _)| *seq)
     }
 
+    /// The room's type (`m.room.create`'s `content.type`, e.g. `m.space`), if it has one.
+    pub fn room_type(&self) -> Option<String> {
+        self.state.content("m.room.create", "").and_then(|content| content["type"].as_str().map(str::to_string))
+    }
+
     /// `user_id`'s latest event and its notification mark (see [`Room::notify_mark_at`]).
     pub fn last_sent_mark(&self, user_id: &str) -> Option<(u64, u64)> {
         self.last_sent.get(user_id).copied()

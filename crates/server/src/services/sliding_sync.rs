@@ -11,7 +11,7 @@
 //! stamps, which need no room read back (cold rooms stay cold until they are in a range).
 //!
 //! Not here yet: typing and receipts extensions, list sorting options other than recency,
-//! filters other than `is_invite` and `is_dm`, left rooms.
+//! filters other than `is_invite`, `is_dm`, `room_types` and `not_room_types`, left rooms.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::time::Duration;
@@ -26,7 +26,7 @@ use super::rooms::now_ms;
 use super::sync::{invite_state_of, receipt_event_for, room_token, unread_counts_of};
 use super::{App, Caller};
 use crate::error::{ApiResult, MatrixError};
-use crate::read_model::recency::{ListFilter, ListView};
+use crate::read_model::recency::{ListFilter, ListView, TypeFilter};
 use crate::read_model::{Membership, User};
 use crate::read_model::event_ids::position_of;
 
@@ -42,6 +42,8 @@ const MAX_KEPT_POSITIONS: usize = 4;
 const MAX_LISTS: usize = 50;
 /// Ranges per list.
 const MAX_RANGES: usize = 100;
+/// Room types named in a list's `room_types` and `not_room_types`.
+const MAX_ROOM_TYPES: usize = 50;
 /// Room subscriptions a connection holds.
 const MAX_SUBSCRIPTIONS: usize = 500;
 /// Rooms in one response (over all lists and subscriptions).
@@ -76,6 +78,10 @@ pub struct ListFilters {
     is_invite: Option<bool>,
     #[serde(default)]
     is_dm: Option<bool>,
+    #[serde(default)]
+    room_types: Option<Vec<Option<String>>>,
+    #[serde(default)]
+    not_room_types: Vec<Option<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -241,6 +247,10 @@ pub async fn sync(app: &App, caller: &Caller, query: SlidingQuery, mut request: 
     }
     if request.lists.values().any(|l| l.ranges.len() > MAX_RANGES) {
         return Err(MatrixError::invalid_param(format!("at most {MAX_RANGES} ranges per list")));
+    }
+    let type_count = |f: &ListFilters| f.room_types.as_ref().map_or(0, Vec::len) + f.not_room_types.len();
+    if request.lists.values().any(|l| type_count(&l.filters) > MAX_ROOM_TYPES) {
+        return Err(MatrixError::invalid_param(format!("at most {MAX_ROOM_TYPES} room types per list")));
     }
     if request.room_subscriptions.len() > MAX_SUBSCRIPTIONS {
         return Err(MatrixError::invalid_param(format!("at most {MAX_SUBSCRIPTIONS} room subscriptions")));
@@ -596,7 +606,11 @@ fn lists_by_recency(
         .lists
         .values()
         .map(|list| {
-            let filter = ListFilter { is_invite: list.filters.is_invite, is_dm: list.filters.is_dm };
+            let types = (list.filters.room_types.is_some() || !list.filters.not_room_types.is_empty()).then(|| TypeFilter {
+                room_types: list.filters.room_types.clone(),
+                not_room_types: list.filters.not_room_types.clone(),
+            });
+            let filter = ListFilter { is_invite: list.filters.is_invite, is_dm: list.filters.is_dm, types: types.as_ref() };
             user.recency.list(filter, direct, &list.ranges, MAX_ROOMS_PER_RESPONSE)
         })
         .collect();
