@@ -238,32 +238,45 @@ impl ReadModel {
         if limit == 0 || from > ceiling {
             return Ok(page);
         }
-        let Some((evicted_upto, first_chunk)) = self.with_room(room_id, |room| (room.evicted_upto(), room.chunk_of(from).unwrap_or(0))) else {
-            return Ok(page);
-        };
-        if from <= evicted_upto {
-            let top = ceiling.min(evicted_upto);
-            let mut k = first_chunk;
-            while let Some(chunk) = self.chunk(log, room_id, k).await? {
-                if chunk.first().is_none_or(|first| first.seq > top) {
-                    break;
-                }
-                let shown = self.shown_items(room_id, chunk.iter().filter(|i| i.seq >= from && i.seq <= top));
-                for item in shown {
-                    if page.offer(item, limit, &keep) {
-                        return Ok(page);
-                    }
-                }
-                k += 1;
-            }
-        }
-        // Then the window, oldest first, a page's worth at a time.
-        let mut after = from.max(evicted_upto + 1) - 1;
+        // Everything up to `after` is offered (or is not in the page's range). Events the window
+        // no longer holds come from chunks, the rest from the window a page's worth at a time;
+        // if the window evicts meanwhile, the next turn reads what it lost from chunks.
+        let mut after = from.saturating_sub(1);
         loop {
             let batch_size = limit.clamp(8, MAX_BATCH);
-            let batch: Vec<TimelineItem> = self
-                .with_room(room_id, |room| room.window_between(after, ceiling).take(batch_size).map(|i| room.shown(i)).collect())
-                .unwrap_or_default();
+            let Some((batch, evicted_upto, first_chunk)) = self.with_room(room_id, |room| {
+                let evicted_upto = room.evicted_upto();
+                if after < evicted_upto {
+                    (Vec::new(), evicted_upto, room.chunk_of(after + 1).unwrap_or(0))
+                } else {
+                    let batch: Vec<TimelineItem> =
+                        room.window_between(after, ceiling).take(batch_size).map(|i| room.shown(i)).collect();
+                    (batch, evicted_upto, 0)
+                }
+            }) else {
+                return Ok(page);
+            };
+            if after < evicted_upto {
+                let top = ceiling.min(evicted_upto);
+                let mut k = first_chunk;
+                while let Some(chunk) = self.chunk(log, room_id, k).await? {
+                    if chunk.first().is_none_or(|first| first.seq > top) {
+                        break;
+                    }
+                    let shown = self.shown_items(room_id, chunk.iter().filter(|i| i.seq > after && i.seq <= top));
+                    for item in shown {
+                        if page.offer(item, limit, &keep) {
+                            return Ok(page);
+                        }
+                    }
+                    k += 1;
+                }
+                if top >= ceiling {
+                    return Ok(page);
+                }
+                after = top;
+                continue;
+            }
             let Some(last) = batch.last().map(|item| item.seq) else { return Ok(page) };
             for item in batch {
                 if page.offer(item, limit, &keep) {
