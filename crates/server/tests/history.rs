@@ -79,6 +79,24 @@ async fn page_forward_all(c: &Client, user: &User, room_id: &str) -> Vec<String>
     all
 }
 
+/// Waits until the stored snapshot covers at least `entries` log entries (30 s at most).
+async fn wait_for_snapshot(nats: &Nats, entries: u64) {
+    let store = nats.store().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let description = store.snapshots().description().await.unwrap();
+        let covers = description
+            .as_deref()
+            .and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse)
+            .map_or(0, |info| info.entries());
+        if covers >= entries {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no snapshot covering the history was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 fn expected(sent: &[(String, String)], redacted: Option<usize>) -> Vec<String> {
     sent.iter().enumerate().map(|(i, (_, body))| if Some(i) == redacted { "<redacted>".to_string() } else { body.clone() }).collect()
 }
@@ -122,20 +140,7 @@ async fn history_beyond_the_window_reads_back_from_the_log_and_survives_a_snapsh
     assert_eq!(page_back_all(&c, &alice, &room_id).await, expected(&sent, Some(3)));
 
     // A snapshot is written (every second here, once 50 entries are new): wait for it.
-    let store = nats.store().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let description = store.snapshots().description().await.unwrap();
-        let covers: u64 = description
-            .as_deref()
-            .and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse)
-            .map_or(0, |info| info.entries());
-        if covers as usize >= MESSAGES {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot covering the history was written");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_snapshot(&nats, MESSAGES as u64).await;
     c.send_text(&alice, &room_id, "after the snapshot").await;
     node.stop().await;
 
@@ -274,20 +279,7 @@ async fn unread_counts_reach_past_the_window_and_survive_a_restart() {
     assert_eq!(notification_count(&c, &carol, &room_id).await, json!(carol_unread));
 
     // From a snapshot, on a node whose windows start empty.
-    let store = nats.store().await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let description = store.snapshots().description().await.unwrap();
-        let covers = description
-            .as_deref()
-            .and_then(haetae_server::read_model::snapshot::SnapshotInfo::parse)
-            .map_or(0, |info| info.entries());
-        if covers as usize >= MESSAGES {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no snapshot covering the history was written");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_for_snapshot(&nats, MESSAGES as u64).await;
     node.stop().await;
     let node = Node::start(&nats, history_config()).await;
     let c = node.client();

@@ -425,17 +425,10 @@ async fn forget_old_connections(app: &App, caller: &Caller) {
 /// Acknowledges the to-device messages up to the extension's `since`: they are dropped (through
 /// the log, so every node drops them) and never delivered again.
 async fn acknowledge_to_device(app: &App, caller: &Caller, extension: &ToDeviceExtension) -> ApiResult<()> {
-    let Some(upto) = extension.since.as_deref().and_then(|s| s.parse::<u64>().ok()) else {
-        return Ok(());
-    };
-    let pending = app
-        .model
-        .with_user(&caller.user_id, |user| user.to_device.iter().any(|m| m.seq <= upto && m.device_id == caller.device_id));
-    if pending {
-        let entry = crate::entry::Entry::ToDeviceAck { device_id: caller.device_id.clone(), upto };
-        super::accounts::append_user_entry(app, &caller.user_id, entry).await?;
+    match extension.since.as_deref().and_then(|s| s.parse::<u64>().ok()) {
+        Some(upto) => super::sync::acknowledge_to_device_upto(app, caller, upto).await,
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// A response before its `pos`, and what the connection records of it.

@@ -144,7 +144,12 @@ pub async fn sync(app: &App, caller: &Caller, query: SyncQuery) -> ApiResult<Val
 /// (through the log, so every node drops them) and never delivered again.
 async fn acknowledge_to_device(app: &App, caller: &Caller, since: &SyncToken) -> ApiResult<()> {
     let partition = app.model.partition_of(&caller.user_id) as usize;
-    let upto = since.positions[partition];
+    acknowledge_to_device_upto(app, caller, since.positions[partition]).await
+}
+
+/// Drops the caller's device's to-device messages up to position `upto` (shared with sliding
+/// sync's `to_device` extension), if any are left.
+pub(super) async fn acknowledge_to_device_upto(app: &App, caller: &Caller, upto: u64) -> ApiResult<()> {
     let pending = app
         .model
         .with_user(&caller.user_id, |user| user.to_device.iter().any(|m| m.seq <= upto && m.device_id == caller.device_id));
